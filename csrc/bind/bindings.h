@@ -1,0 +1,11 @@
+// One registration function per kernel family; module.cpp calls them all.
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+namespace fastnn::bind {
+
+void bind_runtime(nanobind::module_& m);
+void bind_activation(nanobind::module_& m);
+
+}  // namespace fastnn::bind

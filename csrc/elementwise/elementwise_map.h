@@ -1,0 +1,58 @@
+// The shared loop of every elementwise kernel: operand 0 is written, the rest
+// are read, all of one dtype T. Dense rows run whole vectors plus one masked
+// tail; strided rows are gathered into a vector, computed, and scattered, so
+// the arithmetic (fn) is written once, on vectors, for both.
+#pragma once
+
+#include "fastnn/parallel.h"
+#include "fastnn/simd.h"
+#include "fastnn/strided_loop.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE {
+
+// Below ~64 KiB per thread the wake-up of a worker costs more than it saves.
+inline constexpr int64_t kElementwiseGrain = 16384;
+
+template <class T, int NIn, class Fn>
+void map_elementwise(const TensorView* const* operands, Fn fn) {
+    using simd::VecF32;
+    constexpr int W = VecF32::width;
+    const StridedLayout layout = make_strided_layout(operands, NIn + 1);
+    const bool dense = layout.inner_dense();
+
+    parallel_for(layout.numel, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+        for_each_row(layout, begin, end, [&](char* const* ptrs, int64_t n) {
+            T* out = reinterpret_cast<T*>(ptrs[0]);
+            VecF32 in[NIn];
+            if (dense) {
+                int64_t i = 0;
+                for (; i + W <= n; i += W) {
+                    for (int k = 0; k < NIn; ++k) in[k] = VecF32::load(reinterpret_cast<const T*>(ptrs[k + 1]) + i);
+                    fn(in).store(out + i);
+                }
+                if (i < n) {
+                    const int r = static_cast<int>(n - i);
+                    for (int k = 0; k < NIn; ++k)
+                        in[k] = VecF32::load_partial(reinterpret_cast<const T*>(ptrs[k + 1]) + i, r);
+                    fn(in).store_partial(out + i, r);
+                }
+                return;
+            }
+            T buf[NIn + 1][W];
+            for (int64_t i = 0; i < n; i += W) {
+                const int r = static_cast<int>(n - i < W ? n - i : W);
+                for (int k = 0; k < NIn; ++k) {
+                    const char* src = ptrs[k + 1] + i * layout.inner_stride(k + 1);
+                    for (int j = 0; j < r; ++j)
+                        std::memcpy(&buf[k + 1][j], src + j * layout.inner_stride(k + 1), sizeof(T));
+                    in[k] = VecF32::load_partial(buf[k + 1], r);
+                }
+                fn(in).store_partial(buf[0], r);
+                char* dst = ptrs[0] + i * layout.inner_stride(0);
+                for (int j = 0; j < r; ++j) std::memcpy(dst + j * layout.inner_stride(0), &buf[0][j], sizeof(T));
+            }
+        });
+    });
+}
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE

@@ -1,0 +1,263 @@
+// The ISA mapping: one vector vocabulary (VecF32, MaskF32) with an AVX-512, an
+// AVX2 and a portable implementation, so a kernel loop is written once and
+// compiled per instruction set. Include it only from kernel translation units
+// (*_generic.cpp, *_avx2.cpp, *_avx512*.cpp), which CMake compiles with the
+// matching -m flags.
+//
+// Everything here lives in a namespace named after the ISA the translation unit
+// is compiled for (FASTNN_ISA_NAMESPACE). Inline functions compiled with
+// different target flags must never share a mangled name: the linker keeps one
+// copy, and an AVX-512 copy reached from the portable path is an illegal
+// instruction on a CPU without it.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "fastnn/tensor.h"
+
+#if defined(__AVX512BF16__)
+#define FASTNN_ISA_NAMESPACE avx512_bf16
+#elif defined(__AVX512VNNI__)
+#define FASTNN_ISA_NAMESPACE avx512_vnni
+#elif defined(__AVX512F__)
+#define FASTNN_ISA_NAMESPACE avx512
+#elif defined(__AVX2__)
+#define FASTNN_ISA_NAMESPACE avx2
+#else
+#define FASTNN_ISA_NAMESPACE generic
+#endif
+
+#if defined(__AVX512F__)
+#define FASTNN_SIMD_AVX512 1
+#elif defined(__AVX2__)
+#define FASTNN_SIMD_AVX2 1
+#endif
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+namespace fastnn::FASTNN_ISA_NAMESPACE::simd {
+
+// Scalar float <-> bfloat16, round to nearest even, NaN kept quiet (as PyTorch).
+inline float bf16_to_float(bf16 h) {
+    const uint32_t u = static_cast<uint32_t>(h.bits) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+inline bf16 float_to_bf16(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{static_cast<uint16_t>((u >> 16) | 0x40u)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return bf16{static_cast<uint16_t>(u >> 16)};
+}
+
+inline float to_float(float x) { return x; }
+inline float to_float(bf16 x) { return bf16_to_float(x); }
+template <class T> inline T from_float(float x);
+template <> inline float from_float<float>(float x) { return x; }
+template <> inline bf16 from_float<bf16>(float x) { return float_to_bf16(x); }
+
+#if FASTNN_SIMD_AVX512
+
+struct MaskF32 { __mmask16 m; };
+
+struct VecF32 {
+    static constexpr int width = 16;
+    __m512 v;
+
+    static VecF32 zero() { return {_mm512_setzero_ps()}; }
+    static VecF32 broadcast(float x) { return {_mm512_set1_ps(x)}; }
+    static VecF32 load(const float* p) { return {_mm512_loadu_ps(p)}; }
+    static VecF32 load(const bf16* p) {
+        const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        return {_mm512_castsi512_ps(_mm512_slli_epi32(w, 16))};
+    }
+    static VecF32 load_partial(const float* p, int n) { return {_mm512_maskz_loadu_ps(tail(n), p)}; }
+    static VecF32 load_partial(const bf16* p, int n) {
+        const __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(tail(n), p));
+        return {_mm512_castsi512_ps(_mm512_slli_epi32(w, 16))};
+    }
+    void store(float* p) const { _mm512_storeu_ps(p, v); }
+    void store(bf16* p) const { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_bf16()); }
+    void store_partial(float* p, int n) const { _mm512_mask_storeu_ps(p, tail(n), v); }
+    void store_partial(bf16* p, int n) const { _mm256_mask_storeu_epi16(p, tail(n), to_bf16()); }
+
+    static __mmask16 tail(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
+    __m256i to_bf16() const {
+        const __m512i u = _mm512_castps_si512(v);
+        const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+        const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+        return _mm512_cvtepi32_epi16(r);
+    }
+};
+
+inline VecF32 operator+(VecF32 a, VecF32 b) { return {_mm512_add_ps(a.v, b.v)}; }
+inline VecF32 operator-(VecF32 a, VecF32 b) { return {_mm512_sub_ps(a.v, b.v)}; }
+inline VecF32 operator*(VecF32 a, VecF32 b) { return {_mm512_mul_ps(a.v, b.v)}; }
+inline VecF32 operator/(VecF32 a, VecF32 b) { return {_mm512_div_ps(a.v, b.v)}; }
+inline VecF32 fmadd(VecF32 a, VecF32 b, VecF32 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+// max/min return b when either is NaN (x86 semantics): pass the value whose
+// NaN must propagate as b.
+inline VecF32 max(VecF32 a, VecF32 b) { return {_mm512_max_ps(a.v, b.v)}; }
+inline VecF32 min(VecF32 a, VecF32 b) { return {_mm512_min_ps(a.v, b.v)}; }
+inline MaskF32 cmp_le(VecF32 a, VecF32 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ)}; }
+inline MaskF32 cmp_lt(VecF32 a, VecF32 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ)}; }
+inline VecF32 select(MaskF32 m, VecF32 a, VecF32 b) { return {_mm512_mask_blend_ps(m.m, b.v, a.v)}; }
+inline float reduce_add(VecF32 a) { return _mm512_reduce_add_ps(a.v); }
+inline float reduce_max(VecF32 a) { return _mm512_reduce_max_ps(a.v); }
+
+#elif FASTNN_SIMD_AVX2
+
+struct MaskF32 { __m256 m; };
+
+struct VecF32 {
+    static constexpr int width = 8;
+    __m256 v;
+
+    static VecF32 zero() { return {_mm256_setzero_ps()}; }
+    static VecF32 broadcast(float x) { return {_mm256_set1_ps(x)}; }
+    static VecF32 load(const float* p) { return {_mm256_loadu_ps(p)}; }
+    static VecF32 load(const bf16* p) {
+        const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        return {_mm256_castsi256_ps(_mm256_slli_epi32(w, 16))};
+    }
+    template <class T>
+    static VecF32 load_partial(const T* p, int n) {
+        T buf[width] = {};
+        std::memcpy(buf, p, sizeof(T) * n);
+        return load(buf);
+    }
+    void store(float* p) const { _mm256_storeu_ps(p, v); }
+    void store(bf16* p) const { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), to_bf16()); }
+    template <class T>
+    void store_partial(T* p, int n) const {
+        T buf[width];
+        store(buf);
+        std::memcpy(p, buf, sizeof(T) * n);
+    }
+
+    __m128i to_bf16() const {
+        const __m256i u = _mm256_castps_si256(v);
+        const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+        const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+        const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+        r = _mm256_blendv_epi8(r, quiet, _mm256_castps_si256(nan));
+        // Values are < 2^16, so the unsigned-saturating pack is exact; it packs
+        // within 128-bit lanes, and the permute brings the halves together.
+        const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xd8);
+        return _mm256_castsi256_si128(packed);
+    }
+};
+
+inline VecF32 operator+(VecF32 a, VecF32 b) { return {_mm256_add_ps(a.v, b.v)}; }
+inline VecF32 operator-(VecF32 a, VecF32 b) { return {_mm256_sub_ps(a.v, b.v)}; }
+inline VecF32 operator*(VecF32 a, VecF32 b) { return {_mm256_mul_ps(a.v, b.v)}; }
+inline VecF32 operator/(VecF32 a, VecF32 b) { return {_mm256_div_ps(a.v, b.v)}; }
+inline VecF32 fmadd(VecF32 a, VecF32 b, VecF32 c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+inline VecF32 max(VecF32 a, VecF32 b) { return {_mm256_max_ps(a.v, b.v)}; }
+inline VecF32 min(VecF32 a, VecF32 b) { return {_mm256_min_ps(a.v, b.v)}; }
+inline MaskF32 cmp_le(VecF32 a, VecF32 b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ)}; }
+inline MaskF32 cmp_lt(VecF32 a, VecF32 b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)}; }
+inline VecF32 select(MaskF32 m, VecF32 a, VecF32 b) { return {_mm256_blendv_ps(b.v, a.v, m.m)}; }
+inline float reduce_add(VecF32 a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+inline float reduce_max(VecF32 a) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+#else  // portable: fixed-width arrays the compiler may auto-vectorize
+
+struct MaskF32 { bool m[8]; };
+
+struct VecF32 {
+    static constexpr int width = 8;
+    float v[width];
+
+    static VecF32 zero() { return broadcast(0.0f); }
+    static VecF32 broadcast(float x) {
+        VecF32 r;
+        for (int i = 0; i < width; ++i) r.v[i] = x;
+        return r;
+    }
+    template <class T>
+    static VecF32 load(const T* p) { return load_partial(p, width); }
+    template <class T>
+    static VecF32 load_partial(const T* p, int n) {
+        VecF32 r = zero();
+        for (int i = 0; i < n; ++i) r.v[i] = to_float(p[i]);
+        return r;
+    }
+    template <class T>
+    void store(T* p) const { store_partial(p, width); }
+    template <class T>
+    void store_partial(T* p, int n) const {
+        for (int i = 0; i < n; ++i) p[i] = from_float<T>(v[i]);
+    }
+};
+
+#define FASTNN_GENERIC_BINARY(name, expr)                        \
+    inline VecF32 name(VecF32 a, VecF32 b) {                     \
+        VecF32 r;                                                \
+        for (int i = 0; i < VecF32::width; ++i) r.v[i] = (expr); \
+        return r;                                                \
+    }
+FASTNN_GENERIC_BINARY(operator+, a.v[i] + b.v[i])
+FASTNN_GENERIC_BINARY(operator-, a.v[i] - b.v[i])
+FASTNN_GENERIC_BINARY(operator*, a.v[i] * b.v[i])
+FASTNN_GENERIC_BINARY(operator/, a.v[i] / b.v[i])
+// Same NaN rule as the x86 instructions: b when either is NaN.
+FASTNN_GENERIC_BINARY(max, a.v[i] > b.v[i] ? a.v[i] : b.v[i])
+FASTNN_GENERIC_BINARY(min, a.v[i] < b.v[i] ? a.v[i] : b.v[i])
+#undef FASTNN_GENERIC_BINARY
+
+// Baseline x86-64 has no FMA instruction, and fmaf() would be a libm call per
+// element; the portable path multiplies and adds (two roundings).
+inline VecF32 fmadd(VecF32 a, VecF32 b, VecF32 c) {
+    VecF32 r;
+    for (int i = 0; i < VecF32::width; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+    return r;
+}
+inline MaskF32 cmp_le(VecF32 a, VecF32 b) {
+    MaskF32 m;
+    for (int i = 0; i < VecF32::width; ++i) m.m[i] = a.v[i] <= b.v[i];
+    return m;
+}
+inline MaskF32 cmp_lt(VecF32 a, VecF32 b) {
+    MaskF32 m;
+    for (int i = 0; i < VecF32::width; ++i) m.m[i] = a.v[i] < b.v[i];
+    return m;
+}
+inline VecF32 select(MaskF32 m, VecF32 a, VecF32 b) {
+    VecF32 r;
+    for (int i = 0; i < VecF32::width; ++i) r.v[i] = m.m[i] ? a.v[i] : b.v[i];
+    return r;
+}
+inline float reduce_add(VecF32 a) {
+    float s = 0.0f;
+    for (int i = 0; i < VecF32::width; ++i) s += a.v[i];
+    return s;
+}
+inline float reduce_max(VecF32 a) {
+    float s = a.v[0];
+    for (int i = 1; i < VecF32::width; ++i) s = a.v[i] > s ? a.v[i] : s;
+    return s;
+}
+
+#endif
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE::simd

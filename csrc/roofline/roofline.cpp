@@ -1,0 +1,82 @@
+#include "fastnn/roofline.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "fastnn/parallel.h"
+
+namespace fastnn {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+};
+
+}  // namespace
+
+double measure_fma_peak_gflops(double seconds) {
+    const RooflineKernels& k = FASTNN_SELECT_KERNELS(roofline_kernels);
+    const int threads = num_threads();
+    // Calibrate the iteration count on one thread, then run all threads.
+    long iterations = 1 << 16;
+    for (;;) {
+        const auto t0 = std::chrono::steady_clock::now();
+        volatile float sink = k.fma_loop(iterations, 1.0f);
+        (void)sink;
+        if (seconds_since(t0) > seconds / 10 || iterations > (1L << 40)) break;
+        iterations *= 2;
+    }
+    double best = 0.0;
+    for (int trial = 0; trial < 5; ++trial) {
+        const auto t0 = std::chrono::steady_clock::now();
+        parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t t = begin; t < end; ++t) {
+                volatile float sink = k.fma_loop(iterations, 1.0f + static_cast<float>(t));
+                (void)sink;
+            }
+        });
+        const double elapsed = seconds_since(t0);
+        best = std::max(best, static_cast<double>(k.flops_per_iteration) * iterations * threads / elapsed / 1e9);
+    }
+    return best;
+}
+
+double measure_copy_bandwidth_gbps(std::size_t bytes, int repeats) {
+    bytes = (bytes + 4095) / 4096 * 4096;  // aligned_alloc needs a multiple of the alignment
+    std::unique_ptr<char, FreeDeleter> src(static_cast<char*>(std::aligned_alloc(4096, bytes)));
+    std::unique_ptr<char, FreeDeleter> dst(static_cast<char*>(std::aligned_alloc(4096, bytes)));
+    if (!src || !dst) return 0.0;
+    // First touch both buffers from the threads that will copy them, so page
+    // faults are not timed.
+    const int64_t nchunks = num_threads();
+    auto copy = [&](bool fill) {
+        parallel_for(nchunks, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t c = begin; c < end; ++c) {
+                const std::size_t lo = bytes * c / nchunks, hi = bytes * (c + 1) / nchunks;
+                if (fill) {
+                    std::memset(src.get() + lo, 1, hi - lo);
+                    std::memset(dst.get() + lo, 0, hi - lo);
+                } else {
+                    std::memcpy(dst.get() + lo, src.get() + lo, hi - lo);
+                }
+            }
+        });
+    };
+    copy(true);
+    double best = 0.0;
+    for (int r = 0; r < repeats; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        copy(false);
+        best = std::max(best, 2.0 * static_cast<double>(bytes) / seconds_since(t0) / 1e9);
+    }
+    return best;
+}
+
+}  // namespace fastnn

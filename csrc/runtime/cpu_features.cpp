@@ -1,0 +1,127 @@
+// CPUID and XGETBV probing. A feature counts only when the CPU reports it AND
+// the OS saves the register state it needs (XCR0): a hypervisor may expose
+// AVX-512 in CPUID while not enabling ZMM state, and executing it then faults.
+#include "fastnn/cpu_features.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#define FASTNN_HOST_X86 1
+#else
+#define FASTNN_HOST_X86 0
+#endif
+
+namespace fastnn {
+namespace {
+
+#if FASTNN_HOST_X86
+unsigned long long read_xcr0() {
+    unsigned eax = 0, edx = 0;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+
+CpuFeatures probe() {
+    CpuFeatures f;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+    const bool osxsave = c & (1u << 27);
+    if (!osxsave) return f;
+    const unsigned long long xcr0 = read_xcr0();
+    const bool ymm_state = (xcr0 & 0x6) == 0x6;          // SSE + AVX state
+    const bool zmm_state = (xcr0 & 0xe6) == 0xe6;        // + opmask, ZMM0-15 hi, ZMM16-31
+    const bool avx = (c & (1u << 28)) && ymm_state;
+    f.fma = avx && (c & (1u << 12));
+    f.f16c = avx && (c & (1u << 29));
+
+    unsigned max_leaf = __get_cpuid_max(0, nullptr);
+    if (max_leaf < 7) return f;
+    __cpuid_count(7, 0, a, b, c, d);
+    f.avx2 = avx && (b & (1u << 5));
+    const bool z = avx && zmm_state;
+    f.avx512f = z && (b & (1u << 16));
+    f.avx512dq = z && (b & (1u << 17));
+    f.avx512bw = z && (b & (1u << 30));
+    f.avx512vl = z && (b & (1u << 31));
+    f.avx512_vnni = z && (c & (1u << 11));
+    unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
+    __cpuid_count(7, 1, a1, b1, c1, d1);
+    f.avx512_bf16 = z && (a1 & (1u << 5));
+    f.avx_vnni = avx && (a1 & (1u << 4));
+    return f;
+}
+#else
+CpuFeatures probe() { return {}; }
+#endif
+
+Isa best_isa(const CpuFeatures& f) {
+#if FASTNN_X86_KERNELS
+    if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma && f.f16c) return Isa::avx512;
+    if (f.avx2 && f.fma && f.f16c) return Isa::avx2;
+#else
+    (void)f;
+#endif
+    return Isa::generic;
+}
+
+Isa initial_isa() {
+    Isa isa = detected_isa();
+    Isa requested;
+    const char* env = requested_isa_env();
+    if (env && parse_isa(env, &requested) && requested < isa) isa = requested;
+    return isa;
+}
+
+std::atomic<int>& active_slot() {
+    static std::atomic<int> slot{static_cast<int>(initial_isa())};
+    return slot;
+}
+
+}  // namespace
+
+const CpuFeatures& cpu_features() {
+    static const CpuFeatures features = probe();
+    return features;
+}
+
+const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::avx512: return "avx512";
+        case Isa::avx2: return "avx2";
+        default: return "generic";
+    }
+}
+
+bool parse_isa(const char* name, Isa* out) {
+    for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
+        if (std::strcmp(name, isa_name(isa)) == 0) {
+            *out = isa;
+            return true;
+        }
+    }
+    return false;
+}
+
+Isa detected_isa() {
+    static const Isa isa = best_isa(cpu_features());
+    return isa;
+}
+
+Isa active_isa() { return static_cast<Isa>(active_slot().load(std::memory_order_relaxed)); }
+
+bool set_active_isa(Isa isa) {
+    if (isa > detected_isa()) return false;
+    active_slot().store(static_cast<int>(isa), std::memory_order_relaxed);
+    return true;
+}
+
+const char* requested_isa_env() {
+    const char* env = std::getenv("FASTNN_ISA");
+    return (env && *env) ? env : nullptr;
+}
+
+}  // namespace fastnn

@@ -1,0 +1,1 @@
+from fastnn import _C
