@@ -87,6 +87,18 @@ NB_MODULE(_cuda, m) {
         cudaRuntimeGetVersion(&v);
         return v;
     });
+    m.def("fma_peak_gflops", [](int device) {
+        double v = 0.0;
+        nb::gil_scoped_release release;
+        bind::check_cuda(cuda::measure_fma_peak_gflops(device, &v), "fma_peak_gflops");
+        return v;
+    }, nb::arg("device") = 0);
+    m.def("copy_bandwidth_gbps", [](int device, size_t bytes) {
+        double v = 0.0;
+        nb::gil_scoped_release release;
+        bind::check_cuda(cuda::measure_copy_bandwidth_gbps(device, bytes, &v), "copy_bandwidth_gbps");
+        return v;
+    }, nb::arg("device") = 0, nb::arg("bytes") = size_t(1) << 30);
     m.def("relu_forward", &bind::relu_forward, nb::arg("x"), nb::arg("out"), nb::arg("stream"));
     m.def("relu_backward", &bind::relu_backward, nb::arg("grad_out"), nb::arg("y"), nb::arg("out"), nb::arg("stream"));
 }

@@ -86,6 +86,11 @@ struct VecF32 {
     void store(bf16* p) const { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_bf16()); }
     void store_partial(float* p, int n) const { _mm512_mask_storeu_ps(p, tail(n), v); }
     void store_partial(bf16* p, int n) const { _mm256_mask_storeu_epi16(p, tail(n), to_bf16()); }
+    // Non-temporal stores (p aligned to the vector's size): no read-for-
+    // ownership of the destination line, and the output does not evict the
+    // inputs from the caches. Order them with store_fence().
+    void stream(float* p) const { _mm512_stream_ps(p, v); }
+    void stream(bf16* p) const { _mm256_stream_si256(reinterpret_cast<__m256i*>(p), to_bf16()); }
 
     static __mmask16 tail(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
     __m256i to_bf16() const {
@@ -111,6 +116,7 @@ inline MaskF32 cmp_le(VecF32 a, VecF32 b) { return {_mm512_cmp_ps_mask(a.v, b.v,
 inline MaskF32 cmp_lt(VecF32 a, VecF32 b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ)}; }
 inline VecF32 select(MaskF32 m, VecF32 a, VecF32 b) { return {_mm512_mask_blend_ps(m.m, b.v, a.v)}; }
 inline float reduce_add(VecF32 a) { return _mm512_reduce_add_ps(a.v); }
+inline void store_fence() { _mm_sfence(); }
 inline float reduce_max(VecF32 a) { return _mm512_reduce_max_ps(a.v); }
 
 #elif FASTNN_SIMD_AVX2
@@ -136,6 +142,8 @@ struct VecF32 {
     }
     void store(float* p) const { _mm256_storeu_ps(p, v); }
     void store(bf16* p) const { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), to_bf16()); }
+    void stream(float* p) const { _mm256_stream_ps(p, v); }
+    void stream(bf16* p) const { _mm_stream_si128(reinterpret_cast<__m128i*>(p), to_bf16()); }
     template <class T>
     void store_partial(T* p, int n) const {
         T buf[width];
@@ -167,6 +175,7 @@ inline VecF32 min(VecF32 a, VecF32 b) { return {_mm256_min_ps(a.v, b.v)}; }
 inline MaskF32 cmp_le(VecF32 a, VecF32 b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ)}; }
 inline MaskF32 cmp_lt(VecF32 a, VecF32 b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ)}; }
 inline VecF32 select(MaskF32 m, VecF32 a, VecF32 b) { return {_mm256_blendv_ps(b.v, a.v, m.m)}; }
+inline void store_fence() { _mm_sfence(); }
 inline float reduce_add(VecF32 a) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -208,6 +217,8 @@ struct VecF32 {
     void store_partial(T* p, int n) const {
         for (int i = 0; i < n; ++i) p[i] = from_float<T>(v[i]);
     }
+    template <class T>
+    void stream(T* p) const { store(p); }
 };
 
 #define FASTNN_GENERIC_BINARY(name, expr)                        \
@@ -247,6 +258,7 @@ inline VecF32 select(MaskF32 m, VecF32 a, VecF32 b) {
     for (int i = 0; i < VecF32::width; ++i) r.v[i] = m.m[i] ? a.v[i] : b.v[i];
     return r;
 }
+inline void store_fence() {}
 inline float reduce_add(VecF32 a) {
     float s = 0.0f;
     for (int i = 0; i < VecF32::width; ++i) s += a.v[i];

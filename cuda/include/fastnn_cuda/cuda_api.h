@@ -22,6 +22,10 @@ struct DeviceInfo {
 int device_count(std::string* reason);
 cudaError_t device_info(int device, DeviceInfo* info);
 
+// Roofline probes for the bench (they synchronize their own stream).
+cudaError_t measure_fma_peak_gflops(int device, double* gflops);
+cudaError_t measure_copy_bandwidth_gbps(int device, size_t bytes, double* gbps);
+
 cudaError_t activation_forward(const ActivationParams& p, cudaStream_t stream);
 cudaError_t activation_backward(const ActivationBackwardParams& p, cudaStream_t stream);
 

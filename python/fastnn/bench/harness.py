@@ -1,0 +1,120 @@
+"""Timing machinery for `fastnn bench`. An op family contributes only its
+cases (inputs and the callables to time); this module times fastnn, PyTorch
+and NumPy alternately in one process and reports medians."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+Runner = Callable[[int], object]  # called with a rotation index
+
+
+@dataclass
+class Workload:
+    """What to time for one case. Each runner takes the rotation index i and
+    uses input set i % rotations, so caches do not flatter repeated runs."""
+
+    fastnn: Runner
+    torch: Optional[Runner] = None
+    numpy: Optional[Runner] = None
+    torch_backends: dict[str, Runner] = field(default_factory=dict)  # timed as torch_<name>_ms
+    flops: Optional[float] = None   # useful floating-point work, for compute-bound ops
+    bytes: float = 0.0              # minimum bytes moved (read + written)
+    rotations: int = 1
+    # Returns (fastnn error, torch error, floor) against a float64 reference.
+    accuracy: Optional[Callable[[], tuple[float, float, float]]] = None
+
+
+@dataclass
+class Case:
+    family: str     # the --op name, e.g. "activations"
+    op: str         # e.g. "relu"
+    pass_: str      # "fwd" | "bwd" | "fwd+bwd" | "step"
+    dtype: str
+    shape: str
+    build: Callable[[], Workload]
+
+    @property
+    def label(self) -> str:
+        return f"{self.op} {self.pass_} {self.dtype} {self.shape}"
+
+
+# Family name -> function(device, quick) yielding Cases.
+REGISTRY: dict[str, Callable[[str, bool], Iterable[Case]]] = {}
+
+
+def register(family: str):
+    def wrap(fn):
+        REGISTRY[family] = fn
+        return fn
+    return wrap
+
+
+def rotations_for(bytes_per_set: float, budget: float = 256e6, cap: int = 8) -> int:
+    """How many input copies to rotate through so that one pass over them
+    exceeds the last-level cache (about 2 x 32 MB here), within a memory budget."""
+    want = max(1, int(-(-128e6 // max(bytes_per_set, 1.0))))
+    return max(1, min(cap, want, int(budget // max(bytes_per_set, 1.0)) or 1))
+
+
+class CpuTimer:
+    def __init__(self, reps: int, min_sample_s: float):
+        self.reps, self.min_sample_s = reps, min_sample_s
+
+    def sync(self):
+        pass
+
+    def time(self, runners: dict[str, Runner], rotations: int) -> dict[str, float]:
+        inner = {}
+        for name, run in runners.items():  # warm-up, then size each sample
+            run(0)
+            t0 = time.perf_counter()
+            run(1 % rotations)
+            dt = time.perf_counter() - t0
+            inner[name] = max(1, min(1000, int(self.min_sample_s / max(dt, 1e-7))))
+        samples = {name: [] for name in runners}
+        names = list(runners)
+        for r in range(self.reps):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                run, k = runners[name], inner[name]
+                t0 = time.perf_counter()
+                for j in range(k):
+                    run(r * k + j)
+                samples[name].append((time.perf_counter() - t0) / k)
+        return {name: statistics.median(s) * 1e3 for name, s in samples.items()}
+
+
+class CudaTimer:
+    """CUDA events around each call; L2 is flushed before every sample."""
+
+    def __init__(self, reps: int):
+        import torch
+
+        self.torch = torch
+        self.reps = reps
+        l2 = torch.cuda.get_device_properties(0).L2_cache_size
+        self.flush = torch.empty(max(2 * l2, 1 << 26), dtype=torch.uint8, device="cuda")
+
+    def sync(self):
+        self.torch.cuda.synchronize()
+
+    def time(self, runners: dict[str, Runner], rotations: int) -> dict[str, float]:
+        torch = self.torch
+        for run in runners.values():
+            run(0)
+        torch.cuda.synchronize()
+        samples = {name: [] for name in runners}
+        names = list(runners)
+        for r in range(self.reps):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                self.flush.zero_()
+                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                runners[name](r)
+                stop.record()
+                stop.synchronize()
+                samples[name].append(start.elapsed_time(stop))
+        return {name: statistics.median(s) for name, s in samples.items()}

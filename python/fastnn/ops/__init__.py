@@ -1,0 +1,7 @@
+"""Functional ops. Each takes any DLPack array (torch, numpy, ...) without
+copying, allocates its output with the input's framework unless out= is
+given, and runs on the input's device."""
+
+from .activation import relu, relu_backward
+
+__all__ = ["relu", "relu_backward"]
