@@ -96,3 +96,20 @@ def test_mixed_devices_refused():
 def test_requires_grad_output_refused():
     with pytest.raises(ValueError, match="out requires grad"):
         fastnn.relu(torch.ones(3), out=torch.empty(3, requires_grad=True))
+
+
+class _ForeignCudaArray:
+    """An object that claims to live on a CUDA device but exports nothing."""
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+
+@pytest.mark.single_isa
+def test_cuda_array_without_usable_cuda_module():
+    if fastnn.info()["cuda_built"]:
+        with pytest.raises(TypeError, match="x must be an array supporting DLPack"):
+            fastnn.relu(_ForeignCudaArray(), out=_ForeignCudaArray())
+    else:
+        with pytest.raises(RuntimeError, match="CUDA kernels are not available"):
+            fastnn.relu(_ForeignCudaArray(), out=_ForeignCudaArray())

@@ -5,6 +5,8 @@ arrays are torch tensors (and so torch is already imported)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 
 import numpy as np
@@ -14,13 +16,17 @@ from . import _C
 _DLPACK_CPU = 1
 _DLPACK_CUDA = 2
 
-try:
-    from . import _cuda
-except ImportError as exc:  # built without nvcc, or the module failed to load
-    _cuda = None
-    _cuda_import_error = str(exc) or "fastnn was built without CUDA (no nvcc at build time)"
-else:
-    _cuda_import_error = None
+def _load_cuda():
+    """The CUDA module, or None with the reason it is unavailable."""
+    if importlib.util.find_spec(f"{__package__}._cuda") is None:
+        return None, "fastnn was built without CUDA (no nvcc at build time)"
+    try:
+        return importlib.import_module(f"{__package__}._cuda"), None
+    except ImportError as exc:
+        return None, f"the CUDA module failed to load: {exc}"
+
+
+_cuda, _cuda_import_error = _load_cuda()
 
 
 def torch_module():

@@ -62,7 +62,7 @@ def _progress(i: int, n: int, label: str) -> None:
 
 
 def run_bench(ops: list[str] | None = None, device: str = "cpu", quick: bool = False,
-              json_path: str | None = None, plot_path: str | None = None, out=sys.stdout) -> dict:
+              json_path: str | None = None, plot_path: str | None = None, out=None) -> dict:
     import torch
 
     import fastnn
@@ -85,7 +85,7 @@ def run_bench(ops: list[str] | None = None, device: str = "cpu", quick: bool = F
         results.append(_run_case(case, device, timer, roofline))
         _progress(i + 1, len(cases), case.label)
     report = {"machine": machine_info(device), "roofline": roofline, "results": results}
-    print(format_table(report), file=out)
+    print(format_table(report), file=out or sys.stdout)
     if json_path:
         with open(json_path, "w") as f:
             json.dump(report, f, indent=1)

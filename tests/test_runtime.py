@@ -1,0 +1,170 @@
+"""The runtime: ISA detection and override, threads, concurrency, fork,
+leaks, and no OpenMP runtime of our own."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import fastnn
+from fastnn import _C
+
+pytestmark = pytest.mark.single_isa
+
+
+def run_python(code: str, env=None) -> str:
+    full_env = dict(os.environ, **(env or {}))
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                         env=full_env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def test_detected_isa_matches_cpuinfo():
+    flags = cpu_flags()
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        expected = "avx512"
+    elif {"avx2", "fma"} <= flags:
+        expected = "avx2"
+    else:
+        expected = "generic"
+    assert _C.isa_detected() == expected
+    features = _C.cpu_features()
+    assert features["avx512_bf16"] == ("avx512_bf16" in flags)
+    assert features["avx512_vnni"] == ("avx512_vnni" in flags)
+
+
+def test_set_isa_bounds():
+    with pytest.raises(ValueError, match="isa must be one of"):
+        _C.set_isa("sse9")
+    previous = _C.isa_active()
+    _C.set_isa("generic")
+    assert _C.isa_active() == "generic"
+    _C.set_isa(previous)
+    if _C.isa_detected() != "avx512":
+        with pytest.raises(ValueError, match="not supported"):
+            _C.set_isa("avx512")
+
+
+@pytest.mark.parametrize("requested", ["generic", "avx2", "avx512"])
+def test_fastnn_isa_environment_variable(requested):
+    order = ["generic", "avx2", "avx512"]
+    expected = order[min(order.index(requested), order.index(_C.isa_detected()))]
+    out = run_python("import fastnn; d = fastnn.info(); print(d['isa_active'], d['isa_requested'])",
+                     {"FASTNN_ISA": requested})
+    assert out == f"{expected} {requested}"
+
+
+def test_info_reports_build_and_threads():
+    d = fastnn.info()
+    assert d["version"] == fastnn.__version__
+    assert d["threads"] == fastnn.get_num_threads()
+    assert isinstance(d["cuda_built"], bool)
+    if not d["gpus"]:
+        assert d["cuda_unavailable_reason"]
+
+
+def test_threads_default_to_affinity():
+    assert _C.default_num_threads() == len(os.sched_getaffinity(0))
+    out = run_python("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+                     "import fastnn; print(fastnn.get_num_threads())")
+    assert out == "1"
+
+
+def test_set_num_threads():
+    n = fastnn.get_num_threads()
+    try:
+        for k in (1, 3, n):
+            fastnn.set_num_threads(k)
+            assert fastnn.get_num_threads() == k
+            x = torch.randn(100_000)
+            assert torch.equal(fastnn.relu(x), torch.relu(x))
+    finally:
+        fastnn.set_num_threads(n)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        fastnn.set_num_threads(0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        fastnn.set_num_threads(2.0)
+
+
+def test_concurrent_calls_match_serial():
+    xs = [torch.randn(300_000) for _ in range(8)]
+    expected = [torch.relu(x) for x in xs]
+    results = [None] * len(xs)
+
+    def work(i):
+        for _ in range(20):
+            results[i] = fastnn.relu(xs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(torch.equal(r, e) for r, e in zip(results, expected))
+
+
+def test_fork_after_use_does_not_deadlock():
+    out = run_python("""
+        import os, numpy as np, fastnn
+        x = np.random.randn(1_000_000).astype(np.float32)
+        fastnn.relu(x)
+        pid = os.fork()
+        if pid == 0:
+            ok = np.array_equal(fastnn.relu(x), np.maximum(x, 0))
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+    """)
+    assert out == "0"
+
+
+def test_no_openmp_runtime_loaded():
+    maps = run_python("""
+        import numpy as np, fastnn
+        fastnn.relu(np.ones(1_000_000, np.float32))
+        print(open('/proc/self/maps').read())
+    """)
+    assert "libgomp" not in maps and "libiomp" not in maps and "libomp" not in maps
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer's quarantine holds freed memory, so RSS is not flat")
+def test_repeated_calls_do_not_leak():
+    x = np.random.randn(1000).astype(np.float32)
+    t = torch.randn(1000)
+    out = torch.empty(1000)
+    refs = (sys.getrefcount(x), sys.getrefcount(t), sys.getrefcount(out))
+    for _ in range(200):
+        fastnn.relu(x)
+        fastnn.relu(t, out=out)
+    gc.collect()
+
+    def rss_kb():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+    before = rss_kb()
+    for _ in range(1000):
+        fastnn.relu(x)
+        fastnn.relu(t, out=out)
+        fastnn.relu_backward(t, out, out=torch.empty(1000))
+    gc.collect()
+    assert rss_kb() - before < 2048
+    assert (sys.getrefcount(x), sys.getrefcount(t), sys.getrefcount(out)) == refs
