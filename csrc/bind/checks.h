@@ -29,8 +29,9 @@ std::string cat(const Parts&... parts) {
 [[noreturn]] void throw_type_error(const std::string& message);
 [[noreturn]] void throw_value_error(const std::string& message);
 
-// One array argument, imported zero-copy through DLPack (or the buffer
-// protocol) and kept alive for the call. Written arguments are imported as
+// One array argument, viewed zero-copy: through the DLPack C exchange API
+// where the array's type offers it (torch), else imported through DLPack or
+// the buffer protocol and kept alive for the call. Written arguments must be
 // writable: a read-only array is refused, never silently copied.
 class ArrayArg {
 public:
@@ -49,6 +50,9 @@ public:
     std::string shape_str() const;
 
 private:
+    void init_view(void* data, uint64_t byte_offset, nb::dlpack::dtype dtype, int ndim, const int64_t* shape,
+                   const int64_t* strides, int device_type, int device_id);
+
     const char* name_;
     nb::ndarray<nb::ro> array_;
     TensorView view_;

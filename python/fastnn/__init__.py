@@ -1,9 +1,21 @@
 """fastnn: hand-written CPU (AVX2/AVX-512) and CUDA kernels for neural
 networks, callable on torch tensors, NumPy arrays and any DLPack array."""
 
+import importlib.util as _importlib_util
+
 from . import _C
 from ._info import __version__, info
 from .ops import relu, relu_backward
+
+# fastnn's ops are torch custom operators too (autograd, torch.compile); they
+# must exist before anything traces, so they are registered on import when
+# torch is installed. NumPy-only use works without torch.
+if _importlib_util.find_spec("torch") is not None:
+    import torch as _torch
+
+    from .ops import register_torch_ops as _register_torch_ops
+
+    _register_torch_ops(_torch)
 
 
 def get_num_threads() -> int:

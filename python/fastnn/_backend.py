@@ -95,7 +95,7 @@ def empty_like(x, name: str = "x"):
     own framework (torch's caching allocator for torch tensors)."""
     if is_torch(x):
         torch = torch_module()
-        return torch.empty_like(x, memory_format=torch.contiguous_format)
+        return torch.empty_like(x)
     if isinstance(x, np.ndarray):
         return np.empty(x.shape, dtype=x.dtype)
     dev_type, _ = device_of(x, name)
@@ -106,6 +106,15 @@ def empty_like(x, name: str = "x"):
     if cupy is not None and isinstance(x, cupy.ndarray):
         return cupy.empty(x.shape, dtype=x.dtype)
     raise TypeError(f"cannot allocate an output like {name} ({type(x).__name__}); pass out=")
+
+
+def needs_torch_op(x) -> bool:
+    """True when a call on x must go through fastnn's torch custom operator:
+    x requires grad (autograd must record it) or torch.compile is tracing."""
+    if not is_torch(x):
+        return False
+    torch = torch_module()
+    return (x.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()
 
 
 def for_kernel(x):

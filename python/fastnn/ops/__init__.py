@@ -1,7 +1,19 @@
 """Functional ops. Each takes any DLPack array (torch, numpy, ...) without
 copying, allocates its output with the input's framework unless out= is
-given, and runs on the input's device."""
+given, and runs on the input's device. For torch tensors each op is also a
+custom operator (torch.ops.fastnn.*) with a fake implementation and an
+autograd formula, used when autograd must record the call or torch.compile
+is tracing."""
 
+from . import activation
 from .activation import relu, relu_backward
 
-__all__ = ["relu", "relu_backward"]
+_FAMILIES = (activation,)
+
+
+def register_torch_ops(torch) -> None:
+    for family in _FAMILIES:
+        family.register_torch_ops(torch)
+
+
+__all__ = ["relu", "relu_backward", "register_torch_ops"]
