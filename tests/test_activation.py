@@ -155,3 +155,21 @@ def test_relu_cuda_runs_on_current_stream(rng):
         y = fastnn.relu(x)
     stream.synchronize()
     assert torch.equal(y, torch.relu(x))
+
+
+@pytest.mark.single_isa
+def test_relu_custom_ops_pass_opcheck(rng):
+    x = randn((5, 3), torch.float32, rng).requires_grad_()
+    torch.library.opcheck(torch.ops.fastnn.relu.default, (x,))
+    y = torch.relu(randn((5, 3), torch.float32, rng))
+    torch.library.opcheck(torch.ops.fastnn.relu_backward.default, (randn((5, 3), torch.float32, rng), y))
+
+
+@pytest.mark.single_isa
+def test_relu_torch_compile_fullgraph(rng):
+    fn = torch.compile(lambda t: fastnn.relu(t * 2).sum(), fullgraph=True)
+    x = randn((8, 16), torch.float32, rng).requires_grad_()
+    x_t = x.detach().clone().requires_grad_()
+    fn(x).backward()
+    torch.relu(x_t * 2).sum().backward()
+    assert torch.equal(x.grad, x_t.grad)
