@@ -51,3 +51,10 @@ def test_console_script_help():
     assert out.returncode == 0
     for sub in ("info", "bench", "check"):
         assert sub in out.stdout
+
+
+def test_bench_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "speedups.png"
+    assert cli.main(["bench", "--op", "activations", "--quick", "--plot", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

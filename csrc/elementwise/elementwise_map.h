@@ -4,6 +4,7 @@
 // the arithmetic (fn) is written once, on vectors, for both.
 #pragma once
 
+#include "fastnn/cpu_features.h"
 #include "fastnn/parallel.h"
 #include "fastnn/simd.h"
 #include "fastnn/strided_loop.h"
@@ -12,11 +13,12 @@ namespace fastnn::FASTNN_ISA_NAMESPACE {
 
 // Below ~64 KiB per thread the wake-up of a worker costs more than it saves.
 inline constexpr int64_t kElementwiseGrain = 16384;
-// Outputs at least this large do not fit the last-level cache alongside their
-// inputs, so they are written with non-temporal stores: this saves the read
-// for ownership of every destination line (a third of the traffic of a
-// unary op). Smaller outputs stay cached for the op that consumes them next.
-inline constexpr int64_t kStreamingStoreBytes = int64_t(16) << 20;
+// An output larger than the last-level cache cannot stay cached, so it is
+// written with non-temporal stores: that saves the read for ownership of
+// every destination line (a third of the traffic of a unary op). A smaller
+// output keeps ordinary stores: its lines are often still cached (a recycled
+// buffer) and the next op reads it from there.
+inline bool use_streaming_stores(int64_t output_bytes) { return output_bytes >= cache_sizes().l3; }
 
 template <class T, int NIn, class Fn>
 void map_elementwise(const TensorView* const* operands, Fn fn) {
@@ -24,7 +26,7 @@ void map_elementwise(const TensorView* const* operands, Fn fn) {
     constexpr int W = VecF32::width;
     const StridedLayout layout = make_strided_layout(operands, NIn + 1);
     const bool dense = layout.inner_dense();
-    const bool streaming = dense && layout.numel * int64_t(sizeof(T)) >= kStreamingStoreBytes;
+    const bool streaming = dense && use_streaming_stores(layout.numel * int64_t(sizeof(T)));
 
     parallel_for(layout.numel, kElementwiseGrain, [&](int64_t begin, int64_t end) {
         for_each_row(layout, begin, end, [&](char* const* ptrs, int64_t n) {

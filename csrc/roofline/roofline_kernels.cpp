@@ -24,8 +24,24 @@ float fma_loop(long iterations, float seed) {
     return simd::reduce_add(sum);
 }
 
+void stream_copy(float* dst, const float* src, std::size_t n) {
+    using simd::VecF32;
+    constexpr std::size_t W = VecF32::width;
+    std::size_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+        const VecF32 a = VecF32::load(src + i), b = VecF32::load(src + i + W);
+        const VecF32 c = VecF32::load(src + i + 2 * W), d = VecF32::load(src + i + 3 * W);
+        a.stream(dst + i);
+        b.stream(dst + i + W);
+        c.stream(dst + i + 2 * W);
+        d.stream(dst + i + 3 * W);
+    }
+    for (; i < n; ++i) dst[i] = src[i];
+    simd::store_fence();
+}
+
 }  // namespace
 
-const RooflineKernels roofline_kernels = {fma_loop, kChains * simd::VecF32::width * 2};
+const RooflineKernels roofline_kernels = {fma_loop, kChains * simd::VecF32::width * 2, stream_copy};
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE

@@ -3,6 +3,8 @@
 // AVX-512 in CPUID while not enabling ZMM state, and executing it then faults.
 #include "fastnn/cpu_features.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -86,6 +88,20 @@ std::atomic<int>& active_slot() {
 const CpuFeatures& cpu_features() {
     static const CpuFeatures features = probe();
     return features;
+}
+
+const CacheSizes& cache_sizes() {
+    static const CacheSizes sizes = [] {
+        CacheSizes c;
+#if defined(_SC_LEVEL1_DCACHE_SIZE)
+        // glibc answers from CPUID; a value of 0 or -1 means unknown.
+        if (long v = sysconf(_SC_LEVEL1_DCACHE_SIZE); v > 0) c.l1d = v;
+        if (long v = sysconf(_SC_LEVEL2_CACHE_SIZE); v > 0) c.l2 = v;
+        if (long v = sysconf(_SC_LEVEL3_CACHE_SIZE); v > 0) c.l3 = v;
+#endif
+        return c;
+    }();
+    return sizes;
 }
 
 const char* isa_name(Isa isa) {

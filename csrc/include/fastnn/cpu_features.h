@@ -19,6 +19,15 @@ struct CpuFeatures {
 };
 
 const CpuFeatures& cpu_features();
+
+// Data cache sizes in bytes as the OS reports them (per core for L1/L2, per
+// shared slice for L3), with conservative defaults where unknown.
+struct CacheSizes {
+    long l1d = 32 << 10;
+    long l2 = 1 << 20;
+    long l3 = 16 << 20;
+};
+const CacheSizes& cache_sizes();
 const char* isa_name(Isa isa);
 bool parse_isa(const char* name, Isa* out);
 

@@ -11,8 +11,9 @@ namespace fastnn {
 
 // Runs FMAs for about `seconds` and returns the best GFLOP/s of a few trials.
 double measure_fma_peak_gflops(double seconds);
-// Copies `bytes` between two preallocated buffers `repeats` times; returns the
-// best GB/s counting bytes read plus bytes written.
+// Copies `bytes` between two preallocated buffers `repeats` times with the
+// active ISA's streaming copy; returns the best GB/s counting bytes read plus
+// bytes written.
 double measure_copy_bandwidth_gbps(std::size_t bytes, int repeats);
 
 struct RooflineKernels {
@@ -20,6 +21,9 @@ struct RooflineKernels {
     // value derived from the accumulators so the work cannot be elided.
     float (*fma_loop)(long iterations, float seed);
     int flops_per_iteration;
+    // Copies n floats with full-width loads and non-temporal stores (dst
+    // aligned to 64 bytes): the fastest way this ISA moves memory.
+    void (*stream_copy)(float* dst, const float* src, std::size_t n);
 };
 FASTNN_DECLARE_KERNEL_TABLE(RooflineKernels, roofline_kernels)
 
