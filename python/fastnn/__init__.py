@@ -17,6 +17,9 @@ if _importlib_util.find_spec("torch") is not None:
 
     _register_torch_ops(_torch)
 
+    from . import nn
+    from .nn import convert
+
 
 def get_num_threads() -> int:
     """Threads fastnn's CPU kernels use (the calling thread included)."""
