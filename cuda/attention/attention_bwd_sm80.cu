@@ -173,15 +173,21 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_kernel(const Attention
 
             // dQ += dS·K into the float32 accumulator: q rows wr*16.., column
             // pairs 2j + wc, one pair at a time to keep registers for dK and dV.
+            // At D256 the dS fragments are reloaded per column pair: holding
+            // them (16 registers) next to dK and dV spills on sm_90a.
             if (dq_h) {
+                constexpr bool kReloadDs = kD > 128;
                 uint32_t ads[kBlockN / 16][4];
+                if constexpr (!kReloadDs) {
 #pragma unroll
-                for (int kk = 0; kk < kBlockN / 16; ++kk) ldmatrix_x4_trans(ads[kk], sdSt + at_off_m(kk * 16, 0));
+                    for (int kk = 0; kk < kBlockN / 16; ++kk) ldmatrix_x4_trans(ads[kk], sdSt + at_off_m(kk * 16, 0));
+                }
 #pragma unroll
                 for (int dc = 0; dc < kDT / 2; ++dc) {
                     float acc[2][4] = {};
 #pragma unroll
                     for (int kk = 0; kk < kBlockN / 16; ++kk) {
+                        if constexpr (kReloadDs) ldmatrix_x4_trans(ads[kk], sdSt + at_off_m(kk * 16, 0));
                         uint32_t bk[4];
                         ldmatrix_x4_trans(bk, sK + bt_off(kk * 16, dc * 4));
                         Mma::run(acc[0], ads[kk], bk[0], bk[1]);
