@@ -130,7 +130,7 @@ def torch_attention(case: Case, dtype, dout=None):
         scale = case.scale if case.scale is not None else 1 / math.sqrt(q.shape[-1])
         group = q.shape[1] // k.shape[1]
         s = torch.einsum("qhd,khd->hqk", q.double(), k.double().repeat_interleave(group, dim=1)) * scale
-        lses.append(torch.logsumexp(s.masked_fill(~mask, -math.inf), dim=-1))  # (H, S_q)
+        lses.append(torch.logsumexp(s.masked_fill(~mask, -math.inf), dim=-1).detach())  # (H, S_q)
     out = torch.cat(results, dim=0) if case.varlen else torch.stack(results)
     lse = torch.cat(lses, dim=1) if case.varlen else torch.stack(lses)
     grads = torch.autograd.grad(out, leaves, dout.to(dtype)) if dout is not None else None
