@@ -3,34 +3,11 @@
 // reports "no GPU" instead of failing.
 #include <nanobind/stl/string.h>
 
-#include "../../csrc/bind/checks.h"
+#include "cuda_checks.h"
 #include "fastnn_cuda/cuda_api.h"
 
 namespace fastnn::bind {
 namespace {
-
-void check_cuda(cudaError_t status, const char* what) {
-    if (status != cudaSuccess) throw std::runtime_error(cat(what, ": ", cudaGetErrorString(status)));
-}
-
-void require_cuda(const ArrayArg& a) {
-    if (a.device_type() != 2) throw_value_error(cat(a.name(), " must be on a CUDA device, got ", a.device_str()));
-}
-
-// Launches on the array's own device and restores the caller's current device.
-class DeviceGuard {
-public:
-    explicit DeviceGuard(int device) {
-        check_cuda(cudaGetDevice(&previous_), "cudaGetDevice");
-        if (device != previous_) check_cuda(cudaSetDevice(device), "cudaSetDevice");
-    }
-    ~DeviceGuard() { cudaSetDevice(previous_); }
-    DeviceGuard(const DeviceGuard&) = delete;
-    DeviceGuard& operator=(const DeviceGuard&) = delete;
-
-private:
-    int previous_ = 0;
-};
 
 void check_pair(const ArrayArg& in, const ArrayArg& out, std::initializer_list<const ArrayArg*> inputs) {
     require_cuda(in);
@@ -101,4 +78,5 @@ NB_MODULE(_cuda, m) {
     }, nb::arg("device") = 0, nb::arg("bytes") = size_t(1) << 30);
     m.def("relu_forward", &bind::relu_forward, nb::arg("x"), nb::arg("out"), nb::arg("stream"));
     m.def("relu_backward", &bind::relu_backward, nb::arg("grad_out"), nb::arg("y"), nb::arg("out"), nb::arg("stream"));
+    bind::bind_gemm(m);
 }
