@@ -16,11 +16,16 @@
 // 48 KB. The CTA count is the SM count; tiles are taken round-robin in groups
 // of 8 tile rows so the CTAs working at one time share A and B panels in L2.
 //
-// Layout. Both operands must be K-major (A row-major, B column-major, the
-// nn.Linear weight) with 16-byte aligned rows; other layouts run on the sm_80
-// kernel. TMA writes each 128-byte row with the 128-byte swizzle (chunk c of
-// row r at c ^ (r % 8)), which is the layout the wgmma descriptors name; a
-// k-step of 32 bytes advances the descriptor's start address by 32 bytes.
+// Layout. A must be K-major (row-major); B K-major (column-major, the
+// nn.Linear weight) or, for 16-bit inputs, N-major (row-major), which wgmma
+// reads transposed. Rows must be 16-byte aligned; other cases run on the
+// sm_80 kernel. TMA writes 128-byte rows with the 128-byte swizzle (chunk c
+// of row r at c ^ (r % 8)), the layout the wgmma descriptors name. K-major:
+// rows along M or N, a 32-byte k-step advances the descriptor by 32 bytes.
+// N-major B: rows along K in four panels 64 columns (128 bytes) wide, loaded
+// by four TMA boxes; a 16-row k-step advances by 2048 bytes, the descriptor's
+// leading offset steps between panels and its stride offset between 8-row
+// groups of K.
 // Tails: TMA fills out-of-bounds elements with zeros (K tails contribute
 // nothing) and the epilogue stores are predicated.
 //
@@ -95,10 +100,13 @@ __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap* map, u
         : "memory");
 }
 
-// wgmma shared-memory descriptor: K-major, 128-byte swizzle, 8-row core
-// matrix groups 1024 bytes apart.
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
-    return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+// wgmma shared-memory descriptor with the 128-byte swizzle: start address,
+// leading byte offset (unused by K-major layouts, where it must read 1; the
+// panel stride of MN-major ones), stride byte offset (between 8-row groups:
+// 8 x 128 bytes).
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t leading_bytes) {
+    const uint64_t leading = leading_bytes == 0 ? 1 : leading_bytes >> 4;
+    return uint64_t((addr & 0x3FFFF) >> 4) | (leading << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
 }
 
 // Keeps the compiler from moving accumulator reads or writes across the
@@ -108,13 +116,15 @@ __device__ __forceinline__ void fence_operand(int& r) { asm volatile("" : "+r"(r
 
 #endif  // FASTNN_SM90A_DEVICE
 
-template <Math M>
+template <Math M, bool BKMajor>
 __global__ void __launch_bounds__(kThreads, 1)
     gemm_sm90_kernel(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
                      const Problem p, int a_batched, int b_batched) {
 #if FASTNN_SM90A_DEVICE
-    using Acc = typename Wgmma<M>::Acc;
+    using Mma = Wgmma<M, BKMajor>;
+    using Acc = typename Mma::Acc;
     constexpr int kBK = kRowBytes / element_size(M);
+    constexpr int kPanelBytes = kBK * kRowBytes;  // one 64-column panel of an N-major B stage
     __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
     extern __shared__ unsigned char smem_raw[];
     const uint32_t ring = (smem_addr(smem_raw) + 1023) & ~1023u;
@@ -151,7 +161,15 @@ __global__ void __launch_bounds__(kThreads, 1)
                 const uint32_t bar = smem_addr(&full[stage]), dst = ring + stage * kStageBytes;
                 mbar_arrive_expect_tx(bar, kStageBytes);
                 tma_load(dst, &map_a, bar, kt * kBK, tm * kBM, a_batched ? batch : 0);
-                tma_load(dst + kStageBytesA, &map_b, bar, kt * kBK, tn * kBN, b_batched ? batch : 0);
+                if constexpr (BKMajor) {
+                    tma_load(dst + kStageBytesA, &map_b, bar, kt * kBK, tn * kBN, b_batched ? batch : 0);
+                } else {
+                    constexpr int kPanelCols = kRowBytes / element_size(M);
+#pragma unroll
+                    for (int panel = 0; panel < kBN / kPanelCols; ++panel)
+                        tma_load(dst + kStageBytesA + panel * kPanelBytes, &map_b, bar, tn * kBN + panel * kPanelCols,
+                                 kt * kBK, b_batched ? batch : 0);
+                }
                 if (++stage == kStages) {
                     stage = 0;
                     phase ^= 1;
@@ -182,7 +200,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             for (int i = 0; i < kWgmmaN / 2; ++i) fence_operand(acc[i]);
             asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
-            for (int s = 0; s < kRowBytes / 32; ++s) Wgmma<M>::run(acc, smem_desc(a + s * 32), smem_desc(b + s * 32), 1);
+            for (int s = 0; s < kRowBytes / 32; ++s) {
+                const uint64_t desc_b = BKMajor ? smem_desc(b + s * 32, 0) : smem_desc(b + s * 16 * kRowBytes, kPanelBytes);
+                Mma::run(acc, smem_desc(a + s * 32, 0), desc_b, 1);
+            }
             asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #pragma unroll
             for (int i = 0; i < kWgmmaN / 2; ++i) fence_operand(acc[i]);
@@ -241,19 +262,26 @@ CUtensorMapDataType tma_dtype(Math m) {
     return CU_TENSOR_MAP_DATA_TYPE_UINT8;
 }
 
-// Leading dimension in bytes; a one-row operand has none, so any valid one.
-int64_t row_bytes(const Operand& op, int k, int size) {
-    return op.stride_mn != 0 ? op.stride_mn * size : (int64_t(k) * size + 15) / 16 * 16;
+// Leading dimension in bytes; an operand with one row (K-major) or one k
+// (MN-major) has none, so any valid one.
+int64_t row_bytes(const Operand& op, int rows, int k, int size) {
+    const bool k_major = op.layout == Layout::k_major;
+    const int64_t ld = k_major ? op.stride_mn : op.stride_k;
+    return ld != 0 ? ld * size : (int64_t(k_major ? k : rows) * size + 15) / 16 * 16;
 }
 
-// 3-D map (K, rows, batch) of a K-major operand, boxes of kRowBytes x box_rows.
+// 3-D map (contiguous dim, other dim, batch) with boxes kRowBytes wide:
+// K-major operands are (K, rows) with box_rows rows per box; N-major B is
+// (N, K) with one stage of K rows per box.
 bool encode(CUtensorMap* map, const Operand& op, int rows, int k, int batch, int box_rows, Math math) {
     const int size = element_size(math);
-    const int64_t ld = row_bytes(op, k, size);
+    const bool k_major = op.layout == Layout::k_major;
+    const int64_t ld = row_bytes(op, rows, k, size);
+    const int64_t inner = k_major ? k : rows, outer = k_major ? rows : k;
     const bool batched = op.batch_stride != 0;
-    const cuuint64_t dims[3] = {cuuint64_t(k), cuuint64_t(rows), cuuint64_t(batched ? batch : 1)};
-    const cuuint64_t strides[2] = {cuuint64_t(ld), cuuint64_t(batched ? op.batch_stride * size : ld * rows)};
-    const cuuint32_t box[3] = {cuuint32_t(kRowBytes / size), cuuint32_t(box_rows), 1};
+    const cuuint64_t dims[3] = {cuuint64_t(inner), cuuint64_t(outer), cuuint64_t(batched ? batch : 1)};
+    const cuuint64_t strides[2] = {cuuint64_t(ld), cuuint64_t(batched ? op.batch_stride * size : ld * outer)};
+    const cuuint32_t box[3] = {cuuint32_t(kRowBytes / size), cuuint32_t(k_major ? box_rows : kRowBytes / size), 1};
     const cuuint32_t element_strides[3] = {1, 1, 1};
     return encode_tiled()(map, tma_dtype(math), 3, const_cast<void*>(op.data), dims, strides, box, element_strides,
                           CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
@@ -261,19 +289,20 @@ bool encode(CUtensorMap* map, const Operand& op, int rows, int k, int batch, int
 }
 
 bool tma_operand(const Operand& op, int rows, int k, int size) {
-    const int64_t ld = row_bytes(op, k, size);
+    const int64_t ld = row_bytes(op, rows, k, size);
+    const int64_t outer = op.layout == Layout::k_major ? rows : k;
     // TMA strides are unsigned multiples of 16 below 2^40; batches must not
     // overlap (a broadcast batch has stride 0 and gets a one-deep map).
-    return op.layout == Layout::k_major && op.vec16 && ld > 0 && ld < (int64_t(1) << 40) &&
-           op.batch_stride >= 0 && (op.batch_stride == 0 || op.batch_stride * size >= ld * rows);
+    return op.layout != Layout::strided && op.vec16 && ld > 0 && ld < (int64_t(1) << 40) &&
+           op.batch_stride >= 0 && (op.batch_stride == 0 || op.batch_stride * size >= ld * outer);
 }
 
-template <Math M>
+template <Math M, bool BKMajor>
 cudaError_t launch(const Problem& p, int multiprocessors, cudaStream_t stream) {
     CUtensorMap map_a, map_b;
     if (!encode(&map_a, p.a, p.m, p.k, p.batch, kBM, M) || !encode(&map_b, p.b, p.n, p.k, p.batch, kBN, M))
         return cudaErrorInvalidValue;
-    const auto kernel = gemm_sm90_kernel<M>;
+    const auto kernel = gemm_sm90_kernel<M, BKMajor>;
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
     if (e != cudaSuccess) return e;
     const int64_t tiles = int64_t((p.m + kBM - 1) / kBM) * ((p.n + kBN - 1) / kBN) * p.batch;
@@ -295,15 +324,20 @@ bool sm90_available() {
 bool sm90_accepts(const Problem& p, Math math) {
     const int size = element_size(math);
     const int64_t tiles = int64_t((p.m + kBM - 1) / kBM) * ((p.n + kBN - 1) / kBN) * p.batch;
-    return p.k > 0 && tiles <= INT32_MAX && tma_operand(p.a, p.m, p.k, size) && tma_operand(p.b, p.n, p.k, size);
+    const bool b_ok = p.b.layout == Layout::k_major || (p.b.layout == Layout::mn_major && size == 2);
+    return p.k > 0 && tiles <= INT32_MAX && p.a.layout == Layout::k_major && b_ok && tma_operand(p.a, p.m, p.k, size) &&
+           tma_operand(p.b, p.n, p.k, size);
 }
 
 cudaError_t launch_sm90(const Problem& p, Math math, int multiprocessors, cudaStream_t stream) {
+    const bool bk = p.b.layout == Layout::k_major;
     switch (math) {
-        case Math::bf16: return launch<Math::bf16>(p, multiprocessors, stream);
-        case Math::f16: return launch<Math::f16>(p, multiprocessors, stream);
-        case Math::tf32: return launch<Math::tf32>(p, multiprocessors, stream);
-        case Math::s8: return launch<Math::s8>(p, multiprocessors, stream);
+        case Math::bf16: return bk ? launch<Math::bf16, true>(p, multiprocessors, stream)
+                                   : launch<Math::bf16, false>(p, multiprocessors, stream);
+        case Math::f16: return bk ? launch<Math::f16, true>(p, multiprocessors, stream)
+                                  : launch<Math::f16, false>(p, multiprocessors, stream);
+        case Math::tf32: return launch<Math::tf32, true>(p, multiprocessors, stream);
+        case Math::s8: return launch<Math::s8, true>(p, multiprocessors, stream);
     }
     return cudaErrorInvalidValue;
 }
