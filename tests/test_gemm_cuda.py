@@ -68,7 +68,7 @@ def torch_product(a, b, math):
     batch = max(a.shape[0] if a.dim() == 3 else 1, b.shape[0] if b.dim() == 3 else 1)
     a3 = a.expand(batch, *a.shape[-2:]) if a.dim() == 2 or a.shape[0] == 1 else a
     b3 = b.expand(batch, *b.shape[-2:]) if b.dim() == 2 or b.shape[0] == 1 else b
-    return torch.bmm(a3, b3, out_dtype=torch.float32)
+    return torch.stack([torch.mm(a3[i], b3[i], out_dtype=torch.float32) for i in range(batch)])
 
 
 def epilogue(prod, c0, bias, alpha, beta, activation):
@@ -94,7 +94,7 @@ def check_gemm(a, b, out, math, bias=None, alpha=1.0, beta=0.0, activation="none
 @pytest.mark.parametrize("math", FLOAT_MATH)
 @pytest.mark.parametrize("mnk", [(1, 1, 1), (17, 127, 1000), (127, 1000, 17), (1000, 17, 127),
                                  (1, 4097, 17), (4097, 1, 127), (256, 384, 4097), (300, 257, 1),
-                                 (1, 17, 1024), (4097, 300, 520)])
+                                 (1, 17, 1024), (4097, 300, 520), (999, 264, 136)])
 @pytest.mark.parametrize("b_t", [False, True])
 def test_gemm_shapes(math, mnk, b_t, rng):
     # b_t: B stored (N, K) like an nn.Linear weight, the layout of the sm_90a kernel.
@@ -128,8 +128,9 @@ def test_gemm_output_dtypes(math, out_dtype, rng):
 
 @pytest.mark.parametrize("math", FLOAT_MATH)
 @pytest.mark.parametrize("layout", ["both", "a_broadcast", "b_broadcast", "b_expanded", "b_transposed"])
-def test_gemm_batched(math, layout, rng):
-    batch, m, n, k = 5, 97, 65, 130
+@pytest.mark.parametrize("mnk", [(97, 65, 130), (97, 72, 136)])  # rows unaligned / 16-byte aligned (TMA)
+def test_gemm_batched(math, layout, mnk, rng):
+    batch, (m, n, k) = 5, mnk
     dtype = input_dtype(math)
     a = rand((m, k) if layout == "a_broadcast" else (batch, m, k), dtype, rng)
     if layout == "b_broadcast":
