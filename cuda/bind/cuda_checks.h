@@ -35,5 +35,6 @@ private:
 
 // One registration function per CUDA kernel family; module.cpp calls them.
 void bind_attention(nb::module_& m);
+void bind_gemm(nb::module_& m);
 
 }  // namespace fastnn::bind

@@ -79,4 +79,5 @@ NB_MODULE(_cuda, m) {
     m.def("relu_forward", &bind::relu_forward, nb::arg("x"), nb::arg("out"), nb::arg("stream"));
     m.def("relu_backward", &bind::relu_backward, nb::arg("grad_out"), nb::arg("y"), nb::arg("out"), nb::arg("stream"));
     bind::bind_attention(m);
+    bind::bind_gemm(m);
 }
