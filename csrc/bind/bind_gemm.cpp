@@ -25,6 +25,11 @@ void require_matrix(const ArrayArg& x) {
                               x.shape_str()));
 }
 
+void require_bias_dtype(const ArrayArg& bias, const ArrayArg& input) {
+    if (input.dtype() == DType::f32) require_dtype(bias, {DType::f32});
+    else require_dtype(bias, {DType::f32, input.dtype()});
+}
+
 GemmActivation parse_activation(nb::handle activation) {
     if (activation.is_none()) return GemmActivation::none;
     if (!nb::isinstance<nb::str>(activation))
@@ -78,7 +83,7 @@ void gemm_py(nb::handle a, nb::handle b, nb::handle out, nb::handle bias, float 
     if (!bias.is_none()) {
         const ArrayArg Bias(bias, "bias", false);
         require_same_device(A, Bias);
-        require_dtype(Bias, {DType::f32, A.dtype()});
+        require_bias_dtype(Bias, A);
         if (Bias.ndim() != 1 || Bias.size(0) != n)
             throw_value_error(cat("bias must have shape (", n, ",), got ", Bias.shape_str()));
         require_output(C, {&A, &B, &Bias}, Alias::forbidden);
@@ -130,7 +135,7 @@ void linear_py(nb::handle x, nb::handle weight, nb::handle bias, nb::handle out)
     if (!bias.is_none()) {
         const ArrayArg Bias(bias, "bias", false);
         require_same_device(X, Bias);
-        require_dtype(Bias, {DType::f32, X.dtype()});
+        require_bias_dtype(Bias, X);
         if (Bias.ndim() != 1 || Bias.size(0) != Wt.size(0))
             throw_value_error(cat("bias must have shape (", Wt.size(0), ",), got ", Bias.shape_str()));
         require_output(Y, {&X, &Wt, &Bias}, Alias::forbidden);

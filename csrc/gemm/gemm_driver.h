@@ -79,7 +79,7 @@ constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 // KC is also capped at kMaxKcSteps dot-product steps: each C element is the
 // sum of its K / KC block sums, so the rounding error grows like KC + K / KC,
 // and a longer block makes it exceed oneDNN's (which blocks K the same way).
-inline constexpr int64_t kMaxKcSteps = 256;
+inline constexpr int64_t kMaxKcSteps = 64;
 
 template <int MR, int NR, int KU, class P>
 Blocking make_blocking(const CacheSizes& caches) {
@@ -337,6 +337,8 @@ bool run_rectangle(const Problem<T>& pr, int64_t bi, int64_t m0, int64_t m1, int
     return true;
 }
 
+inline constexpr int64_t kSmallOutput = 1024;
+
 // Work below this many FLOPs per thread costs less than waking a worker.
 inline constexpr double kMinFlopsPerThread = 1 << 20;
 
@@ -344,6 +346,9 @@ template <class Kern, class T>
 void run_problem(Problem<T>& pr, const CacheSizes& caches) {
     constexpr int MR = Kern::MR, NR = Kern::NR;
     pr.blocking = make_blocking<MR, NR, Kern::KU, typename Kern::P>(caches);
+    // Small outputs are matrix-vector-like problems, for which PyTorch sums
+    // K with many partial sums: shorter K blocks keep the error as small.
+    if (pr.m * pr.n <= kSmallOutput) pr.blocking.kc = 16 * Kern::KU;
     const double flops = 2.0 * pr.batch * pr.m * pr.n * std::max<int64_t>(pr.k, 1);
     const int64_t threads =
         std::clamp<int64_t>(static_cast<int64_t>(flops / kMinFlopsPerThread), 1, num_threads());
@@ -418,11 +423,45 @@ bool make_problem(const GemmParams& p, std::vector<float>& storage, Problem<T>& 
     return true;
 }
 
+// At most this many outputs per batch entry are dot products, summed in
+// float64: there is no tile to fill, and PyTorch's dot kernels sum with many
+// partial sums, which a float32 sum of K terms could not match.
+inline constexpr int64_t kDotOutputs = 16;
+
+template <class T>
+void run_dots(const Problem<T>& pr) {
+    float sums[kDotOutputs];
+    for (int64_t bi = 0; bi < pr.batch; ++bi) {
+        const T* a = pr.a.data + bi * pr.a_bs;
+        const T* b = pr.b.data + bi * pr.b_bs;
+        for (int64_t i = 0; i < pr.m; ++i) {
+            for (int64_t j = 0; j < pr.n; ++j) {
+                double s = 0.0;
+                for (int64_t k = 0; k < pr.k; ++k)
+                    s += double(simd::to_float(a[i * pr.a.rs + k * pr.a.cs])) *
+                         double(simd::to_float(b[k * pr.b.rs + j * pr.b.cs]));
+                sums[i * pr.n + j] = static_cast<float>(s);
+            }
+        }
+        char* c = static_cast<char*>(pr.c) + bi * pr.c_bs * static_cast<int64_t>(dtype_size(pr.c_dtype));
+        with_activation(pr.epilogue.act, [&](auto act) {
+            if (pr.c_dtype == DType::bf16)
+                finalize_block<bf16, decltype(act)>(sums, pr.n, reinterpret_cast<bf16*>(c), pr.c_rs, pr.c_cs, pr.m,
+                                                    pr.n, pr.epilogue, 0, 0);
+            else
+                finalize_block<float, decltype(act)>(sums, pr.n, reinterpret_cast<float*>(c), pr.c_rs, pr.c_cs,
+                                                     pr.m, pr.n, pr.epilogue, 0, 0);
+        });
+    }
+}
+
 template <class Kern, class T>
 void gemm_typed(const GemmParams& p, const CacheSizes& caches) {
     std::vector<float> bias_storage;
     Problem<T> pr;
-    if (make_problem(p, bias_storage, pr)) run_problem<Kern>(pr, caches);
+    if (!make_problem(p, bias_storage, pr)) return;
+    if (pr.m * pr.n <= kDotOutputs && pr.k > 0) run_dots(pr);
+    else run_problem<Kern>(pr, caches);
 }
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE::gemm_detail

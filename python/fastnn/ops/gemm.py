@@ -36,11 +36,18 @@ def matmul(a, b, *, out=None, alpha: float = 1.0, beta: float = 0.0, bias=None, 
     torch.nn.functional. beta != 0 needs out=; beta == 0 never reads out.
     No autograd (use fastnn.linear for a trainable layer).
     """
+    for name, x in (("a", a), ("b", b)):
+        if getattr(x, "requires_grad", False) and B.torch_module().is_grad_enabled():
+            raise TypeError(f"{name} requires grad, and fastnn.matmul has no autograd: use fastnn.linear, "
+                            "or detach it")
     if out is None:
         if beta != 0.0:
             raise ValueError("beta != 0 reads out, so it needs out=")
         for name, x in (("a", a), ("b", b)):
-            if x.ndim not in (2, 3):
+            if getattr(x, "ndim", None) not in (2, 3):
+                if not hasattr(x, "shape"):
+                    raise TypeError(f"{name} must be an array (torch.Tensor, numpy.ndarray, ...), "
+                                    f"got {type(x).__name__}")
                 raise ValueError(f"{name} must be 2-D (rows, cols) or 3-D (batch, rows, cols), "
                                  f"got shape {tuple(x.shape)}")
         if a.ndim == 3 or b.ndim == 3:
