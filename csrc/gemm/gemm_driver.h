@@ -51,6 +51,7 @@ struct Matrix {
 // What a micro-kernel does with its finished accumulator tile:
 //   C = act(alpha * acc + c_scale * C + bias)
 struct TileUpdate {
+    int64_t sum_steps;   // k steps summed in registers before joining the tile's total
     float alpha;
     float c_scale;       // 0: C is not read (beta == 0 ignores NaN in C)
     const float* bias;   // at the tile's first column (or row); nullptr: none
@@ -67,6 +68,7 @@ struct Epilogue {
 
 struct Blocking {
     int64_t mc, nc, kc;
+    int64_t sum_steps;
 };
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -76,10 +78,15 @@ constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 // high-performance BLIS"): a KC x NR sliver of B takes about two thirds of
 // L1, leaving room for the streamed A sliver and C; the MC x KC block of A
 // half of L2; the KC x NC panel of B a quarter of L3 (shared by the cores).
-// KC is also capped at kMaxKcSteps dot-product steps: each C element is the
-// sum of its K / KC block sums, so the rounding error grows like KC + K / KC,
-// and a longer block makes it exceed oneDNN's (which blocks K the same way).
-inline constexpr int64_t kMaxKcSteps = 64;
+//
+// Accuracy: a float32 sum of K products has a rounding error growing with K;
+// oneDNN's is smaller than one running sum per C element. So the micro-kernel
+// sums kSumSteps k steps in registers, adds that partial sum into the tile's
+// total (in L1), and starts again: the error grows like kSumSteps +
+// K / kSumSteps, below oneDNN's, at the cost of one pass over a 1.8 KB tile
+// per kSumSteps (about 3%). The packing block KC stays as large as L1 allows.
+inline constexpr int64_t kSumSteps = 64;
+inline constexpr int64_t kMaxKcSteps = 512;
 
 template <int MR, int NR, int KU, class P>
 Blocking make_blocking(const CacheSizes& caches) {
@@ -90,7 +97,7 @@ Blocking make_blocking(const CacheSizes& caches) {
     mc = std::clamp<int64_t>(mc / MR * MR, MR, 4096 / MR * MR);
     int64_t nc = (caches.l3 / 4) / (kc * elt);
     nc = std::clamp<int64_t>(nc / NR * NR, NR, 8192 / NR * NR);
-    return {mc, nc, kc};
+    return {mc, nc, kc, kSumSteps};
 }
 
 // Per-thread packing buffers, 64-byte aligned, grown on demand and kept for
@@ -184,6 +191,87 @@ void pack_b(const Matrix<T>& b, int64_t kc, int64_t n, P* dst) {
     }
 }
 
+// Runs a micro-kernel's k loop (run(acc, steps) adds `steps` steps into acc)
+// in blocks of sum_steps, adding each block's sums into total.
+template <int MR, int NV, class Run>
+inline void sum_in_blocks(int64_t steps, int64_t sum_steps, VecF32 (&total)[MR][NV], Run&& run) {
+    for (int64_t s0 = 0; s0 < steps; s0 += sum_steps) {
+        VecF32 acc[MR][NV];
+#pragma GCC unroll 32
+        for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) acc[i][v] = VecF32::zero();
+        run(acc, std::min(sum_steps, steps - s0));
+#pragma GCC unroll 32
+        for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) total[i][v] = s0 == 0 ? acc[i][v] : total[i][v] + acc[i][v];
+    }
+}
+
+// The C tile is read (or written) after the k loop: request its lines now so
+// that they arrive while the FMAs run.
+template <int NR>
+inline void prefetch_tile(const float* c, int64_t ldc, int m) {
+    for (int i = 0; i < m; ++i) {
+        __builtin_prefetch(c + i * ldc, 1, 3);
+        __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
+    }
+}
+
+#if FASTNN_SIMD_AVX512
+// In-register transpose of 16 rows of 16 floats (or any 32-bit data: the
+// shuffles move bits unchanged): r[j] becomes column j.
+inline void transpose16x16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {
+        r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 2; ++i) {
+        for (int c = 0; c < 4; ++c) {
+            t[8 * i + c] = _mm512_shuffle_f32x4(r[8 * i + c], r[8 * i + 4 + c], 0x88);
+            t[8 * i + 4 + c] = _mm512_shuffle_f32x4(r[8 * i + c], r[8 * i + 4 + c], 0xDD);
+        }
+    }
+    for (int c = 0; c < 8; ++c) {
+        r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xDD);
+    }
+}
+
+// Packs `count` lines of 32-bit elements (line l at src + l * ls, contiguous
+// over `len` steps) into slivers of R lines: dst[s][k][r] = line(s R + r)[k],
+// zero past the last line. This is the packing of a row-major A (lines are
+// rows) and of a transposed B (lines are columns), 16 x 16 blocks at a time
+// through registers instead of one strided scalar store per element.
+template <int R>
+void pack_lines_transposed(const float* src, int64_t ls, int64_t count, int64_t len, float* dst) {
+    for (int64_t l0 = 0; l0 < count; l0 += R, dst += R * len) {
+        const int lines = static_cast<int>(std::min<int64_t>(R, count - l0));
+        for (int g = 0; g < R; g += 16) {
+            const int group = std::clamp(lines - g, 0, 16);
+            const __mmask16 lanes = static_cast<__mmask16>(R - g >= 16 ? 0xffffu : (1u << (R - g)) - 1u);
+            for (int64_t k0 = 0; k0 < len; k0 += 16) {
+                const int kn = static_cast<int>(std::min<int64_t>(16, len - k0));
+                const __mmask16 steps = static_cast<__mmask16>((1u << kn) - 1u);
+                __m512 r[16];
+                for (int t = 0; t < 16; ++t)
+                    r[t] = t < group ? _mm512_maskz_loadu_ps(steps, src + (l0 + g + t) * ls + k0) : _mm512_setzero_ps();
+                transpose16x16(r);
+                for (int k = 0; k < kn; ++k) _mm512_mask_storeu_ps(dst + (k0 + k) * R + g, lanes, r[k]);
+            }
+        }
+    }
+}
+#endif
+
 template <int MR, int NV, class Act>
 inline void store_tile_with(const VecF32 (&acc)[MR][NV], float* c, int64_t ldc, int m, int n, const TileUpdate& u) {
     constexpr int W = VecF32::width;
@@ -260,7 +348,8 @@ struct Problem {
     Blocking blocking;
 };
 
-// Kern provides MR, NR, KU, the packed type P and
+// Kern provides MR, NR, KU, the packed type P,
+//   pack_a(a, m, kc, dst) and pack_b(b, kc, n, dst) (layouts as above) and
 //   micro(kcp, packed_a, packed_b, c, ldc, m, n, TileUpdate).
 template <class Kern, class T>
 bool run_rectangle(const Problem<T>& pr, int64_t bi, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
@@ -301,8 +390,8 @@ bool run_rectangle(const Problem<T>& pr, int64_t bi, int64_t m0, int64_t m1, int
         for (int64_t pc = 0; pc < pr.k; pc += blk.kc) {
             const int64_t kc = std::min(blk.kc, pr.k - pc), kcp = round_up(kc, KU);
             const bool first = pc == 0, last = pc + kc == pr.k;
-            pack_b<NR, KU>(Matrix<T>{b.at(pc, jc), b.rs, b.cs}, kc, nc, packed_b);
-            TileUpdate u{1.0f, first ? 0.0f : 1.0f, nullptr, false, GemmActivation::none};
+            Kern::pack_b(Matrix<T>{b.at(pc, jc), b.rs, b.cs}, kc, nc, packed_b);
+            TileUpdate u{blk.sum_steps, 1.0f, first ? 0.0f : 1.0f, nullptr, false, GemmActivation::none};
             if (pr.direct) {
                 u.alpha = ep.alpha;
                 u.c_scale = first ? ep.beta : 1.0f;
@@ -312,7 +401,7 @@ bool run_rectangle(const Problem<T>& pr, int64_t bi, int64_t m0, int64_t m1, int
             const bool with_bias = pr.direct && last && ep.bias;
             for (int64_t ic = m0; ic < m1; ic += blk.mc) {
                 const int64_t mc = std::min(blk.mc, m1 - ic);
-                pack_a<MR, KU>(Matrix<T>{a.at(ic, pc), a.rs, a.cs}, mc, kc, packed_a);
+                Kern::pack_a(Matrix<T>{a.at(ic, pc), a.rs, a.cs}, mc, kc, packed_a);
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     const int n = static_cast<int>(std::min<int64_t>(NR, nc - jr));
                     for (int64_t ir = 0; ir < mc; ir += MR) {
@@ -348,7 +437,7 @@ void run_problem(Problem<T>& pr, const CacheSizes& caches) {
     pr.blocking = make_blocking<MR, NR, Kern::KU, typename Kern::P>(caches);
     // Small outputs are matrix-vector-like problems, for which PyTorch sums
     // K with many partial sums: shorter K blocks keep the error as small.
-    if (pr.m * pr.n <= kSmallOutput) pr.blocking.kc = 16 * Kern::KU;
+    if (pr.m * pr.n <= kSmallOutput) pr.blocking.sum_steps = 16;
     const double flops = 2.0 * pr.batch * pr.m * pr.n * std::max<int64_t>(pr.k, 1);
     const int64_t threads =
         std::clamp<int64_t>(static_cast<int64_t>(flops / kMinFlopsPerThread), 1, num_threads());

@@ -32,26 +32,43 @@ struct Fp32Kernel {
     using P = float;
     static constexpr int MR = kMR, NR = kNV * VecF32::width, KU = 1;
 
+    template <class T>
+    static void pack_a(const gemm_detail::Matrix<T>& a, int64_t m, int64_t kc, float* dst) {
+#if FASTNN_SIMD_AVX512
+        if constexpr (std::is_same_v<T, float>)
+            if (a.cs == 1) return gemm_detail::pack_lines_transposed<MR>(a.data, a.rs, m, kc, dst);
+#endif
+        gemm_detail::pack_a<MR, KU>(a, m, kc, dst);
+    }
+
+    template <class T>
+    static void pack_b(const gemm_detail::Matrix<T>& b, int64_t kc, int64_t n, float* dst) {
+#if FASTNN_SIMD_AVX512
+        if constexpr (std::is_same_v<T, float>)
+            if (b.rs == 1 && b.cs != 1) return gemm_detail::pack_lines_transposed<NR>(b.data, b.cs, n, kc, dst);
+#endif
+        gemm_detail::pack_b<NR, KU>(b, kc, n, dst);
+    }
+
     static void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int m, int n,
                       const TileUpdate& u) {
         constexpr int W = VecF32::width;
-        VecF32 acc[MR][kNV];
+        gemm_detail::prefetch_tile<NR>(c, ldc, m);
+        VecF32 total[MR][kNV];
+        gemm_detail::sum_in_blocks<MR, kNV>(kc, u.sum_steps, total, [&](VecF32 (&acc)[MR][kNV], int64_t steps) {
+            for (int64_t k = 0; k < steps; ++k, a += MR, b += NR) {
+                VecF32 bv[kNV];
+#pragma GCC unroll 4
+                for (int v = 0; v < kNV; ++v) bv[v] = VecF32::load(b + v * W);
 #pragma GCC unroll 32
-        for (int i = 0; i < MR; ++i)
+                for (int i = 0; i < MR; ++i) {
+                    const VecF32 ai = VecF32::broadcast(a[i]);
 #pragma GCC unroll 4
-            for (int v = 0; v < kNV; ++v) acc[i][v] = VecF32::zero();
-        for (int64_t k = 0; k < kc; ++k, a += MR, b += NR) {
-            VecF32 bv[kNV];
-#pragma GCC unroll 4
-            for (int v = 0; v < kNV; ++v) bv[v] = VecF32::load(b + v * W);
-#pragma GCC unroll 32
-            for (int i = 0; i < MR; ++i) {
-                const VecF32 ai = VecF32::broadcast(a[i]);
-#pragma GCC unroll 4
-                for (int v = 0; v < kNV; ++v) acc[i][v] = simd::fmadd(ai, bv[v], acc[i][v]);
+                    for (int v = 0; v < kNV; ++v) acc[i][v] = simd::fmadd(ai, bv[v], acc[i][v]);
+                }
             }
-        }
-        gemm_detail::store_tile<MR, kNV>(acc, c, ldc, m, n, u);
+        });
+        gemm_detail::store_tile<MR, kNV>(total, c, ldc, m, n, u);
     }
 };
 
@@ -62,11 +79,13 @@ void gemm_kernel(const GemmParams& p, const CacheSizes& caches) {
         gemm_detail::gemm_typed<Fp32Kernel, float>(p, caches);
 }
 
-// Rows are summed in blocks of kSumBlock whose partial sums are then added:
-// the rounding error grows with kSumBlock + rows / kSumBlock instead of rows,
-// in the same order for every thread count.
-constexpr int64_t kSumBlock = 64;
+// Rows are summed in blocks of kSumBlock, and the block sums pairwise (a
+// binary counter of partial sums, as NumPy's pairwise sum): the rounding
+// error grows like kSumBlock + log2(rows / kSumBlock), in the same order for
+// every thread count.
+constexpr int64_t kSumBlock = 4;
 constexpr int kSumVectors = 4;
+constexpr int kMaxLevels = 64;
 
 template <class T, class TOut>
 void column_sum_typed(const ColumnSumParams& p) {
@@ -82,9 +101,9 @@ void column_sum_typed(const ColumnSumParams& p) {
             const int64_t j0 = chunk * kChunk;
             const int cols = static_cast<int>(std::min<int64_t>(kChunk, n - j0));
             float gathered[kChunk], sums[kChunk];
-            VecF32 total[kSumVectors];
-            for (VecF32& t : total) t = VecF32::zero();
-            for (int64_t r0 = 0; r0 < rows; r0 += kSumBlock) {
+            VecF32 levels[kMaxLevels][kSumVectors];
+            uint64_t count = 0;
+            for (int64_t r0 = 0; r0 < rows; r0 += kSumBlock, ++count) {
                 VecF32 block[kSumVectors];
                 for (VecF32& s : block) s = VecF32::zero();
                 for (int64_t r = r0; r < std::min(rows, r0 + kSumBlock); ++r) {
@@ -100,8 +119,16 @@ void column_sum_typed(const ColumnSumParams& p) {
                         }
                     }
                 }
-                for (int v = 0; v < kSumVectors; ++v) total[v] = total[v] + block[v];
+                int level = 0;
+                for (; count >> level & 1u; ++level)
+                    for (int v = 0; v < kSumVectors; ++v) block[v] = levels[level][v] + block[v];
+                for (int v = 0; v < kSumVectors; ++v) levels[level][v] = block[v];
             }
+            VecF32 total[kSumVectors];
+            for (VecF32& t : total) t = VecF32::zero();
+            for (int level = 0; level < kMaxLevels; ++level)
+                if (count >> level & 1u)
+                    for (int v = 0; v < kSumVectors; ++v) total[v] = total[v] + levels[level][v];
             for (int v = 0; v < kSumVectors; ++v) total[v].store(sums + v * W);
             for (int t = 0; t < cols; ++t) out[(j0 + t) * os] = simd::from_float<TOut>(sums[t]);
         }
