@@ -75,8 +75,8 @@ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
 // Analytical blocking (Low et al., "Analytical modeling is enough for
-// high-performance BLIS"): a KC x NR sliver of B takes about two thirds of
-// L1, leaving room for the streamed A sliver and C; the MC x KC block of A
+// high-performance BLIS"): the KC x NR sliver of B and the MR x KC sliver
+// of A take three quarters of L1, leaving room for C; the MC x KC block of A
 // half of L2; the KC x NC panel of B a quarter of L3 (shared by the cores).
 //
 // Accuracy: a float32 sum of K products has a rounding error growing with K;
@@ -91,7 +91,7 @@ inline constexpr int64_t kMaxKcSteps = 512;
 template <int MR, int NR, int KU, class P>
 Blocking make_blocking(const CacheSizes& caches) {
     const int64_t elt = sizeof(P);
-    int64_t kc = (caches.l1d * 2 / 3) / (NR * elt);
+    int64_t kc = (caches.l1d * 3 / 4) / ((MR + NR) * elt);
     kc = std::clamp<int64_t>(kc / 16 * 16, 64, kMaxKcSteps * KU);
     int64_t mc = (caches.l2 / 2) / (kc * elt);
     mc = std::clamp<int64_t>(mc / MR * MR, MR, 4096 / MR * MR);
