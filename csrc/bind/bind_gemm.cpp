@@ -71,10 +71,11 @@ void gemm_py(nb::handle a, nb::handle b, nb::handle out, nb::handle bias, float 
                               " must be equal or 1"));
     const bool batched = A.ndim() == 3 || B.ndim() == 3;
     const int64_t batch = batch_a == 1 ? batch_b : batch_a;
-    const std::string expected = batched ? cat("(", batch, ", ", m, ", ", n, ")") : cat("(", m, ", ", n, ")");
     if (C.ndim() != (batched ? 3 : 2) || (batched && C.size(0) != batch) || C.size(C.ndim() - 2) != m ||
         C.size(C.ndim() - 1) != n)
-        throw_value_error(cat("out must have shape ", expected, ", got ", C.shape_str()));
+        throw_value_error(cat("out must have shape ",
+                              batched ? cat("(", batch, ", ", m, ", ", n, ")") : cat("(", m, ", ", n, ")"), ", got ",
+                              C.shape_str()));
 
     GemmParams p;
     p.a = va, p.b = vb, p.c = as_batched(C.view());
