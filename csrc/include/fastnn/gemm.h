@@ -40,8 +40,8 @@ struct ColumnSumParams {
 void gemm(const GemmParams& p);
 void column_sum(const ColumnSumParams& p);
 
-// Cache blocking (in elements of the packed operands) and cache sizes, from
-// what the machine reports (sysfs, else defaults). Computed once.
+// Data cache sizes per core in bytes, from what the machine reports (sysfs,
+// else these defaults), read once; the kernels derive their blocking from them.
 struct CacheSizes {
     int64_t l1d = 32 << 10, l2 = 1 << 20, l3 = 32 << 20;
 };
