@@ -5,7 +5,7 @@ import importlib.util as _importlib_util
 
 from . import _C
 from ._info import __version__, info
-from .ops import relu, relu_backward
+from .ops import linear, linear_backward, matmul, relu, relu_backward
 
 # fastnn's ops are torch custom operators too (autograd, torch.compile); they
 # must exist before anything traces, so they are registered on import when
@@ -34,4 +34,5 @@ def set_num_threads(n: int) -> None:
     _C.set_num_threads(n)
 
 
-__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "relu", "relu_backward"]
+__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "relu", "relu_backward", "matmul", "linear",
+           "linear_backward"]

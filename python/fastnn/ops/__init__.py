@@ -7,6 +7,7 @@ is tracing."""
 
 from . import activation
 from .activation import relu, relu_backward
+from .gemm import linear, linear_backward, matmul
 
 _FAMILIES = (activation,)
 
@@ -16,4 +17,4 @@ def register_torch_ops(torch) -> None:
         family.register_torch_ops(torch)
 
 
-__all__ = ["relu", "relu_backward", "register_torch_ops"]
+__all__ = ["relu", "relu_backward", "matmul", "linear", "linear_backward", "register_torch_ops"]

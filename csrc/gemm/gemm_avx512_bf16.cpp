@@ -1,0 +1,98 @@
+// bfloat16 GEMM on AVX512_BF16: vdpbf16ps multiplies pairs of bf16 and adds
+// both products to a float32 lane, twice the FLOPs of an FMA per instruction.
+// Built with -mavx512bf16 (its own namespace, see simd.h) and chosen at run
+// time only where cpu_features().avx512_bf16.
+//
+// Packing keeps bf16 (half the bytes of the float32 path, so KC doubles for
+// the same L1 share) and interleaves K in pairs: a 32-bit lane of a packed B
+// vector holds (B[k, j], B[k+1, j]) and the A broadcast holds (A[i, k],
+// A[i, k+1]); an odd K is padded with a zero. Tile 14 x 32 as the float32
+// AVX-512 kernel: 28 accumulators, 2 B loads and 14 broadcasts per k pair.
+// Partial sums join the tile total after as many products as the float32 path.
+#include "gemm_driver.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE {
+namespace {
+
+using gemm_detail::Matrix;
+using gemm_detail::TileUpdate;
+using simd::VecF32;
+
+// Lines (rows of A, columns of B) contiguous over K hold their k pairs as
+// aligned-free 32-bit units, so packing them is the float32 transpose of
+// 32-bit elements. Needs an even KC and an even line stride (else: generic).
+template <int R>
+bool pack_pair_lines(const bf16* src, int64_t ls, int64_t count, int64_t kc, bf16* dst) {
+    if (kc % 2 != 0 || ls % 2 != 0) return false;
+    gemm_detail::pack_lines_transposed<R>(reinterpret_cast<const float*>(src), ls / 2, count, kc / 2,
+                                          reinterpret_cast<float*>(dst));
+    return true;
+}
+
+// Row-major B: interleave rows k and k+1 element by element (16-bit unpacks
+// work within 128-bit lanes; one cross-lane permute puts columns in order).
+template <int NR>
+void pack_b_row_pairs(const Matrix<bf16>& b, int64_t kc, int64_t n, bf16* dst) {
+    static_assert(NR == 32, "one 32 x bf16 load per row");
+    const int64_t kcp = gemm_detail::round_up(kc, 2);
+    const __m512i first = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+    const __m512i second = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+    for (int64_t j0 = 0; j0 < n; j0 += NR, dst += NR * kcp) {
+        const int cols = static_cast<int>(std::min<int64_t>(NR, n - j0));
+        const __mmask32 mask = cols == 32 ? ~__mmask32(0) : static_cast<__mmask32>((1u << cols) - 1u);
+        for (int64_t kp = 0; kp < kcp / 2; ++kp) {
+            const __m512i r0 = _mm512_maskz_loadu_epi16(mask, b.at(2 * kp, j0));
+            const __m512i r1 = 2 * kp + 1 < kc ? _mm512_maskz_loadu_epi16(mask, b.at(2 * kp + 1, j0))
+                                               : _mm512_setzero_si512();
+            const __m512i lo = _mm512_unpacklo_epi16(r0, r1), hi = _mm512_unpackhi_epi16(r0, r1);
+            _mm512_storeu_si512(dst + kp * 2 * NR, _mm512_permutex2var_epi64(lo, first, hi));
+            _mm512_storeu_si512(dst + kp * 2 * NR + NR, _mm512_permutex2var_epi64(lo, second, hi));
+        }
+    }
+}
+
+struct Bf16DotKernel {
+    using P = bf16;
+    static constexpr int MR = 14, NV = 2, NR = NV * 16, KU = 2;
+
+    static void pack_a(const Matrix<bf16>& a, int64_t m, int64_t kc, bf16* dst) {
+        if (a.cs == 1 && pack_pair_lines<MR>(a.data, a.rs, m, kc, dst)) return;
+        gemm_detail::pack_a<MR, KU>(a, m, kc, dst);
+    }
+
+    static void pack_b(const Matrix<bf16>& b, int64_t kc, int64_t n, bf16* dst) {
+        if (b.cs == 1) return pack_b_row_pairs<NR>(b, kc, n, dst);
+        if (b.rs == 1 && pack_pair_lines<NR>(b.data, b.cs, n, kc, dst)) return;
+        gemm_detail::pack_b<NR, KU>(b, kc, n, dst);
+    }
+
+    static void micro(int64_t kcp, const bf16* a, const bf16* b, float* c, int64_t ldc, int m, int n,
+                      const TileUpdate& u) {
+        gemm_detail::prefetch_tile<NR>(c, ldc, m);
+        VecF32 total[MR][NV];
+        gemm_detail::sum_in_blocks<MR, NV>(kcp / 2, u.sum_steps / 2, total, [&](VecF32 (&acc)[MR][NV], int64_t steps) {
+            for (int64_t kp = 0; kp < steps; ++kp, a += MR * 2, b += NR * 2) {
+                __m512bh bv[NV];
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + v * 32);
+#pragma GCC unroll 32
+                for (int i = 0; i < MR; ++i) {
+                    int32_t pair;
+                    std::memcpy(&pair, a + 2 * i, sizeof pair);
+                    const __m512bh ai = (__m512bh)_mm512_set1_epi32(pair);
+#pragma GCC unroll 4
+                    for (int v = 0; v < NV; ++v) acc[i][v].v = _mm512_dpbf16_ps(acc[i][v].v, ai, bv[v]);
+                }
+            }
+        });
+        gemm_detail::store_tile<MR, NV>(total, c, ldc, m, n, u);
+    }
+};
+
+}  // namespace
+
+void gemm_bf16_dot(const GemmParams& p, const CacheSizes& caches) {
+    gemm_detail::gemm_typed<Bf16DotKernel, bf16>(p, caches);
+}
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE

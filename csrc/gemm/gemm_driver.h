@@ -1,0 +1,435 @@
+// The GotoBLAS/BLIS loops around a register-blocked micro-kernel, shared by
+// every ISA build and by the AVX512_BF16 build (each instantiates them with
+// its own kernel traits, in its own namespace).
+//
+// Loop nest for one thread's rectangle of C (rows m0..m1, columns n0..n1):
+//   jc over N by NC:  B panel KC x NC packed per (jc, pc), lives in L3
+//     pc over K by KC:
+//       ic over M by MC:  A block MC x KC packed, lives in L2
+//         jr over NC by NR:  one B sliver KC x NR, stays in L1 ...
+//           ir over MC by MR:  ... while A slivers stream from L2
+//             micro-kernel: MR x NR tile of C in registers over KC
+// KC, MC and NC come from the cache sizes the machine reports. Packing makes
+// every operand layout (row-major, transposed, any strides, bf16) look the
+// same to the micro-kernel, so there is one kernel per ISA and no copies of
+// the caller's data beyond the panels. Threads take disjoint rectangles of C
+// (split over M and N to minimise packing, or over the batch), so each C
+// element is summed by one thread in the same order whatever the thread
+// count: results are bit-identical across thread counts.
+//
+// C is written directly when it is float32 with unit column stride (or unit
+// row stride: then the problem is transposed, C^T = B^T A^T). Otherwise
+// (bfloat16 C, general strides) the tile results go to a float32 scratch
+// block and one pass per NC block applies alpha, beta, bias and activation
+// and converts.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <vector>
+
+#include "fastnn/gemm.h"
+#include "fastnn/parallel.h"
+#include "fastnn/simd.h"
+#include "gemm_epilogue.h"
+#include "gemm_pack.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE::gemm_detail {
+
+// What a micro-kernel does with its finished accumulator tile:
+//   C = act(alpha * acc + c_scale * C + bias)
+struct TileUpdate {
+    int64_t sum_steps;   // k steps summed in registers before joining the tile's total
+    float alpha;
+    float c_scale;       // 0: C is not read (beta == 0 ignores NaN in C)
+    const float* bias;   // at the tile's first column (or row); nullptr: none
+    bool bias_on_rows;
+    GemmActivation act;  // none except on the last K block
+};
+
+struct Epilogue {
+    float alpha, beta;
+    const float* bias;  // float32, contiguous; nullptr: none
+    bool bias_on_rows;
+    GemmActivation act;
+};
+
+struct Blocking {
+    int64_t mc, nc, kc;
+    int64_t sum_steps;
+};
+
+// Analytical blocking (Low et al., "Analytical modeling is enough for
+// high-performance BLIS"): the KC x NR sliver of B and the MR x KC sliver
+// of A take three quarters of L1, leaving room for C; the MC x KC block of A
+// half of L2; the KC x NC panel of B a quarter of L3 (shared by the cores).
+//
+// Accuracy: a float32 sum of K products has a rounding error growing with K;
+// oneDNN's is smaller than one running sum per C element. So the micro-kernel
+// sums kSumSteps k steps in registers, adds that partial sum into the tile's
+// total (in L1), and starts again: the error grows like kSumSteps +
+// K / kSumSteps, below oneDNN's, at the cost of one pass over a 1.8 KB tile
+// per kSumSteps (about 3%). The packing block KC stays as large as L1 allows.
+inline constexpr int64_t kSumSteps = 64;
+inline constexpr int64_t kMaxKcSteps = 512;
+
+template <int MR, int NR, int KU, class P>
+Blocking make_blocking(const CacheSizes& caches) {
+    const int64_t elt = sizeof(P);
+    int64_t kc = (caches.l1d * 3 / 4) / ((MR + NR) * elt);
+    kc = std::clamp<int64_t>(kc / 16 * 16, 64, kMaxKcSteps * KU);
+    int64_t mc = (caches.l2 / 2) / (kc * elt);
+    mc = std::clamp<int64_t>(mc / MR * MR, MR, 4096 / MR * MR);
+    int64_t nc = (caches.l3 / 4) / (kc * elt);
+    nc = std::clamp<int64_t>(nc / NR * NR, NR, 8192 / NR * NR);
+    return {mc, nc, kc, kSumSteps};
+}
+
+// Per-thread packing buffers, 64-byte aligned, grown on demand and kept for
+// the next call (the pool's workers live as long as the process). A failed
+// allocation returns nullptr; the caller reports it after the parallel region.
+class Workspace {
+public:
+    template <class T>
+    T* get(int64_t count) {
+        const std::size_t bytes = static_cast<std::size_t>(round_up(std::max<int64_t>(count, 1) * sizeof(T), 64));
+        if (bytes > capacity_) {
+            buffer_.reset(static_cast<char*>(std::aligned_alloc(64, bytes)));
+            capacity_ = buffer_ ? bytes : 0;
+        }
+        return reinterpret_cast<T*>(buffer_.get());
+    }
+
+private:
+    struct Free {
+        void operator()(char* p) const { std::free(p); }
+    };
+    std::unique_ptr<char, Free> buffer_;
+    std::size_t capacity_ = 0;
+};
+
+enum WorkspaceSlot { kPackA, kPackB, kScratch, kSlots };
+inline Workspace& workspace(WorkspaceSlot slot) {
+    thread_local Workspace slots[kSlots];
+    return slots[slot];
+}
+
+// Runs a micro-kernel's k loop (run(acc, steps) adds `steps` steps into acc)
+// in blocks of sum_steps, adding each block's sums into total.
+template <int MR, int NV, class Run>
+inline void sum_in_blocks(int64_t steps, int64_t sum_steps, VecF32 (&total)[MR][NV], Run&& run) {
+    for (int64_t s0 = 0; s0 < steps; s0 += sum_steps) {
+        VecF32 acc[MR][NV];
+#pragma GCC unroll 32
+        for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) acc[i][v] = VecF32::zero();
+        run(acc, std::min(sum_steps, steps - s0));
+#pragma GCC unroll 32
+        for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) total[i][v] = s0 == 0 ? acc[i][v] : total[i][v] + acc[i][v];
+    }
+}
+
+// The C tile is read (or written) after the k loop: request its lines now so
+// that they arrive while the FMAs run.
+template <int NR>
+inline void prefetch_tile(const float* c, int64_t ldc, int m) {
+    for (int i = 0; i < m; ++i) {
+        __builtin_prefetch(c + i * ldc, 1, 3);
+        __builtin_prefetch(c + i * ldc + NR - 1, 1, 3);
+    }
+}
+
+template <int MR, int NV, class Act>
+inline void store_tile_with(const VecF32 (&acc)[MR][NV], float* c, int64_t ldc, int m, int n, const TileUpdate& u) {
+    constexpr int W = VecF32::width;
+    const VecF32 alpha = VecF32::broadcast(u.alpha), c_scale = VecF32::broadcast(u.c_scale);
+    const bool read_c = u.c_scale != 0.0f;
+    for (int i = 0; i < MR && i < m; ++i) {
+        float* row = c + i * ldc;
+        const VecF32 row_bias = u.bias && u.bias_on_rows ? VecF32::broadcast(u.bias[i]) : VecF32::zero();
+        for (int v = 0; v < NV; ++v) {
+            const int cols = n - v * W;
+            if (cols <= 0) break;
+            VecF32 x = acc[i][v] * alpha;
+            if (cols >= W) {
+                if (read_c) x = simd::fmadd(c_scale, VecF32::load(row + v * W), x);
+                if (u.bias) x = x + (u.bias_on_rows ? row_bias : VecF32::load(u.bias + v * W));
+                Act::apply(x).store(row + v * W);
+            } else {
+                if (read_c) x = simd::fmadd(c_scale, VecF32::load_partial(row + v * W, cols), x);
+                if (u.bias) x = x + (u.bias_on_rows ? row_bias : VecF32::load_partial(u.bias + v * W, cols));
+                Act::apply(x).store_partial(row + v * W, cols);
+            }
+        }
+    }
+}
+
+template <int MR, int NV>
+inline void store_tile(const VecF32 (&acc)[MR][NV], float* c, int64_t ldc, int m, int n, const TileUpdate& u) {
+    with_activation(u.act, [&](auto act) { store_tile_with<MR, NV, decltype(act)>(acc, c, ldc, m, n, u); });
+}
+
+// C block (m x n, at row0/col0 of the problem) = act(alpha * S + beta * C +
+// bias), S float32 row-major (nullptr: zero, for K == 0). Strided C goes
+// through a small buffer so the arithmetic is the same vector code.
+template <class TOut, class Act>
+void finalize_block(const float* s, int64_t lds, TOut* c, int64_t crs, int64_t ccs, int64_t m, int64_t n,
+                    const Epilogue& e, int64_t row0, int64_t col0) {
+    constexpr int W = VecF32::width;
+    const VecF32 alpha = VecF32::broadcast(e.alpha), beta = VecF32::broadcast(e.beta);
+    for (int64_t i = 0; i < m; ++i) {
+        TOut* row = c + i * crs;
+        for (int64_t j = 0; j < n; j += W) {
+            const int cols = static_cast<int>(std::min<int64_t>(W, n - j));
+            VecF32 x = s ? VecF32::load_partial(s + i * lds + j, cols) * alpha : VecF32::zero();
+            TOut strided[W];
+            if (ccs != 1)
+                for (int t = 0; t < cols; ++t) strided[t] = row[(j + t) * ccs];
+            const TOut* c_in = ccs == 1 ? row + j : strided;
+            if (e.beta != 0.0f) x = simd::fmadd(beta, VecF32::load_partial(c_in, cols), x);
+            if (e.bias)
+                x = x + (e.bias_on_rows ? VecF32::broadcast(e.bias[row0 + i])
+                                        : VecF32::load_partial(e.bias + col0 + j, cols));
+            x = Act::apply(x);
+            if (ccs == 1) {
+                x.store_partial(row + j, cols);
+            } else {
+                x.store_partial(strided, cols);
+                for (int t = 0; t < cols; ++t) row[(j + t) * ccs] = strided[t];
+            }
+        }
+    }
+}
+
+// One GEMM after validation, in the micro-kernel's terms.
+template <class T>
+struct Problem {
+    int64_t batch, m, n, k;
+    Matrix<T> a, b;          // batch 0
+    int64_t a_bs, b_bs;      // batch strides (0: broadcast)
+    void* c;
+    DType c_dtype;
+    int64_t c_rs, c_cs, c_bs;
+    bool direct;             // float32 C with unit column stride
+    Epilogue epilogue;
+    Blocking blocking;
+};
+
+// Kern provides MR, NR, KU, the packed type P,
+//   pack_a(a, m, kc, dst) and pack_b(b, kc, n, dst) (layouts as above) and
+//   micro(kcp, packed_a, packed_b, c, ldc, m, n, TileUpdate).
+template <class Kern, class T>
+bool run_rectangle(const Problem<T>& pr, int64_t bi, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    using P = typename Kern::P;
+    constexpr int MR = Kern::MR, NR = Kern::NR, KU = Kern::KU;
+    const Blocking& blk = pr.blocking;
+    const Epilogue& ep = pr.epilogue;
+    const Matrix<T> a{pr.a.data + bi * pr.a_bs, pr.a.rs, pr.a.cs};
+    const Matrix<T> b{pr.b.data + bi * pr.b_bs, pr.b.rs, pr.b.cs};
+    const int64_t c_elt = static_cast<int64_t>(dtype_size(pr.c_dtype));
+    char* c_base = static_cast<char*>(pr.c) + bi * pr.c_bs * c_elt;
+    auto finalize = [&](const float* s, int64_t lds, int64_t r0, int64_t rows, int64_t c0, int64_t cols) {
+        char* c = c_base + (r0 * pr.c_rs + c0 * pr.c_cs) * c_elt;
+        with_activation(ep.act, [&](auto act) {
+            if (pr.c_dtype == DType::bf16)
+                finalize_block<bf16, decltype(act)>(s, lds, reinterpret_cast<bf16*>(c), pr.c_rs, pr.c_cs, rows, cols,
+                                                    ep, r0, c0);
+            else
+                finalize_block<float, decltype(act)>(s, lds, reinterpret_cast<float*>(c), pr.c_rs, pr.c_cs, rows,
+                                                     cols, ep, r0, c0);
+        });
+    };
+    if (pr.k == 0) {
+        finalize(nullptr, 0, m0, m1 - m0, n0, n1 - n0);
+        return true;
+    }
+
+    const int64_t kc_max = round_up(std::min(blk.kc, pr.k), KU);
+    const int64_t nc_max = std::min(blk.nc, n1 - n0);
+    P* packed_a = workspace(kPackA).get<P>(round_up(std::min(blk.mc, m1 - m0), MR) * kc_max);
+    P* packed_b = workspace(kPackB).get<P>(round_up(nc_max, NR) * kc_max);
+    float* scratch = pr.direct ? nullptr : workspace(kScratch).get<float>((m1 - m0) * nc_max);
+    if (!packed_a || !packed_b || (!pr.direct && !scratch)) return false;
+    float* c_f32 = pr.direct ? reinterpret_cast<float*>(c_base) : nullptr;
+
+    for (int64_t jc = n0; jc < n1; jc += blk.nc) {
+        const int64_t nc = std::min(blk.nc, n1 - jc);
+        for (int64_t pc = 0; pc < pr.k; pc += blk.kc) {
+            const int64_t kc = std::min(blk.kc, pr.k - pc), kcp = round_up(kc, KU);
+            const bool first = pc == 0, last = pc + kc == pr.k;
+            Kern::pack_b(Matrix<T>{b.at(pc, jc), b.rs, b.cs}, kc, nc, packed_b);
+            TileUpdate u{blk.sum_steps, 1.0f, first ? 0.0f : 1.0f, nullptr, false, GemmActivation::none};
+            if (pr.direct) {
+                u.alpha = ep.alpha;
+                u.c_scale = first ? ep.beta : 1.0f;
+                u.bias_on_rows = ep.bias_on_rows;
+                if (last) u.act = ep.act;
+            }
+            const bool with_bias = pr.direct && last && ep.bias;
+            for (int64_t ic = m0; ic < m1; ic += blk.mc) {
+                const int64_t mc = std::min(blk.mc, m1 - ic);
+                Kern::pack_a(Matrix<T>{a.at(ic, pc), a.rs, a.cs}, mc, kc, packed_a);
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    const int n = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        const int m = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+                        float* c_tile;
+                        int64_t ldc;
+                        if (pr.direct) {
+                            c_tile = c_f32 + (ic + ir) * pr.c_rs + (jc + jr) * pr.c_cs;
+                            ldc = pr.c_rs;
+                        } else {
+                            c_tile = scratch + (ic - m0 + ir) * nc + jr;
+                            ldc = nc;
+                        }
+                        if (with_bias) u.bias = ep.bias + (ep.bias_on_rows ? ic + ir : jc + jr);
+                        Kern::micro(kcp, packed_a + ir * kcp, packed_b + jr * kcp, c_tile, ldc, m, n, u);
+                    }
+                }
+            }
+        }
+        if (!pr.direct) finalize(scratch, nc, m0, m1 - m0, jc, nc);
+    }
+    return true;
+}
+
+inline constexpr int64_t kSmallOutput = 1024;
+
+// Work below this many FLOPs per thread costs less than waking a worker.
+inline constexpr double kMinFlopsPerThread = 1 << 20;
+
+template <class Kern, class T>
+void run_problem(Problem<T>& pr, const CacheSizes& caches) {
+    constexpr int MR = Kern::MR, NR = Kern::NR;
+    pr.blocking = make_blocking<MR, NR, Kern::KU, typename Kern::P>(caches);
+    // Small outputs are matrix-vector-like problems, for which PyTorch sums
+    // K with many partial sums: shorter K blocks keep the error as small.
+    if (pr.m * pr.n <= kSmallOutput) pr.blocking.sum_steps = 16;
+    // A bfloat16 C rounds away 16 bits: the rounding of the float32 sums is
+    // far below it, and register sums over the whole KC block save the
+    // partial-sum passes (~6% of the bf16 kernel's time).
+    if (pr.c_dtype == DType::bf16) pr.blocking.sum_steps = pr.blocking.kc;
+    const double flops = 2.0 * pr.batch * pr.m * pr.n * std::max<int64_t>(pr.k, 1);
+    const int64_t threads =
+        std::clamp<int64_t>(static_cast<int64_t>(flops / kMinFlopsPerThread), 1, num_threads());
+
+    // Rectangles per batch entry: tm x tn minimising the packing per thread
+    // (A is repacked per NC block of the rectangle, B once).
+    const int64_t per_batch = pr.batch >= threads ? 1 : ceil_div(threads, pr.batch);
+    const int64_t units_m = ceil_div(pr.m, MR), units_n = ceil_div(pr.n, NR);
+    int64_t tm = 1, tn = 1;
+    double best = -1.0;
+    for (int64_t t = 1; t <= per_batch; ++t) {
+        if (per_batch % t != 0 || t > units_m || per_batch / t > units_n) continue;
+        const double rows = double(pr.m) / t, cols = double(pr.n) / (per_batch / t);
+        const double cost = rows * std::ceil(cols / double(pr.blocking.nc)) + cols;
+        if (best < 0 || cost < best) best = cost, tm = t, tn = per_batch / t;
+    }
+
+    const int64_t items = pr.batch * tm * tn;
+    std::atomic<bool> out_of_memory{false};
+    parallel_for(items, ceil_div(items, threads), [&](int64_t begin, int64_t end) {
+        for (int64_t item = begin; item < end; ++item) {
+            const int64_t bi = item / (tm * tn), ti = (item / tn) % tm, tj = item % tn;
+            const int64_t m0 = std::min(pr.m, units_m * ti / tm * MR), m1 = std::min(pr.m, units_m * (ti + 1) / tm * MR);
+            const int64_t n0 = std::min(pr.n, units_n * tj / tn * NR), n1 = std::min(pr.n, units_n * (tj + 1) / tn * NR);
+            if (m0 < m1 && n0 < n1 && !run_rectangle<Kern>(pr, bi, m0, m1, n0, n1)) out_of_memory = true;
+        }
+    });
+    if (out_of_memory) throw std::bad_alloc();
+}
+
+// Fills a Problem from validated params: transposes the problem when C has a
+// unit row stride, and brings the bias to contiguous float32 (in `storage`
+// unless it already is).
+template <class T>
+bool make_problem(const GemmParams& p, std::vector<float>& storage, Problem<T>& pr) {
+    const TensorView &a = p.a, &b = p.b, &c = p.c;
+    pr.batch = c.shape[0], pr.m = c.shape[1], pr.n = c.shape[2], pr.k = a.shape[2];
+    if (pr.batch == 0 || pr.m == 0 || pr.n == 0) return false;
+    pr.a = {static_cast<const T*>(a.data), a.strides[1], a.strides[2]};
+    pr.b = {static_cast<const T*>(b.data), b.strides[1], b.strides[2]};
+    pr.a_bs = a.shape[0] == 1 ? 0 : a.strides[0];
+    pr.b_bs = b.shape[0] == 1 ? 0 : b.strides[0];
+    pr.c = c.data, pr.c_dtype = c.dtype;
+    pr.c_rs = c.strides[1], pr.c_cs = c.strides[2], pr.c_bs = c.strides[0];
+    pr.epilogue = {p.alpha, p.beta, nullptr, false, p.activation};
+    const bool f32 = c.dtype == DType::f32;
+    pr.direct = f32 && (pr.c_cs == 1 || pr.n == 1);
+    if (!pr.direct && f32 && (pr.c_rs == 1 || pr.m == 1)) {
+        std::swap(pr.m, pr.n);
+        const Matrix<T> at{pr.a.data, pr.a.cs, pr.a.rs};
+        pr.a = {pr.b.data, pr.b.cs, pr.b.rs};
+        pr.b = at;
+        std::swap(pr.a_bs, pr.b_bs);
+        std::swap(pr.c_rs, pr.c_cs);
+        pr.epilogue.bias_on_rows = true;
+        pr.direct = true;
+    }
+    const TensorView& bias = p.bias;
+    if (bias.data) {
+        const int64_t n = bias.shape[0];
+        if (bias.dtype == DType::f32 && (bias.strides[0] == 1 || n == 1)) {
+            pr.epilogue.bias = static_cast<const float*>(bias.data);
+        } else {
+            storage.resize(static_cast<std::size_t>(n));
+            for (int64_t j = 0; j < n; ++j)
+                storage[j] = bias.dtype == DType::f32
+                                 ? static_cast<const float*>(bias.data)[j * bias.strides[0]]
+                                 : simd::bf16_to_float(static_cast<const bf16*>(bias.data)[j * bias.strides[0]]);
+            pr.epilogue.bias = storage.data();
+        }
+    }
+    return true;
+}
+
+// At most this many outputs per batch entry are dot products, summed in
+// float64: there is no tile to fill, and PyTorch's dot kernels sum with many
+// partial sums, which a float32 sum of K terms could not match.
+inline constexpr int64_t kDotOutputs = 16;
+
+template <class T>
+void run_dots(const Problem<T>& pr) {
+    float sums[kDotOutputs];
+    for (int64_t bi = 0; bi < pr.batch; ++bi) {
+        const T* a = pr.a.data + bi * pr.a_bs;
+        const T* b = pr.b.data + bi * pr.b_bs;
+        for (int64_t i = 0; i < pr.m; ++i) {
+            for (int64_t j = 0; j < pr.n; ++j) {
+                double s = 0.0;
+                for (int64_t k = 0; k < pr.k; ++k)
+                    s += double(simd::to_float(a[i * pr.a.rs + k * pr.a.cs])) *
+                         double(simd::to_float(b[k * pr.b.rs + j * pr.b.cs]));
+                sums[i * pr.n + j] = static_cast<float>(s);
+            }
+        }
+        char* c = static_cast<char*>(pr.c) + bi * pr.c_bs * static_cast<int64_t>(dtype_size(pr.c_dtype));
+        with_activation(pr.epilogue.act, [&](auto act) {
+            if (pr.c_dtype == DType::bf16)
+                finalize_block<bf16, decltype(act)>(sums, pr.n, reinterpret_cast<bf16*>(c), pr.c_rs, pr.c_cs, pr.m,
+                                                    pr.n, pr.epilogue, 0, 0);
+            else
+                finalize_block<float, decltype(act)>(sums, pr.n, reinterpret_cast<float*>(c), pr.c_rs, pr.c_cs,
+                                                     pr.m, pr.n, pr.epilogue, 0, 0);
+        });
+    }
+}
+
+template <class Kern, class T>
+void gemm_typed(const GemmParams& p, const CacheSizes& caches) {
+    std::vector<float> bias_storage;
+    Problem<T> pr;
+    if (!make_problem(p, bias_storage, pr)) return;
+    if (pr.m * pr.n <= kDotOutputs && pr.k > 0) run_dots(pr);
+    else run_problem<Kern>(pr, caches);
+}
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE::gemm_detail

@@ -1,0 +1,149 @@
+// float32 GEMM micro-kernels, compiled once per ISA (CMake:
+// FASTNN_KERNEL_SOURCES), and the column sum of Linear's bias gradient.
+//
+// Floor: 2 M N K FLOPs; with MR x NR accumulators in registers each k step
+// loads NR/W vectors of B and broadcasts MR values of A for MR * NR/W FMAs.
+// Tile shapes (all registers but a few hold accumulators):
+//   AVX-512 14 x 32: 28 zmm accumulators + 2 B vectors + 1 broadcast of 32;
+//     28 FMAs per 16 loads, so two FMA pipes stay ahead of the load ports,
+//     and 28 independent chains cover the 4-cycle FMA latency 3.5 times.
+//   AVX2 6 x 16: 12 ymm accumulators + 2 B + 1 broadcast of 16 (the classic
+//     Haswell shape, 12 chains for 2 pipes x 4-5 cycles latency).
+//   portable 4 x 16: arrays the compiler may map onto SSE registers.
+// bf16 inputs are converted to float32 while packing, so the same kernel
+// serves them (the AVX512_BF16 dot-product path is gemm_avx512_bf16.cpp).
+#include "gemm_driver.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE {
+namespace {
+
+using gemm_detail::TileUpdate;
+using simd::VecF32;
+
+#if FASTNN_SIMD_AVX512
+constexpr int kMR = 14, kNV = 2;
+#elif FASTNN_SIMD_AVX2
+constexpr int kMR = 6, kNV = 2;
+#else
+constexpr int kMR = 4, kNV = 2;
+#endif
+
+struct Fp32Kernel {
+    using P = float;
+    static constexpr int MR = kMR, NR = kNV * VecF32::width, KU = 1;
+
+    template <class T>
+    static void pack_a(const gemm_detail::Matrix<T>& a, int64_t m, int64_t kc, float* dst) {
+#if FASTNN_SIMD_AVX512
+        if constexpr (std::is_same_v<T, float>)
+            if (a.cs == 1) return gemm_detail::pack_lines_transposed<MR>(a.data, a.rs, m, kc, dst);
+#endif
+        gemm_detail::pack_a<MR, KU>(a, m, kc, dst);
+    }
+
+    template <class T>
+    static void pack_b(const gemm_detail::Matrix<T>& b, int64_t kc, int64_t n, float* dst) {
+#if FASTNN_SIMD_AVX512
+        if constexpr (std::is_same_v<T, float>)
+            if (b.rs == 1 && b.cs != 1) return gemm_detail::pack_lines_transposed<NR>(b.data, b.cs, n, kc, dst);
+#endif
+        gemm_detail::pack_b<NR, KU>(b, kc, n, dst);
+    }
+
+    static void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int m, int n,
+                      const TileUpdate& u) {
+        constexpr int W = VecF32::width;
+        gemm_detail::prefetch_tile<NR>(c, ldc, m);
+        VecF32 total[MR][kNV];
+        gemm_detail::sum_in_blocks<MR, kNV>(kc, u.sum_steps, total, [&](VecF32 (&acc)[MR][kNV], int64_t steps) {
+            for (int64_t k = 0; k < steps; ++k, a += MR, b += NR) {
+                VecF32 bv[kNV];
+#pragma GCC unroll 4
+                for (int v = 0; v < kNV; ++v) bv[v] = VecF32::load(b + v * W);
+#pragma GCC unroll 32
+                for (int i = 0; i < MR; ++i) {
+                    const VecF32 ai = VecF32::broadcast(a[i]);
+#pragma GCC unroll 4
+                    for (int v = 0; v < kNV; ++v) acc[i][v] = simd::fmadd(ai, bv[v], acc[i][v]);
+                }
+            }
+        });
+        gemm_detail::store_tile<MR, kNV>(total, c, ldc, m, n, u);
+    }
+};
+
+void gemm_kernel(const GemmParams& p, const CacheSizes& caches) {
+    if (p.a.dtype == DType::bf16)
+        gemm_detail::gemm_typed<Fp32Kernel, bf16>(p, caches);
+    else
+        gemm_detail::gemm_typed<Fp32Kernel, float>(p, caches);
+}
+
+// Rows are summed in blocks of kSumBlock, and the block sums pairwise (a
+// binary counter of partial sums, as NumPy's pairwise sum): the rounding
+// error grows like kSumBlock + log2(rows / kSumBlock), in the same order for
+// every thread count.
+constexpr int64_t kSumBlock = 4;
+constexpr int kSumVectors = 4;
+constexpr int kMaxLevels = 64;
+
+template <class T, class TOut>
+void column_sum_typed(const ColumnSumParams& p) {
+    constexpr int W = VecF32::width, kChunk = kSumVectors * W;
+    const int64_t rows = p.x.shape[0], n = p.x.shape[1];
+    const int64_t rs = p.x.strides[0], cs = p.x.strides[1], os = p.out.strides[0];
+    const T* x = static_cast<const T*>(p.x.data);
+    TOut* out = static_cast<TOut*>(p.out.data);
+    const int64_t chunks = gemm_detail::ceil_div(n, kChunk);
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(rows * kChunk, 1));
+    parallel_for(chunks, grain, [&](int64_t begin, int64_t end) {
+        for (int64_t chunk = begin; chunk < end; ++chunk) {
+            const int64_t j0 = chunk * kChunk;
+            const int cols = static_cast<int>(std::min<int64_t>(kChunk, n - j0));
+            float gathered[kChunk], sums[kChunk];
+            VecF32 levels[kMaxLevels][kSumVectors];
+            uint64_t count = 0;
+            for (int64_t r0 = 0; r0 < rows; r0 += kSumBlock, ++count) {
+                VecF32 block[kSumVectors];
+                for (VecF32& s : block) s = VecF32::zero();
+                for (int64_t r = r0; r < std::min(rows, r0 + kSumBlock); ++r) {
+                    const T* row = x + r * rs + j0 * cs;
+                    for (int v = 0; v < kSumVectors && v * W < cols; ++v) {
+                        const int live = std::min(W, cols - v * W);
+                        if (cs == 1) {
+                            block[v] = block[v] + (live == W ? VecF32::load(row + v * W)
+                                                             : VecF32::load_partial(row + v * W, live));
+                        } else {
+                            for (int t = 0; t < live; ++t) gathered[v * W + t] = simd::to_float(row[(v * W + t) * cs]);
+                            block[v] = block[v] + VecF32::load_partial(gathered + v * W, live);
+                        }
+                    }
+                }
+                int level = 0;
+                for (; count >> level & 1u; ++level)
+                    for (int v = 0; v < kSumVectors; ++v) block[v] = levels[level][v] + block[v];
+                for (int v = 0; v < kSumVectors; ++v) levels[level][v] = block[v];
+            }
+            VecF32 total[kSumVectors];
+            for (VecF32& t : total) t = VecF32::zero();
+            for (int level = 0; level < kMaxLevels; ++level)
+                if (count >> level & 1u)
+                    for (int v = 0; v < kSumVectors; ++v) total[v] = total[v] + levels[level][v];
+            for (int v = 0; v < kSumVectors; ++v) total[v].store(sums + v * W);
+            for (int t = 0; t < cols; ++t) out[(j0 + t) * os] = simd::from_float<TOut>(sums[t]);
+        }
+    });
+}
+
+void column_sum_kernel(const ColumnSumParams& p) {
+    const bool in_bf16 = p.x.dtype == DType::bf16, out_bf16 = p.out.dtype == DType::bf16;
+    if (in_bf16 && out_bf16) column_sum_typed<bf16, bf16>(p);
+    else if (in_bf16) column_sum_typed<bf16, float>(p);
+    else column_sum_typed<float, float>(p);
+}
+
+}  // namespace
+
+const GemmKernels gemm_kernels = {gemm_kernel, column_sum_kernel};
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE

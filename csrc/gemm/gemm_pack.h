@@ -1,0 +1,147 @@
+// Packing for the GEMM driver: any layout of A and B (row-major, transposed
+// view, general strides, float32 or bf16) into the sliver layouts the
+// micro-kernels read. Sliver element (k, r) of A (r a row) and of B (r a
+// column) sits at (k / KU) * R * KU + r * KU + k % KU, R = MR or NR: KU
+// consecutive k of one row or column are adjacent (KU = 2 for the bf16 pair
+// dot products, else 1). Padding (rows past M, columns past N, k past an odd
+// K) is zero, so the micro-kernel never branches on edges.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "fastnn/simd.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE::gemm_detail {
+
+using simd::VecF32;
+
+// Element (i, j) at data[i * rs + j * cs].
+template <class T>
+struct Matrix {
+    const T* data;
+    int64_t rs, cs;
+    const T* at(int64_t i, int64_t j) const { return data + i * rs + j * cs; }
+};
+
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+inline void put(float* d, float x) { *d = x; }
+inline void put(float* d, bf16 x) { *d = simd::bf16_to_float(x); }
+inline void put(bf16* d, bf16 x) { *d = x; }
+
+// A (m x kc) into ceil(m / MR) slivers. Sliver element (k, i) sits at
+// (k / KU) * MR * KU + i * KU + k % KU: KU consecutive k of one row are
+// adjacent (KU = 2 for the bf16 pair dot products). Padding is zero.
+template <int MR, int KU, class P, class T>
+void pack_a(const Matrix<T>& a, int64_t m, int64_t kc, P* dst) {
+    const int64_t kcp = round_up(kc, KU);
+    for (int64_t i0 = 0; i0 < m; i0 += MR, dst += MR * kcp) {
+        const int rows = static_cast<int>(std::min<int64_t>(MR, m - i0));
+        if (rows < MR || kcp != kc) std::memset(static_cast<void*>(dst), 0, sizeof(P) * MR * kcp);
+        if (a.cs == 1) {
+            for (int i = 0; i < rows; ++i) {
+                const T* src = a.at(i0 + i, 0);
+                for (int64_t k = 0; k < kc; ++k) put(dst + (k / KU) * MR * KU + i * KU + k % KU, src[k]);
+            }
+        } else {
+            for (int64_t k = 0; k < kc; ++k) {
+                const T* src = a.at(i0, k);
+                P* d = dst + (k / KU) * MR * KU + k % KU;
+                for (int i = 0; i < rows; ++i) put(d + i * KU, src[i * a.rs]);
+            }
+        }
+    }
+}
+
+// B (kc x n) into ceil(n / NR) slivers; element (k, j) of a sliver at
+// (k / KU) * NR * KU + j * KU + k % KU.
+template <int NR, int KU, class P, class T>
+void pack_b(const Matrix<T>& b, int64_t kc, int64_t n, P* dst) {
+    using simd::VecF32;
+    constexpr int W = VecF32::width;
+    const int64_t kcp = round_up(kc, KU);
+    for (int64_t j0 = 0; j0 < n; j0 += NR, dst += NR * kcp) {
+        const int cols = static_cast<int>(std::min<int64_t>(NR, n - j0));
+        if (cols < NR || kcp != kc) std::memset(static_cast<void*>(dst), 0, sizeof(P) * NR * kcp);
+        if constexpr (KU == 1 && std::is_same_v<P, float>) {
+            if (b.cs == 1 && cols == NR) {
+                for (int64_t k = 0; k < kc; ++k) {
+                    const T* src = b.at(k, j0);
+                    for (int v = 0; v < NR / W; ++v) VecF32::load(src + v * W).store(dst + k * NR + v * W);
+                }
+                continue;
+            }
+        }
+        if (b.rs == 1) {
+            for (int j = 0; j < cols; ++j) {
+                const T* src = b.at(0, j0 + j);
+                for (int64_t k = 0; k < kc; ++k) put(dst + (k / KU) * NR * KU + j * KU + k % KU, src[k]);
+            }
+        } else {
+            for (int64_t k = 0; k < kc; ++k) {
+                const T* src = b.at(k, j0);
+                P* d = dst + (k / KU) * NR * KU + k % KU;
+                for (int j = 0; j < cols; ++j) put(d + j * KU, src[j * b.cs]);
+            }
+        }
+    }
+}
+
+#if FASTNN_SIMD_AVX512
+// In-register transpose of 16 rows of 16 floats (or any 32-bit data: the
+// shuffles move bits unchanged): r[j] becomes column j.
+inline void transpose16x16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {
+        r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 2; ++i) {
+        for (int c = 0; c < 4; ++c) {
+            t[8 * i + c] = _mm512_shuffle_f32x4(r[8 * i + c], r[8 * i + 4 + c], 0x88);
+            t[8 * i + 4 + c] = _mm512_shuffle_f32x4(r[8 * i + c], r[8 * i + 4 + c], 0xDD);
+        }
+    }
+    for (int c = 0; c < 8; ++c) {
+        r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xDD);
+    }
+}
+
+// Packs `count` lines of 32-bit elements (line l at src + l * ls, contiguous
+// over `len` steps) into slivers of R lines: dst[s][k][r] = line(s R + r)[k],
+// zero past the last line. This is the packing of a row-major A (lines are
+// rows) and of a transposed B (lines are columns), 16 x 16 blocks at a time
+// through registers instead of one strided scalar store per element.
+template <int R>
+void pack_lines_transposed(const float* src, int64_t ls, int64_t count, int64_t len, float* dst) {
+    for (int64_t l0 = 0; l0 < count; l0 += R, dst += R * len) {
+        const int lines = static_cast<int>(std::min<int64_t>(R, count - l0));
+        for (int g = 0; g < R; g += 16) {
+            const int group = std::clamp(lines - g, 0, 16);
+            const __mmask16 lanes = static_cast<__mmask16>(R - g >= 16 ? 0xffffu : (1u << (R - g)) - 1u);
+            for (int64_t k0 = 0; k0 < len; k0 += 16) {
+                const int kn = static_cast<int>(std::min<int64_t>(16, len - k0));
+                const __mmask16 steps = static_cast<__mmask16>((1u << kn) - 1u);
+                __m512 r[16];
+                for (int t = 0; t < 16; ++t)
+                    r[t] = t < group ? _mm512_maskz_loadu_ps(steps, src + (l0 + g + t) * ls + k0) : _mm512_setzero_ps();
+                transpose16x16(r);
+                for (int k = 0; k < kn; ++k) _mm512_mask_storeu_ps(dst + (k0 + k) * R + g, lanes, r[k]);
+            }
+        }
+    }
+}
+#endif
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE::gemm_detail
