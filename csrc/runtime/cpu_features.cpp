@@ -3,9 +3,9 @@
 // AVX-512 in CPUID while not enabling ZMM state, and executing it then faults.
 #include "fastnn/cpu_features.h"
 
-#include <unistd.h>
-
 #include <atomic>
+#include <cstdio>
+#include <string>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -60,6 +60,49 @@ CpuFeatures probe() {
 CpuFeatures probe() { return {}; }
 #endif
 
+
+// Reads one line of a sysfs file; empty when it does not exist.
+std::string read_line(const std::string& path) {
+    std::string line;
+    if (FILE* f = std::fopen(path.c_str(), "r")) {
+        char buf[64];
+        if (std::fgets(buf, sizeof buf, f)) line = buf;
+        std::fclose(f);
+    }
+    while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+    return line;
+}
+
+// "48K", "1024K", "32M" -> bytes; 0 when unparsable.
+int64_t parse_size(const std::string& s) {
+    char* end = nullptr;
+    const long long v = std::strtoll(s.c_str(), &end, 10);
+    if (end == s.c_str() || v <= 0) return 0;
+    if (*end == 'K') return v << 10;
+    if (*end == 'M') return v << 20;
+    if (*end == 'G') return v << 30;
+    return v;
+}
+
+// Linux reports each cache level of cpu0 under sysfs; a VM or a non-Linux
+// host may report nothing, and then the defaults (typical of current x86
+// server cores) stand.
+CacheSizes probe_cache_sizes() {
+    CacheSizes c;
+    for (int index = 0; index < 8; ++index) {
+        const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/";
+        const std::string level = read_line(dir + "level");
+        if (level.empty()) break;
+        const std::string type = read_line(dir + "type");
+        const int64_t size = parse_size(read_line(dir + "size"));
+        if (size <= 0 || type == "Instruction") continue;
+        if (level == "1") c.l1d = size;
+        else if (level == "2") c.l2 = size;
+        else if (level == "3") c.l3 = size;
+    }
+    return c;
+}
+
 Isa best_isa(const CpuFeatures& f) {
 #if FASTNN_X86_KERNELS
     if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.fma && f.f16c) return Isa::avx512;
@@ -91,16 +134,7 @@ const CpuFeatures& cpu_features() {
 }
 
 const CacheSizes& cache_sizes() {
-    static const CacheSizes sizes = [] {
-        CacheSizes c;
-#if defined(_SC_LEVEL1_DCACHE_SIZE)
-        // glibc answers from CPUID; a value of 0 or -1 means unknown.
-        if (long v = sysconf(_SC_LEVEL1_DCACHE_SIZE); v > 0) c.l1d = v;
-        if (long v = sysconf(_SC_LEVEL2_CACHE_SIZE); v > 0) c.l2 = v;
-        if (long v = sysconf(_SC_LEVEL3_CACHE_SIZE); v > 0) c.l3 = v;
-#endif
-        return c;
-    }();
+    static const CacheSizes sizes = probe_cache_sizes();
     return sizes;
 }
 

@@ -3,6 +3,8 @@
 // is testable on one machine, never raised above what the CPU runs.
 #pragma once
 
+#include <cstdint>
+
 namespace fastnn {
 
 // Ordered: a higher path needs everything a lower one needs.
@@ -22,10 +24,11 @@ const CpuFeatures& cpu_features();
 
 // Data cache sizes in bytes as the OS reports them (per core for L1/L2, per
 // shared slice for L3), with conservative defaults where unknown.
+// Kernels derive their cache blocking from these.
 struct CacheSizes {
-    long l1d = 32 << 10;
-    long l2 = 1 << 20;
-    long l3 = 16 << 20;
+    int64_t l1d = 32 << 10;
+    int64_t l2 = 1 << 20;
+    int64_t l3 = 16 << 20;
 };
 const CacheSizes& cache_sizes();
 const char* isa_name(Isa isa);

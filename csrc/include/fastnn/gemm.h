@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "fastnn/cpu_features.h"
 #include "fastnn/dispatch.h"
 #include "fastnn/tensor.h"
 
@@ -39,13 +40,6 @@ struct ColumnSumParams {
 
 void gemm(const GemmParams& p);
 void column_sum(const ColumnSumParams& p);
-
-// Data cache sizes per core in bytes, from what the machine reports (sysfs,
-// else these defaults), read once; the kernels derive their blocking from them.
-struct CacheSizes {
-    int64_t l1d = 32 << 10, l2 = 1 << 20, l3 = 32 << 20;
-};
-const CacheSizes& cache_sizes();
 
 // What each ISA build provides. Its gemm takes bf16 inputs too, converting
 // them to float32 while packing.
