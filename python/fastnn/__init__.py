@@ -19,4 +19,14 @@ def set_num_threads(n: int) -> None:
     _C.set_num_threads(n)
 
 
-__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "relu", "relu_backward"]
+def __getattr__(name: str):
+    # fastnn.optim subclasses torch.optim, so it is imported on first use:
+    # importing fastnn alone never imports torch.
+    if name == "optim":
+        import importlib
+
+        return importlib.import_module(".optim", __name__)
+    raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "info", "optim", "get_num_threads", "set_num_threads", "relu", "relu_backward"]
