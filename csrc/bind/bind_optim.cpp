@@ -140,6 +140,7 @@ void run_step(OptimStepParams p, const nb::list& params, const nb::list& grads, 
             row.master = add_written_f32(nb::cast<nb::list>(masters)[i], "masters" + idx);
         }
     }
+    p.master_weights = has_master;
     p.tensors = rows.data();
     p.num_tensors = static_cast<int64_t>(n);
     nb::gil_scoped_release release;

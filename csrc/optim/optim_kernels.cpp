@@ -104,10 +104,10 @@ void adam_rows(const OptimStepParams& p, const OptimCoeffs& c) {
             VecF32 g = load_grad<Full>(grad, i, n, c, scaled);
             VecF32 param = load_param<kMaster, Full, T>(t, i, n);
             if (c.decoupled) param = param * VecF32::broadcast(c.decay_factor);
-            if (c.l2) g = simd::fmadd(param, VecF32::broadcast(c.weight_decay), g);
+            if (c.l2) g = simd::fmadd_once(param, VecF32::broadcast(c.weight_decay), g);
             const VecF32 m = simd::lerp(simd::load<Full>(exp_avg + i, n), g, c.lerp_weight);
             VecF32 v = simd::load<Full>(exp_avg_sq + i, n) * VecF32::broadcast(c.beta2);
-            v = simd::fmadd(VecF32::broadcast(c.one_minus_beta2) * g, g, v);
+            v = simd::fmadd_once(VecF32::broadcast(c.one_minus_beta2) * g, g, v);
             simd::store<Full>(m, exp_avg + i, n);
             simd::store<Full>(v, exp_avg_sq + i, n);
             if constexpr (kAmsgrad) {
@@ -137,16 +137,16 @@ void sgd_rows(const OptimStepParams& p, const OptimCoeffs& c) {
             using Full = decltype(full);
             VecF32 g = load_grad<Full>(grad, i, n, c, scaled);
             VecF32 param = load_param<kMaster, Full, T>(t, i, n);
-            if (c.l2) g = simd::fmadd(param, VecF32::broadcast(c.weight_decay), g);
+            if (c.l2) g = simd::fmadd_once(param, VecF32::broadcast(c.weight_decay), g);
             if (use_momentum) {
                 VecF32 b = g;
                 if (!p.momentum_init)
-                    b = simd::fmadd(g, VecF32::broadcast(c.one_minus_dampening),
+                    b = simd::fmadd_once(g, VecF32::broadcast(c.one_minus_dampening),
                                     simd::load<Full>(buf + i, n) * VecF32::broadcast(c.momentum));
                 simd::store<Full>(b, buf + i, n);
-                g = p.nesterov ? simd::fmadd(b, VecF32::broadcast(c.momentum), g) : b;
+                g = p.nesterov ? simd::fmadd_once(b, VecF32::broadcast(c.momentum), g) : b;
             }
-            param = simd::fmadd(g, VecF32::broadcast(c.neg_step_size), param);
+            param = simd::fmadd_once(g, VecF32::broadcast(c.neg_step_size), param);
             store_param<kMaster, Full, T>(param, t, i, n);
         });
     });
@@ -170,15 +170,15 @@ void rmsprop_rows(const OptimStepParams& p, const OptimCoeffs& c) {
             using Full = decltype(full);
             VecF32 g = load_grad<Full>(grad, i, n, c, scaled);
             VecF32 param = load_param<kMaster, Full, T>(t, i, n);
-            if (c.l2) g = simd::fmadd(param, VecF32::broadcast(c.weight_decay), g);
+            if (c.l2) g = simd::fmadd_once(param, VecF32::broadcast(c.weight_decay), g);
             VecF32 sq = simd::load<Full>(square_avg + i, n) * VecF32::broadcast(c.beta2);
-            sq = simd::fmadd(VecF32::broadcast(c.one_minus_beta2) * g, g, sq);
+            sq = simd::fmadd_once(VecF32::broadcast(c.one_minus_beta2) * g, g, sq);
             simd::store<Full>(sq, square_avg + i, n);
             VecF32 avg;
             if (p.centered) {
                 const VecF32 ga = simd::lerp(simd::load<Full>(grad_avg + i, n), g, c.lerp_weight);
                 simd::store<Full>(ga, grad_avg + i, n);
-                avg = simd::sqrt(simd::fmadd(VecF32::zero() - ga, ga, sq));
+                avg = simd::sqrt(simd::fmadd_once(VecF32::zero() - ga, ga, sq));
             } else {
                 avg = simd::sqrt(sq);
             }
@@ -187,7 +187,7 @@ void rmsprop_rows(const OptimStepParams& p, const OptimCoeffs& c) {
                 VecF32 b = simd::load<Full>(buf + i, n) * VecF32::broadcast(c.momentum);
                 b = b + g / avg;
                 simd::store<Full>(b, buf + i, n);
-                param = simd::fmadd(b, VecF32::broadcast(c.neg_step_size), param);
+                param = simd::fmadd_once(b, VecF32::broadcast(c.neg_step_size), param);
             } else {
                 param = param + (VecF32::broadcast(c.neg_step_size) * g) / avg;
             }
@@ -209,8 +209,7 @@ void step_typed(const OptimStepParams& p, const OptimCoeffs& c) {
 
 void optim_step_kernel(const OptimStepParams& p, const OptimCoeffs& c) {
     if (p.param_dtype == DType::f32) return step_typed<float, false>(p, c);
-    const bool master = p.num_tensors > 0 && p.tensors[0].master != nullptr;
-    if (master) return step_typed<bf16, true>(p, c);
+    if (p.master_weights) return step_typed<bf16, true>(p, c);
     step_typed<bf16, false>(p, c);
 }
 

@@ -36,6 +36,21 @@ inline MaskF32 is_nan(VecF32 a) {
 }
 #endif
 
+// a*b + c rounded once, as torch's CPU kernels compute it. simd.h's portable
+// fmadd rounds twice (baseline x86-64 has no FMA, and fmaf() is a libm call
+// per element); here the product of two floats is exact in double, so only
+// the rare double rounding of the sum can differ from a true FMA.
+inline VecF32 fmadd_once(VecF32 a, VecF32 b, VecF32 c) {
+#if FASTNN_SIMD_AVX512 || FASTNN_SIMD_AVX2
+    return fmadd(a, b, c);
+#else
+    VecF32 r;
+    for (int i = 0; i < VecF32::width; ++i)
+        r.v[i] = static_cast<float>(static_cast<double>(a.v[i]) * b.v[i] + c.v[i]);
+    return r;
+#endif
+}
+
 // torch.maximum: NaN when either operand is NaN (x86 max alone drops a NaN
 // in its first operand).
 inline VecF32 maximum_nan(VecF32 a, VecF32 b) { return select(is_nan(a), a, max(a, b)); }
@@ -44,8 +59,8 @@ inline VecF32 maximum_nan(VecF32 a, VecF32 b) { return select(is_nan(a), a, max(
 // a weight of exactly 1 returns `end` exactly.
 inline VecF32 lerp(VecF32 start, VecF32 end, float weight) {
     const VecF32 diff = end - start;
-    if (std::fabs(weight) < 0.5f) return fmadd(VecF32::broadcast(weight), diff, start);
-    return fmadd(VecF32::broadcast(weight - 1.0f), diff, end);
+    if (std::fabs(weight) < 0.5f) return fmadd_once(VecF32::broadcast(weight), diff, start);
+    return fmadd_once(VecF32::broadcast(weight - 1.0f), diff, end);
 }
 
 // Whole-vector or masked-tail access with one spelling, so an element loop

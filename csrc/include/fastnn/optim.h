@@ -42,6 +42,7 @@ enum class OptimKind : uint8_t { adam, sgd, rmsprop };
 struct OptimStepParams {
     OptimKind kind = OptimKind::adam;
     DType param_dtype = DType::f32;  // f32 or bf16; grads have the same dtype
+    bool master_weights = false;     // every row has a master (bf16 params only)
     const OptimTensor* tensors = nullptr;
     int64_t num_tensors = 0;
 

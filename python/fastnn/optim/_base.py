@@ -15,6 +15,13 @@ _PARAM_DTYPES = (torch.float32, torch.bfloat16)
 _MASTER_KEY = "master_param"
 
 
+def _device_error(what: str, device) -> str:
+    if device.type == "cuda":
+        return (f"{what}: a tensor is on {device}, and fastnn's CUDA optimizer kernels are not available; "
+                "use torch.optim for parameters on the GPU")
+    return f"{what} runs on the CPU, got a tensor on {device}"
+
+
 def _scalar(x) -> float:
     return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
 
@@ -60,9 +67,7 @@ class FusedOptimizerMixin:
             if g.is_sparse:
                 raise RuntimeError(f"fastnn.optim.{name} does not support sparse gradients")
             if p.device.type != "cpu":
-                raise RuntimeError(
-                    f"fastnn.optim.{name}: a parameter is on {p.device}, and fastnn's CUDA optimizer kernels are "
-                    "not available; use torch.optim for parameters on the GPU")
+                raise RuntimeError(_device_error(f"fastnn.optim.{name}", p.device))
             if p.dtype not in _PARAM_DTYPES:
                 raise TypeError(f"fastnn.optim.{name} supports float32 and bfloat16 parameters, got {p.dtype}")
             out.append(p)

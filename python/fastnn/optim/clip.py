@@ -7,6 +7,7 @@ import math
 import torch
 
 from .. import _C
+from ._base import _device_error
 
 
 @torch.no_grad()
@@ -27,8 +28,7 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
         if g.is_sparse:
             raise RuntimeError("fastnn.optim.clip_grad_norm_ does not support sparse gradients")
         if g.device.type != "cpu":
-            raise RuntimeError(f"fastnn.optim.clip_grad_norm_: a gradient is on {g.device}, and fastnn's CUDA "
-                               "kernels for it are not available; use torch.nn.utils.clip_grad_norm_")
+            raise RuntimeError(_device_error("fastnn.optim.clip_grad_norm_", g.device))
     reduced = _C.grad_norm_reduce(grads, norm_type)
     if math.isinf(norm_type) or norm_type == 1.0:
         value = reduced
