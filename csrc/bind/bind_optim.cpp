@@ -21,16 +21,17 @@ namespace {
 // of a row must share the parameter's strides so flat index k is the same
 // element in all of them.
 bool dense(const TensorView& v) {
-    std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size)
+    std::pair<int64_t, int64_t> dims[kMaxDims];  // (stride, size) of the dims that move
+    int moving = 0;
     for (int d = 0; d < v.ndim; ++d) {
         if (v.shape[d] == 0) return true;
-        if (v.shape[d] > 1) dims.emplace_back(v.strides[d], v.shape[d]);
+        if (v.shape[d] > 1) dims[moving++] = {v.strides[d], v.shape[d]};
     }
-    std::sort(dims.begin(), dims.end());
+    std::sort(dims, dims + moving);
     int64_t expected = 1;
-    for (const auto& [stride, size] : dims) {
-        if (stride != expected) return false;
-        expected *= size;
+    for (int k = 0; k < moving; ++k) {
+        if (dims[k].first != expected) return false;
+        expected *= dims[k].second;
     }
     return true;
 }
@@ -98,7 +99,7 @@ void run_step(OptimStepParams p, const nb::list& params, const nb::list& grads, 
 
     std::vector<OptimTensor> rows(n);
     for (std::size_t i = 0; i < n; ++i) {
-        const std::string idx = cat("[", i, "]");
+        const std::string idx = "[" + std::to_string(i) + "]";
         const ArrayArg& param = lists.add(params[i], "params" + idx, true);
         require_cpu(param);
         require_dtype(param, {DType::f32, DType::bf16});
@@ -216,7 +217,7 @@ void rmsprop_step_py(const nb::list& params, const nb::list& grads, const nb::li
 std::vector<GradNormTensor> grad_rows(TensorLists& lists, const nb::list& grads, bool written) {
     std::vector<GradNormTensor> rows(grads.size());
     for (std::size_t i = 0; i < grads.size(); ++i) {
-        const ArrayArg& g = lists.add(grads[i], cat("grads[", i, "]"), written);
+        const ArrayArg& g = lists.add(grads[i], "grads[" + std::to_string(i) + "]", written);
         require_cpu(g);
         require_dtype(g, {DType::f32, DType::bf16});
         require_dense(g);

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import _C
-from ._base import FusedOptimizerMixin, _scalar
+from ._base import FusedOptimizerMixin, _dl, _scalar
 
 
 class Adam(FusedOptimizerMixin, torch.optim.Adam):
@@ -52,9 +52,9 @@ class Adam(FusedOptimizerMixin, torch.optim.Adam):
         for (_, step), idx in parts.items():
             ps = [params[i] for i in idx] if len(parts) > 1 else params
             ss = [states[i] for i in idx] if len(parts) > 1 else states
-            _C.adam_step(ps, [p.grad for p in ps], [s["exp_avg"] for s in ss], [s["exp_avg_sq"] for s in ss],
-                         [s["max_exp_avg_sq"] for s in ss] if amsgrad else None, self._masters(ps),
-                         step=step, **hyper)
+            _C.adam_step(_dl(ps), _dl([p.grad for p in ps]), _dl([s["exp_avg"] for s in ss]),
+                         _dl([s["exp_avg_sq"] for s in ss]), _dl([s["max_exp_avg_sq"] for s in ss]) if amsgrad else None,
+                         self._masters(ps), step=step, **hyper)
         self._undo_steps_if_inf(states, found_inf)
 
 

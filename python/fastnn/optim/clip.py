@@ -7,7 +7,7 @@ import math
 import torch
 
 from .. import _C
-from ._base import _device_error
+from ._base import _device_error, _dl
 
 
 @torch.no_grad()
@@ -29,7 +29,7 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
             raise RuntimeError("fastnn.optim.clip_grad_norm_ does not support sparse gradients")
         if g.device.type != "cpu":
             raise RuntimeError(_device_error("fastnn.optim.clip_grad_norm_", g.device))
-    reduced = _C.grad_norm_reduce(grads, norm_type)
+    reduced = _C.grad_norm_reduce(_dl(grads), norm_type)
     if math.isinf(norm_type) or norm_type == 1.0:
         value = reduced
     elif norm_type == 2.0:
@@ -46,5 +46,5 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
     # The coefficient exactly as torch computes it, in the norm's dtype.
     coef = float(torch.clamp(float(max_norm) / (total_norm + 1e-6), max=1.0))
     if coef != 1.0:
-        _C.grad_scale_(grads, coef)
+        _C.grad_scale_(_dl(grads), coef)
     return total_norm

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import _C
-from ._base import FusedOptimizerMixin, _scalar
+from ._base import FusedOptimizerMixin, _dl, _scalar
 
 
 class RMSprop(FusedOptimizerMixin, torch.optim.RMSprop):
@@ -48,7 +48,7 @@ class RMSprop(FusedOptimizerMixin, torch.optim.RMSprop):
         for idx in parts.values():
             ps = [params[i] for i in idx] if len(parts) > 1 else params
             ss = [states[i] for i in idx] if len(parts) > 1 else states
-            _C.rmsprop_step(ps, [p.grad for p in ps], [s["square_avg"] for s in ss],
-                            [s["momentum_buffer"] for s in ss] if momentum > 0 else None,
-                            [s["grad_avg"] for s in ss] if centered else None, self._masters(ps), **hyper)
+            _C.rmsprop_step(_dl(ps), _dl([p.grad for p in ps]), _dl([s["square_avg"] for s in ss]),
+                            _dl([s["momentum_buffer"] for s in ss]) if momentum > 0 else None,
+                            _dl([s["grad_avg"] for s in ss]) if centered else None, self._masters(ps), **hyper)
         self._undo_steps_if_inf(states, found_inf)

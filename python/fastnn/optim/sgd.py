@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import _C
-from ._base import FusedOptimizerMixin, _scalar
+from ._base import FusedOptimizerMixin, _dl, _scalar
 
 
 class SGD(FusedOptimizerMixin, torch.optim.SGD):
@@ -49,5 +49,5 @@ class SGD(FusedOptimizerMixin, torch.optim.SGD):
         parts = self._partition(params, lambda i: (params[i].dtype, fresh[i]))
         for (_, init), idx in parts.items():
             ps = [params[i] for i in idx] if len(parts) > 1 else params
-            bufs = [buffers[i] for i in idx] if momentum != 0 else None
-            _C.sgd_step(ps, [p.grad for p in ps], bufs, self._masters(ps), momentum_init=init, **hyper)
+            bufs = _dl([buffers[i] for i in idx]) if momentum != 0 else None
+            _C.sgd_step(_dl(ps), _dl([p.grad for p in ps]), bufs, self._masters(ps), momentum_init=init, **hyper)
