@@ -335,6 +335,10 @@ def test_bad_inputs():
     for (exc, match), lists in cases:
         with pytest.raises(exc, match=match):
             _C.adam_step(*lists, None, None, **hyper)
+    with pytest.raises(ValueError, match="overlaps"):  # rows run concurrently: no shared memory
+        _C.adam_step([p[:4], torch.zeros(4)], [g[:4], g[:4]], [m[:4], p[2:6]], [v[:4], v[4:]], None, None, **hyper)
+    with pytest.raises(ValueError, match="params\\[1\\] overlaps params\\[0\\]"):
+        _C.adam_step([p, p], [g, g], [m, torch.zeros(8)], [v, torch.zeros(8)], None, None, **hyper)
     with pytest.raises(ValueError, match="max_exp_avg_sqs must be a list exactly when amsgrad"):
         _C.adam_step([p], [g], [m], [v], None, None, **{**hyper, "amsgrad": True})
     with pytest.raises(ValueError, match="grad_scale must hold one element"):

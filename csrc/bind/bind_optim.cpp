@@ -62,6 +62,26 @@ private:
     std::deque<ArrayArg> args_;
 };
 
+// Rows run concurrently, so no tensor of one row may share memory with a
+// tensor of another row unless both are only read (within a row,
+// require_output has checked). Tensors are dense: [data, data + bytes).
+struct Span {
+    uintptr_t lo, hi;
+    const ArrayArg* arg;
+    bool written;
+};
+
+void require_disjoint_rows(std::vector<Span>& spans) {
+    std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.lo < b.lo; });
+    const Span* reach = nullptr;  // the span reaching furthest so far
+    for (const Span& s : spans) {
+        if (reach && s.lo < reach->hi && (s.written || reach->written))
+            throw_value_error(cat(s.arg->name(), " overlaps ", reach->arg->name(),
+                                  "; every parameter and state tensor must have its own memory"));
+        if (!reach || s.hi > reach->hi) reach = &s;
+    }
+}
+
 std::size_t require_list(const nb::list& list, const char* name, std::size_t expected) {
     if (list.size() != expected)
         throw_value_error(cat(name, " must have one tensor per parameter (", expected, "), got ", list.size()));
@@ -98,6 +118,11 @@ void run_step(OptimStepParams p, const nb::list& params, const nb::list& grads, 
     const bool grads_written = p.grad_scale != nullptr;
 
     std::vector<OptimTensor> rows(n);
+    std::vector<Span> spans;
+    auto add_span = [&](const ArrayArg& a, bool written) {
+        const auto lo = reinterpret_cast<uintptr_t>(a.view().data);
+        if (a.numel() > 0) spans.push_back({lo, lo + a.numel() * dtype_size(a.dtype()), &a, written});
+    };
     for (std::size_t i = 0; i < n; ++i) {
         const std::string idx = "[" + std::to_string(i) + "]";
         const ArrayArg& param = lists.add(params[i], "params" + idx, true);
@@ -117,6 +142,8 @@ void run_step(OptimStepParams p, const nb::list& params, const nb::list& grads, 
         require_output(param, {&grad}, Alias::forbidden);
         if (grads_written) require_output(grad, {&param}, Alias::forbidden);
 
+        add_span(param, true);
+        add_span(grad, grads_written);
         OptimTensor& row = rows[i];
         row.param = param.view().data;
         row.grad = grad.view().data;
@@ -130,6 +157,7 @@ void run_step(OptimStepParams p, const nb::list& params, const nb::list& grads, 
             require_same_strides(param, a);
             for (const ArrayArg* other : row_args) require_output(a, {other}, Alias::forbidden);
             row_args.push_back(&a);
+            add_span(a, true);
             return static_cast<float*>(a.view().data);
         };
         for (std::size_t k = 0; k < states.size(); ++k)
@@ -141,6 +169,7 @@ void run_step(OptimStepParams p, const nb::list& params, const nb::list& grads, 
             row.master = add_written_f32(nb::cast<nb::list>(masters)[i], "masters" + idx);
         }
     }
+    require_disjoint_rows(spans);
     p.master_weights = has_master;
     p.tensors = rows.data();
     p.num_tensors = static_cast<int64_t>(n);
