@@ -27,7 +27,10 @@ bool dense(const TensorView& v) {
         if (v.shape[d] == 0) return true;
         if (v.shape[d] > 1) dims[moving++] = {v.strides[d], v.shape[d]};
     }
-    std::sort(dims, dims + moving);
+    // Insertion sort by stride: at most kMaxDims entries (and std::sort on a
+    // fixed array trips GCC 12's -Warray-bounds).
+    for (int k = 1; k < moving; ++k)
+        for (int j = k; j > 0 && dims[j].first < dims[j - 1].first; --j) std::swap(dims[j], dims[j - 1]);
     int64_t expected = 1;
     for (int k = 0; k < moving; ++k) {
         if (dims[k].first != expected) return false;
