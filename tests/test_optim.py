@@ -317,7 +317,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="Nesterov"):
         fo.SGD([torch.zeros(2)], nesterov=True)
     p, g, m, v = (torch.zeros(8) for _ in range(4))
-    hyper = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1.0, amsgrad=False,
+    hyper = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False,
                  maximize=False, decoupled_weight_decay=False, grad_scale=None, found_inf=None)
     cases = [
         ((TypeError, "grads\\[0\\] must have the dtype"), ([p], [g.double()], [m], [v])),
@@ -334,31 +334,51 @@ def test_bad_inputs():
     ro.flags.writeable = False
     for (exc, match), lists in cases:
         with pytest.raises(exc, match=match):
-            _C.adam_step(*lists, None, None, **hyper)
+            _C.adam_step(*lists, None, [torch.zeros(()) for _ in lists[0]], None, **hyper)
+    steps2 = [torch.zeros(()), torch.zeros(())]
     with pytest.raises(ValueError, match="overlaps"):  # rows run concurrently: no shared memory
-        _C.adam_step([p[:4], torch.zeros(4)], [g[:4], g[:4]], [m[:4], p[2:6]], [v[:4], v[4:]], None, None, **hyper)
+        _C.adam_step([p[:4], torch.zeros(4)], [g[:4], g[:4]], [m[:4], p[2:6]], [v[:4], v[4:]], None, steps2, None,
+                     **hyper)
     with pytest.raises(ValueError, match="params\\[1\\] overlaps params\\[0\\]"):
-        _C.adam_step([p, p], [g, g], [m, torch.zeros(8)], [v, torch.zeros(8)], None, None, **hyper)
+        _C.adam_step([p, p], [g, g], [m, torch.zeros(8)], [v, torch.zeros(8)], None, steps2, None, **hyper)
+    with pytest.raises(ValueError, match="steps\\[1\\] overlaps steps\\[0\\]"):
+        step = torch.zeros(())
+        _C.adam_step([p, torch.zeros(8)], [g, g], [m, torch.zeros(8)], [v, torch.zeros(8)], None, [step, step],
+                     None, **hyper)
+    with pytest.raises(TypeError, match="steps\\[0\\] must be float32"):
+        _C.adam_step([p], [g], [m], [v], None, [torch.zeros((), dtype=torch.float64)], None, **hyper)
     with pytest.raises(ValueError, match="max_exp_avg_sqs must be a list exactly when amsgrad"):
-        _C.adam_step([p], [g], [m], [v], None, None, **{**hyper, "amsgrad": True})
+        _C.adam_step([p], [g], [m], [v], None, [torch.zeros(())], None, **{**hyper, "amsgrad": True})
     with pytest.raises(ValueError, match="grad_scale must hold one element"):
-        _C.adam_step([p], [g], [m], [v], None, None, **{**hyper, "grad_scale": torch.ones(2)})
+        _C.adam_step([p], [g], [m], [v], None, [torch.zeros(())], None, **{**hyper, "grad_scale": torch.ones(2)})
     with pytest.raises(ValueError, match="masters must be None for float32"):
-        _C.adam_step([p], [g], [m], [v], None, [torch.zeros(8)], **hyper)
+        _C.adam_step([p], [g], [m], [v], None, [torch.zeros(())], [torch.zeros(8)], **hyper)
     with pytest.raises(ValueError, match="norm_type must be > 0"):
         _C.grad_norm_reduce([g], 0.0)
 
 
+@pytest.mark.cuda
+@pytest.mark.single_isa
+def test_cuda_params_raise_clearly():
+    p = torch.zeros(4, device="cuda", requires_grad=True)
+    p.grad = torch.zeros_like(p)
+    for cls in (fo.Adam, fo.AdamW, fo.SGD, fo.RMSprop):
+        with pytest.raises(RuntimeError, match="CUDA optimizer kernels are not available"):
+            cls([p]).step()
+    with pytest.raises(RuntimeError, match="CUDA optimizer kernels are not available"):
+        fo.clip_grad_norm_([p], 1.0)
+
+
 def test_found_inf_and_grad_scale_in_kernel(rng):
     p, g = torch.randn(100, generator=rng), torch.randn(100, generator=rng)
-    m, v = torch.zeros(100), torch.zeros(100)
-    hyper = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1.0, amsgrad=False,
-                 maximize=False, decoupled_weight_decay=False)
+    m, v, step = torch.zeros(100), torch.zeros(100), torch.tensor(3.0)
+    hyper = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
+                 decoupled_weight_decay=False, grad_scale=torch.tensor(4.0))
     p0, g0 = p.clone(), g.clone()
-    _C.adam_step([p], [g], [m], [v], None, None, grad_scale=torch.tensor(4.0), found_inf=torch.tensor(1.0), **hyper)
-    assert torch.equal(p, p0) and torch.equal(g, g0) and not m.any()
-    _C.adam_step([p], [g], [m], [v], None, None, grad_scale=torch.tensor(4.0), found_inf=torch.tensor(0.0), **hyper)
-    assert torch.equal(g, g0 / 4) and not torch.equal(p, p0)
+    _C.adam_step([p], [g], [m], [v], None, [step], None, found_inf=torch.tensor(1.0), **hyper)
+    assert torch.equal(p, p0) and torch.equal(g, g0) and not m.any() and float(step) == 3.0
+    _C.adam_step([p], [g], [m], [v], None, [step], None, found_inf=torch.tensor(0.0), **hyper)
+    assert torch.equal(g, g0 / 4) and not torch.equal(p, p0) and float(step) == 4.0
 
 
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf"), 3.5])

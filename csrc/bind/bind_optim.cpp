@@ -108,12 +108,14 @@ struct StateList {
 
 // Validates all lists and runs one step over them with the GIL released.
 void run_step(OptimStepParams p, const nb::list& params, const nb::list& grads, const std::vector<StateList>& states,
-              nb::handle masters, nb::handle grad_scale, nb::handle found_inf) {
+              nb::handle steps, nb::handle masters, nb::handle grad_scale, nb::handle found_inf) {
     const std::size_t n = params.size();
     require_list(grads, "grads", n);
     for (const StateList& s : states) require_list(s.tensors, s.name, n);
     const bool has_master = !masters.is_none();
     if (has_master) require_list(nb::cast<nb::list>(masters), "masters", n);
+    const bool has_steps = !steps.is_none();
+    if (has_steps) require_list(nb::cast<nb::list>(steps), "steps", n);
 
     TensorLists lists;
     p.grad_scale = scalar_arg(lists, grad_scale, "grad_scale");
@@ -171,6 +173,16 @@ void run_step(OptimStepParams p, const nb::list& params, const nb::list& grads, 
                                       " params; a float32 master copy is kept for bfloat16 params only"));
             row.master = add_written_f32(nb::cast<nb::list>(masters)[i], "masters" + idx);
         }
+        if (has_steps) {
+            const ArrayArg& step = lists.add(nb::cast<nb::list>(steps)[i], "steps" + idx, true);
+            require_cpu(step);
+            require_dtype(step, {DType::f32});
+            if (step.numel() != 1)
+                throw_value_error(cat(step.name(), " must hold one element (the step count), got shape ",
+                                      step.shape_str()));
+            add_span(step, true);
+            row.step = static_cast<float*>(step.view().data);
+        }
     }
     require_disjoint_rows(spans);
     p.master_weights = has_master;
@@ -185,24 +197,23 @@ void require_hyper(bool ok, const char* name, double value, const char* rule) {
 }
 
 void adam_step_py(const nb::list& params, const nb::list& grads, const nb::list& exp_avgs,
-                  const nb::list& exp_avg_sqs, nb::handle max_exp_avg_sqs, nb::handle masters, double lr,
-                  double beta1, double beta2, double eps, double weight_decay, double step, bool amsgrad,
+                  const nb::list& exp_avg_sqs, nb::handle max_exp_avg_sqs, const nb::list& steps, nb::handle masters,
+                  double lr, double beta1, double beta2, double eps, double weight_decay, bool amsgrad,
                   bool maximize, bool decoupled_weight_decay, nb::handle grad_scale, nb::handle found_inf) {
     require_hyper(lr >= 0.0, "lr", lr, ">= 0");
     require_hyper(beta1 >= 0.0 && beta1 < 1.0, "beta1", beta1, "in [0, 1)");
     require_hyper(beta2 >= 0.0 && beta2 < 1.0, "beta2", beta2, "in [0, 1)");
     require_hyper(eps >= 0.0, "eps", eps, ">= 0");
     require_hyper(weight_decay >= 0.0, "weight_decay", weight_decay, ">= 0");
-    require_hyper(step >= 1.0, "step", step, ">= 1 (the count after this step)");
     if (amsgrad == max_exp_avg_sqs.is_none())
         throw_value_error("max_exp_avg_sqs must be a list exactly when amsgrad is True");
     OptimStepParams p;
     p.kind = OptimKind::adam;
-    p.lr = lr, p.beta1 = beta1, p.beta2 = beta2, p.eps = eps, p.weight_decay = weight_decay, p.step = step;
+    p.lr = lr, p.beta1 = beta1, p.beta2 = beta2, p.eps = eps, p.weight_decay = weight_decay;
     p.amsgrad = amsgrad, p.maximize = maximize, p.decoupled_weight_decay = decoupled_weight_decay;
     std::vector<StateList> states = {{0, "exp_avgs", exp_avgs}, {1, "exp_avg_sqs", exp_avg_sqs}};
     if (amsgrad) states.push_back({2, "max_exp_avg_sqs", nb::cast<nb::list>(max_exp_avg_sqs)});
-    run_step(p, params, grads, states, masters, grad_scale, found_inf);
+    run_step(p, params, grads, states, steps, masters, grad_scale, found_inf);
 }
 
 void sgd_step_py(const nb::list& params, const nb::list& grads, nb::handle momentum_buffers, nb::handle masters,
@@ -221,11 +232,12 @@ void sgd_step_py(const nb::list& params, const nb::list& grads, nb::handle momen
     p.nesterov = nesterov, p.maximize = maximize, p.momentum_init = momentum_init;
     std::vector<StateList> states;
     if (momentum != 0.0) states.push_back({0, "momentum_buffers", nb::cast<nb::list>(momentum_buffers)});
-    run_step(p, params, grads, states, masters, grad_scale, found_inf);
+    run_step(p, params, grads, states, nb::none(), masters, grad_scale, found_inf);
 }
 
 void rmsprop_step_py(const nb::list& params, const nb::list& grads, const nb::list& square_avgs,
-                     nb::handle momentum_buffers, nb::handle grad_avgs, nb::handle masters, double lr, double alpha,
+                     nb::handle momentum_buffers, nb::handle grad_avgs, const nb::list& steps, nb::handle masters,
+                     double lr, double alpha,
                      double eps, double weight_decay, double momentum, bool centered, bool maximize,
                      nb::handle grad_scale, nb::handle found_inf) {
     require_hyper(lr >= 0.0, "lr", lr, ">= 0");
@@ -243,7 +255,7 @@ void rmsprop_step_py(const nb::list& params, const nb::list& grads, const nb::li
     std::vector<StateList> states = {{0, "square_avgs", square_avgs}};
     if (momentum > 0.0) states.push_back({1, "momentum_buffers", nb::cast<nb::list>(momentum_buffers)});
     if (centered) states.push_back({2, "grad_avgs", nb::cast<nb::list>(grad_avgs)});
-    run_step(p, params, grads, states, masters, grad_scale, found_inf);
+    run_step(p, params, grads, states, steps, masters, grad_scale, found_inf);
 }
 
 std::vector<GradNormTensor> grad_rows(TensorLists& lists, const nb::list& grads, bool written) {
@@ -280,19 +292,19 @@ void grad_scale_py(const nb::list& grads, double coef) {
 
 void bind_optim(nb::module_& m) {
     m.def("adam_step", &adam_step_py, nb::arg("params"), nb::arg("grads"), nb::arg("exp_avgs"),
-          nb::arg("exp_avg_sqs"), nb::arg("max_exp_avg_sqs").none(), nb::arg("masters").none(), nb::arg("lr"),
-          nb::arg("beta1"), nb::arg("beta2"), nb::arg("eps"), nb::arg("weight_decay"), nb::arg("step"),
+          nb::arg("exp_avg_sqs"), nb::arg("max_exp_avg_sqs").none(), nb::arg("steps"), nb::arg("masters").none(),
+          nb::arg("lr"), nb::arg("beta1"), nb::arg("beta2"), nb::arg("eps"), nb::arg("weight_decay"),
           nb::arg("amsgrad"), nb::arg("maximize"), nb::arg("decoupled_weight_decay"),
           nb::arg("grad_scale").none(), nb::arg("found_inf").none(),
           "One Adam (decoupled_weight_decay: AdamW) step over every tensor of the lists, as torch.optim.Adam. "
-          "step is the count after this step's increment.");
+          "steps: each param's float32 step count, incremented here (unless found_inf).");
     m.def("sgd_step", &sgd_step_py, nb::arg("params"), nb::arg("grads"), nb::arg("momentum_buffers").none(),
           nb::arg("masters").none(), nb::arg("lr"), nb::arg("momentum"), nb::arg("dampening"),
           nb::arg("weight_decay"), nb::arg("nesterov"), nb::arg("maximize"), nb::arg("momentum_init"),
           nb::arg("grad_scale").none(), nb::arg("found_inf").none(),
           "One SGD step, as torch.optim.SGD. momentum_init: the buffers are new and are set to the gradient.");
     m.def("rmsprop_step", &rmsprop_step_py, nb::arg("params"), nb::arg("grads"), nb::arg("square_avgs"),
-          nb::arg("momentum_buffers").none(), nb::arg("grad_avgs").none(), nb::arg("masters").none(),
+          nb::arg("momentum_buffers").none(), nb::arg("grad_avgs").none(), nb::arg("steps"), nb::arg("masters").none(),
           nb::arg("lr"), nb::arg("alpha"), nb::arg("eps"), nb::arg("weight_decay"), nb::arg("momentum"),
           nb::arg("centered"), nb::arg("maximize"), nb::arg("grad_scale").none(), nb::arg("found_inf").none(),
           "One RMSprop step, as torch.optim.RMSprop.");

@@ -4,10 +4,10 @@
 // grad, exp_avg, exp_avg_sq and writes param, exp_avg, exp_avg_sq: 28 bytes
 // per element for about 12 flops (one sqrt, one divide), so it runs at memory
 // bandwidth and the design goals are one pass per element, full-width loads
-// and stores, and all threads busy. State is re-read on the next step, so
-// stores stay cached stores: a non-temporal store would only pay off if the
-// whole state could never fit the cache, and measuring showed no gain (see
-// bench/notes/optim.md).
+// and stores, and all threads busy. Stores are ordinary cached stores: every
+// line written (param, state) was read a moment before, so a non-temporal
+// store would save no read-for-ownership, and the DRAM write-back happens
+// either way (see bench/notes/optim.md).
 //
 // Work split: the table of tensors is one flat range of elements (prefix sums
 // of the row sizes); parallel_for cuts that range evenly, and each thread walks
@@ -99,6 +99,8 @@ void adam_rows(const OptimStepParams& p, const OptimCoeffs& c) {
         float* exp_avg = t.state[0];
         float* exp_avg_sq = t.state[1];
         float* max_exp_avg_sq = t.state[2];
+        const VecF32 neg_step_size = VecF32::broadcast(c.adam_rows[r].neg_step_size);
+        const VecF32 bias_correction2_sqrt = VecF32::broadcast(c.adam_rows[r].bias_correction2_sqrt);
         simd::for_each_vector(lo, hi, [&](auto full, int64_t i, int n) {
             using Full = decltype(full);
             VecF32 g = load_grad<Full>(grad, i, n, c, scaled);
@@ -114,9 +116,8 @@ void adam_rows(const OptimStepParams& p, const OptimCoeffs& c) {
                 v = simd::maximum_nan(simd::load<Full>(max_exp_avg_sq + i, n), v);
                 simd::store<Full>(v, max_exp_avg_sq + i, n);
             }
-            const VecF32 denom =
-                simd::sqrt(v) / VecF32::broadcast(c.bias_correction2_sqrt) + VecF32::broadcast(c.eps);
-            param = param + (VecF32::broadcast(c.neg_step_size) * m) / denom;
+            const VecF32 denom = simd::sqrt(v) / bias_correction2_sqrt + VecF32::broadcast(c.eps);
+            param = param + (neg_step_size * m) / denom;
             store_param<kMaster, Full, T>(param, t, i, n);
         });
     });

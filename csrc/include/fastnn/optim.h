@@ -32,6 +32,7 @@ struct OptimTensor {
     void* grad = nullptr;         // param dtype; written only when grad_scale is set
     float* state[kOptimMaxState] = {};
     float* master = nullptr;      // float32 copy of a bfloat16 param, or null
+    float* step = nullptr;        // adam, rmsprop: state['step'], incremented by the step
     int64_t numel = 0;
 };
 
@@ -52,7 +53,6 @@ struct OptimStepParams {
     bool maximize = false;
     // adam
     double beta1 = 0.0, beta2 = 0.0;
-    double step = 1.0;  // the step count after this step's increment (>= 1)
     bool amsgrad = false;
     bool decoupled_weight_decay = false;  // AdamW
     // sgd, rmsprop
@@ -64,11 +64,19 @@ struct OptimStepParams {
     double alpha = 0.0;
     bool centered = false;
 
-    // torch.amp.GradScaler: when *found_inf != 0 the step does nothing; when
+    // torch.amp.GradScaler: when *found_inf != 0 the step does nothing (step
+    // counts included, as torch's fused optimizers leave them); when
     // grad_scale is set, grads are divided by *grad_scale first and the
     // unscaled grads are written back (as GradScaler.unscale_ would).
     const float* grad_scale = nullptr;
     const float* found_inf = nullptr;
+};
+
+// Adam's step-count-dependent scalars, per row (rows may be at different
+// step counts: a parameter without a gradient on some steps lags behind).
+struct AdamRowCoeffs {
+    float neg_step_size;          // -lr / (1 - beta1^t)
+    float bias_correction2_sqrt;  // sqrt(1 - beta2^t)
 };
 
 // The per-step float32 coefficients the element loops read. Computed once
@@ -83,8 +91,8 @@ struct OptimCoeffs {
     float lerp_weight;     // adam: 1 - beta1; rmsprop centered: 1 - alpha
     float beta2;           // adam: beta2; rmsprop: alpha
     float one_minus_beta2; // adam: 1 - beta2; rmsprop: 1 - alpha
-    float neg_step_size;   // adam: -lr / (1 - beta1^t); sgd, rmsprop: -lr
-    float bias_correction2_sqrt;
+    float neg_step_size;   // sgd, rmsprop: -lr
+    const AdamRowCoeffs* adam_rows;  // adam: one per row
     float eps;
     float momentum;
     float one_minus_dampening;

@@ -101,27 +101,22 @@ class FusedOptimizerMixin:
         return _dl(out)
 
     @staticmethod
-    def _advance_steps(states: list) -> list:
-        """Increments state['step'] of every param and returns the step values."""
-        steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1)
-        return torch.stack(steps).tolist() if len(steps) > 1 else [steps[0].item()]
-
-    @staticmethod
-    def _undo_steps_if_inf(states: list, found_inf) -> None:
-        # As torch's fused optimizers: the kernel skipped the update, and the
-        # step count is restored.
-        if found_inf is not None and states:
-            torch._foreach_sub_([s["step"] for s in states], float(found_inf))
-
-    @staticmethod
-    def _partition(params: list, key) -> dict:
-        """Indices of params grouped by key(i) (dtype, step count, ...); almost
+    def _partition(params: list, key) -> list:
+        """[(indices, key)] of params grouped by key(i) (dtype, ...): almost
         always one group, so one kernel call."""
+        first = key(0)
+        if all(key(i) == first for i in range(1, len(params))):
+            return [(range(len(params)), first)]
         parts: dict = {}
         for i in range(len(params)):
             parts.setdefault(key(i), []).append(i)
-        return parts
+        return [(idx, k) for k, idx in parts.items()]
+
+    @staticmethod
+    def _new_step() -> torch.Tensor:
+        # torch.optim's CPU step counter: a float32 scalar, incremented (and
+        # read for the bias corrections) by the kernel call.
+        return torch.zeros((), dtype=torch.float32)
 
     def load_state_dict(self, state_dict) -> None:
         """torch.optim's load_state_dict (so state saved by torch.optim loads
@@ -140,3 +135,6 @@ class FusedOptimizerMixin:
             for key in self._STATE_KEYS + (_MASTER_KEY,):
                 if key in values:
                     state[key] = values[key].to(device=p.device, dtype=torch.float32, copy=True)
+        for state in self.state.values():  # a float64 default dtype makes float64 steps
+            if isinstance(state.get("step"), torch.Tensor) and state["step"].dtype != torch.float32:
+                state["step"] = state["step"].to(torch.float32)

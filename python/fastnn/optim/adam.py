@@ -35,27 +35,23 @@ class Adam(FusedOptimizerMixin, torch.optim.Adam):
         states = []
         for p in params:
             state = self.state[p]
-            if len(state) == 0 or "exp_avg" not in state:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            if "exp_avg" not in state:
+                state["step"] = self._new_step()
                 state["exp_avg"] = self._new_state(p)
                 state["exp_avg_sq"] = self._new_state(p)
             if amsgrad and "max_exp_avg_sq" not in state:
                 state["max_exp_avg_sq"] = self._new_state(p)
             states.append(state)
-        steps = self._advance_steps(states)
         beta1, beta2 = group["betas"]
         hyper = dict(lr=_scalar(group["lr"]), beta1=_scalar(beta1), beta2=_scalar(beta2), eps=group["eps"],
                      weight_decay=group["weight_decay"], amsgrad=amsgrad, maximize=group["maximize"],
                      decoupled_weight_decay=group.get("decoupled_weight_decay", False),
                      grad_scale=grad_scale, found_inf=found_inf)
-        parts = self._partition(params, lambda i: (params[i].dtype, steps[i]))
-        for (_, step), idx in parts.items():
-            ps = [params[i] for i in idx] if len(parts) > 1 else params
-            ss = [states[i] for i in idx] if len(parts) > 1 else states
+        for idx, _ in self._partition(params, lambda i: params[i].dtype):
+            ps, ss = [params[i] for i in idx], [states[i] for i in idx]
             _C.adam_step(_dl(ps), _dl([p.grad for p in ps]), _dl([s["exp_avg"] for s in ss]),
                          _dl([s["exp_avg_sq"] for s in ss]), _dl([s["max_exp_avg_sq"] for s in ss]) if amsgrad else None,
-                         self._masters(ps), step=step, **hyper)
-        self._undo_steps_if_inf(states, found_inf)
+                         _dl([s["step"] for s in ss]), self._masters(ps), **hyper)
 
 
 class AdamW(Adam):

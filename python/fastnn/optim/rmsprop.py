@@ -32,23 +32,20 @@ class RMSprop(FusedOptimizerMixin, torch.optim.RMSprop):
         states = []
         for p in params:
             state = self.state[p]
-            if len(state) == 0 or "square_avg" not in state:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            if "square_avg" not in state:
+                state["step"] = self._new_step()
                 state["square_avg"] = self._new_state(p)
             if momentum > 0 and "momentum_buffer" not in state:
                 state["momentum_buffer"] = self._new_state(p)
             if centered and "grad_avg" not in state:
                 state["grad_avg"] = self._new_state(p)
             states.append(state)
-        torch._foreach_add_([s["step"] for s in states], 1)
         hyper = dict(lr=_scalar(group["lr"]), alpha=group["alpha"], eps=group["eps"],
                      weight_decay=group["weight_decay"], momentum=momentum, centered=centered,
                      maximize=group["maximize"], grad_scale=grad_scale, found_inf=found_inf)
-        parts = self._partition(params, lambda i: params[i].dtype)
-        for idx in parts.values():
-            ps = [params[i] for i in idx] if len(parts) > 1 else params
-            ss = [states[i] for i in idx] if len(parts) > 1 else states
+        for idx, _ in self._partition(params, lambda i: params[i].dtype):
+            ps, ss = [params[i] for i in idx], [states[i] for i in idx]
             _C.rmsprop_step(_dl(ps), _dl([p.grad for p in ps]), _dl([s["square_avg"] for s in ss]),
                             _dl([s["momentum_buffer"] for s in ss]) if momentum > 0 else None,
-                            _dl([s["grad_avg"] for s in ss]) if centered else None, self._masters(ps), **hyper)
-        self._undo_steps_if_inf(states, found_inf)
+                            _dl([s["grad_avg"] for s in ss]) if centered else None, _dl([s["step"] for s in ss]),
+                            self._masters(ps), **hyper)

@@ -46,8 +46,7 @@ class SGD(FusedOptimizerMixin, torch.optim.SGD):
         hyper = dict(lr=_scalar(group["lr"]), momentum=momentum, dampening=group["dampening"],
                      weight_decay=_scalar(group["weight_decay"]), nesterov=group["nesterov"],
                      maximize=group["maximize"], grad_scale=grad_scale, found_inf=found_inf)
-        parts = self._partition(params, lambda i: (params[i].dtype, fresh[i]))
-        for (_, init), idx in parts.items():
-            ps = [params[i] for i in idx] if len(parts) > 1 else params
+        for idx, (_, init) in self._partition(params, lambda i: (params[i].dtype, fresh[i])):
+            ps = [params[i] for i in idx]
             bufs = _dl([buffers[i] for i in idx]) if momentum != 0 else None
             _C.sgd_step(_dl(ps), _dl([p.grad for p in ps]), bufs, self._masters(ps), momentum_init=init, **hyper)
