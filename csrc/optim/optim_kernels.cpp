@@ -72,18 +72,32 @@ VecF32 load_grad(T* grad, int64_t i, int n, const OptimCoeffs& c, bool scaled) {
     return g * VecF32::broadcast(c.grad_sign);
 }
 
+// One row's pointers, copied out of the table so the element loop keeps them
+// in registers (a store through a float* could otherwise alias the table).
+template <class T>
+struct Row {
+    T* param;
+    T* grad;
+    float* state[kOptimMaxState];
+    float* master;
+
+    explicit Row(const OptimTensor& t)
+        : param(static_cast<T*>(t.param)), grad(static_cast<T*>(t.grad)),
+          state{t.state[0], t.state[1], t.state[2]}, master(t.master) {}
+};
+
 // A bfloat16 parameter with a master copy is updated on the copy; the
 // parameter is then only written.
 template <bool kMaster, class Full, class T>
-VecF32 load_param(const OptimTensor& t, int64_t i, int n) {
-    if constexpr (kMaster) return simd::load<Full>(t.master + i, n);
-    else return simd::load<Full>(static_cast<const T*>(t.param) + i, n);
+VecF32 load_param(const Row<T>& row, int64_t i, int n) {
+    if constexpr (kMaster) return simd::load<Full>(row.master + i, n);
+    else return simd::load<Full>(row.param + i, n);
 }
 
 template <bool kMaster, class Full, class T>
-void store_param(VecF32 p, const OptimTensor& t, int64_t i, int n) {
-    if constexpr (kMaster) simd::store<Full>(p, t.master + i, n);
-    simd::store<Full>(p, static_cast<T*>(t.param) + i, n);
+void store_param(VecF32 p, const Row<T>& row, int64_t i, int n) {
+    if constexpr (kMaster) simd::store<Full>(p, row.master + i, n);
+    simd::store<Full>(p, row.param + i, n);
 }
 
 // torch.optim.Adam / AdamW, _single_tensor_adam's operations in its order:
@@ -91,20 +105,19 @@ void store_param(VecF32 p, const OptimTensor& t, int64_t i, int n) {
 //   m = lerp(m, g, 1 - b1); v = v*b2; v = v + ((1 - b2)*g)*g; vmax = max(vmax, v)
 //   p = p + (-step_size * m) / (sqrt(v) / sqrt(1 - b2^t) + eps)
 template <class T, bool kMaster, bool kAmsgrad>
-void adam_rows(const OptimStepParams& p, const OptimCoeffs& c) {
+void adam_rows(const OptimStepParams& p, const OptimCoeffs c) {
     const bool scaled = p.grad_scale != nullptr;
     parallel_over_rows(p.tensors, p.num_tensors, [&](int64_t r, int64_t lo, int64_t hi) {
-        const OptimTensor& t = p.tensors[r];
-        T* grad = static_cast<T*>(t.grad);
-        float* exp_avg = t.state[0];
-        float* exp_avg_sq = t.state[1];
-        float* max_exp_avg_sq = t.state[2];
+        const Row<T> row(p.tensors[r]);
+        float* const exp_avg = row.state[0];
+        float* const exp_avg_sq = row.state[1];
+        float* const max_exp_avg_sq = row.state[2];
         const VecF32 neg_step_size = VecF32::broadcast(c.adam_rows[r].neg_step_size);
         const VecF32 bias_correction2_sqrt = VecF32::broadcast(c.adam_rows[r].bias_correction2_sqrt);
         simd::for_each_vector(lo, hi, [&](auto full, int64_t i, int n) {
             using Full = decltype(full);
-            VecF32 g = load_grad<Full>(grad, i, n, c, scaled);
-            VecF32 param = load_param<kMaster, Full, T>(t, i, n);
+            VecF32 g = load_grad<Full>(row.grad, i, n, c, scaled);
+            VecF32 param = load_param<kMaster, Full>(row, i, n);
             if (c.decoupled) param = param * VecF32::broadcast(c.decay_factor);
             if (c.l2) g = simd::fmadd_once(param, VecF32::broadcast(c.weight_decay), g);
             const VecF32 m = simd::lerp(simd::load<Full>(exp_avg + i, n), g, c.lerp_weight);
@@ -118,7 +131,7 @@ void adam_rows(const OptimStepParams& p, const OptimCoeffs& c) {
             }
             const VecF32 denom = simd::sqrt(v) / bias_correction2_sqrt + VecF32::broadcast(c.eps);
             param = param + (neg_step_size * m) / denom;
-            store_param<kMaster, Full, T>(param, t, i, n);
+            store_param<kMaster, Full>(param, row, i, n);
         });
     });
 }
@@ -127,28 +140,27 @@ void adam_rows(const OptimStepParams& p, const OptimCoeffs& c) {
 //   g = g + wd*p; buf = g (first step) | buf = buf*mu + (1 - dampening)*g
 //   g = g + mu*buf (nesterov) | g = buf;  p = p - lr*g
 template <class T, bool kMaster>
-void sgd_rows(const OptimStepParams& p, const OptimCoeffs& c) {
+void sgd_rows(const OptimStepParams& p, const OptimCoeffs c) {
     const bool scaled = p.grad_scale != nullptr;
-    const bool use_momentum = p.momentum != 0.0;
+    const bool use_momentum = p.momentum != 0.0, init = p.momentum_init, nesterov = p.nesterov;
     parallel_over_rows(p.tensors, p.num_tensors, [&](int64_t r, int64_t lo, int64_t hi) {
-        const OptimTensor& t = p.tensors[r];
-        T* grad = static_cast<T*>(t.grad);
-        float* buf = t.state[0];
+        const Row<T> row(p.tensors[r]);
+        float* const buf = row.state[0];
         simd::for_each_vector(lo, hi, [&](auto full, int64_t i, int n) {
             using Full = decltype(full);
-            VecF32 g = load_grad<Full>(grad, i, n, c, scaled);
-            VecF32 param = load_param<kMaster, Full, T>(t, i, n);
+            VecF32 g = load_grad<Full>(row.grad, i, n, c, scaled);
+            VecF32 param = load_param<kMaster, Full>(row, i, n);
             if (c.l2) g = simd::fmadd_once(param, VecF32::broadcast(c.weight_decay), g);
             if (use_momentum) {
                 VecF32 b = g;
-                if (!p.momentum_init)
+                if (!init)
                     b = simd::fmadd_once(g, VecF32::broadcast(c.one_minus_dampening),
                                     simd::load<Full>(buf + i, n) * VecF32::broadcast(c.momentum));
                 simd::store<Full>(b, buf + i, n);
-                g = p.nesterov ? simd::fmadd_once(b, VecF32::broadcast(c.momentum), g) : b;
+                g = nesterov ? simd::fmadd_once(b, VecF32::broadcast(c.momentum), g) : b;
             }
             param = simd::fmadd_once(g, VecF32::broadcast(c.neg_step_size), param);
-            store_param<kMaster, Full, T>(param, t, i, n);
+            store_param<kMaster, Full>(param, row, i, n);
         });
     });
 }
@@ -158,25 +170,24 @@ void sgd_rows(const OptimStepParams& p, const OptimCoeffs& c) {
 //   avg = sqrt(sq - ga*ga) with ga = lerp(ga, g, 1 - a) (centered) | sqrt(sq); avg += eps
 //   buf = buf*mu; buf = buf + g/avg; p = p - lr*buf (momentum) | p = p + (-lr*g)/avg
 template <class T, bool kMaster>
-void rmsprop_rows(const OptimStepParams& p, const OptimCoeffs& c) {
+void rmsprop_rows(const OptimStepParams& p, const OptimCoeffs c) {
     const bool scaled = p.grad_scale != nullptr;
-    const bool use_momentum = p.momentum > 0.0;
+    const bool use_momentum = p.momentum > 0.0, centered = p.centered;
     parallel_over_rows(p.tensors, p.num_tensors, [&](int64_t r, int64_t lo, int64_t hi) {
-        const OptimTensor& t = p.tensors[r];
-        T* grad = static_cast<T*>(t.grad);
-        float* square_avg = t.state[0];
-        float* buf = t.state[1];
-        float* grad_avg = t.state[2];
+        const Row<T> row(p.tensors[r]);
+        float* const square_avg = row.state[0];
+        float* const buf = row.state[1];
+        float* const grad_avg = row.state[2];
         simd::for_each_vector(lo, hi, [&](auto full, int64_t i, int n) {
             using Full = decltype(full);
-            VecF32 g = load_grad<Full>(grad, i, n, c, scaled);
-            VecF32 param = load_param<kMaster, Full, T>(t, i, n);
+            VecF32 g = load_grad<Full>(row.grad, i, n, c, scaled);
+            VecF32 param = load_param<kMaster, Full>(row, i, n);
             if (c.l2) g = simd::fmadd_once(param, VecF32::broadcast(c.weight_decay), g);
             VecF32 sq = simd::load<Full>(square_avg + i, n) * VecF32::broadcast(c.beta2);
             sq = simd::fmadd_once(VecF32::broadcast(c.one_minus_beta2) * g, g, sq);
             simd::store<Full>(sq, square_avg + i, n);
             VecF32 avg;
-            if (p.centered) {
+            if (centered) {
                 const VecF32 ga = simd::lerp(simd::load<Full>(grad_avg + i, n), g, c.lerp_weight);
                 simd::store<Full>(ga, grad_avg + i, n);
                 avg = simd::sqrt(simd::fmadd_once(VecF32::zero() - ga, ga, sq));
@@ -192,7 +203,7 @@ void rmsprop_rows(const OptimStepParams& p, const OptimCoeffs& c) {
             } else {
                 param = param + (VecF32::broadcast(c.neg_step_size) * g) / avg;
             }
-            store_param<kMaster, Full, T>(param, t, i, n);
+            store_param<kMaster, Full>(param, row, i, n);
         });
     });
 }

@@ -66,8 +66,8 @@ struct OptimStepParams {
 
     // torch.amp.GradScaler: when *found_inf != 0 the step does nothing (step
     // counts included, as torch's fused optimizers leave them); when
-    // grad_scale is set, grads are divided by *grad_scale first and the
-    // unscaled grads are written back (as GradScaler.unscale_ would).
+    // grad_scale is set, grads are multiplied by 1 / *grad_scale first and
+    // the unscaled grads are written back (as GradScaler.unscale_ does).
     const float* grad_scale = nullptr;
     const float* found_inf = nullptr;
 };
