@@ -65,9 +65,10 @@ private:
     std::deque<ArrayArg> args_;
 };
 
-// Rows run concurrently, so no tensor of one row may share memory with a
-// tensor of another row unless both are only read (within a row,
-// require_output has checked). Tensors are dense: [data, data + bytes).
+// No two tensors of a call may share memory unless both are only read: rows
+// run concurrently, and within a row an output aliasing an input would change
+// the arithmetic. Every tensor is dense (so it cannot overlap itself or
+// broadcast) and occupies [data, data + bytes); one sort finds any overlap.
 struct Span {
     uintptr_t lo, hi;
     const ArrayArg* arg;
@@ -75,12 +76,13 @@ struct Span {
 };
 
 void require_disjoint_rows(std::vector<Span>& spans) {
-    std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.lo < b.lo; });
+    // Stable, so equal addresses report in argument order (params before state).
+    std::stable_sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.lo < b.lo; });
     const Span* reach = nullptr;  // the span reaching furthest so far
     for (const Span& s : spans) {
         if (reach && s.lo < reach->hi && (s.written || reach->written))
             throw_value_error(cat(s.arg->name(), " overlaps ", reach->arg->name(),
-                                  "; every parameter and state tensor must have its own memory"));
+                                  "; every parameter, gradient and state tensor needs its own memory"));
         if (!reach || s.hi > reach->hi) reach = &s;
     }
 }
@@ -144,8 +146,6 @@ void run_step(OptimStepParams p, const nb::list& params, const nb::list& grads, 
         require_same_dtype(param, grad);
         require_same_shape(param, grad);
         require_same_strides(param, grad);
-        require_output(param, {&grad}, Alias::forbidden);
-        if (grads_written) require_output(grad, {&param}, Alias::forbidden);
 
         add_span(param, true);
         add_span(grad, grads_written);
@@ -153,15 +153,12 @@ void run_step(OptimStepParams p, const nb::list& params, const nb::list& grads, 
         row.param = param.view().data;
         row.grad = grad.view().data;
         row.numel = param.numel();
-        std::vector<const ArrayArg*> row_args = {&param, &grad};
         auto add_written_f32 = [&](nb::handle obj, const std::string& name) -> float* {
             const ArrayArg& a = lists.add(obj, name, true);
             require_same_device(param, a);
             require_dtype(a, {DType::f32});
             require_same_shape(param, a);
             require_same_strides(param, a);
-            for (const ArrayArg* other : row_args) require_output(a, {other}, Alias::forbidden);
-            row_args.push_back(&a);
             add_span(a, true);
             return static_cast<float*>(a.view().data);
         };
