@@ -17,7 +17,7 @@ if _importlib_util.find_spec("torch") is not None:
 
     _register_torch_ops(_torch)
 
-    from . import nn
+    from . import nn, optim
     from .nn import convert
 
 
