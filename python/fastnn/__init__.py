@@ -3,7 +3,8 @@ networks, callable on torch tensors, NumPy arrays and any DLPack array."""
 
 from . import _C
 from ._info import __version__, info
-from .ops import relu, relu_backward
+from .ops import (dequantize, int8_mm, int8_mm_dequant, quantize_per_channel, quantize_per_tensor, quantize_rows,
+                  relu, relu_backward)
 
 
 def get_num_threads() -> int:
@@ -19,4 +20,20 @@ def set_num_threads(n: int) -> None:
     _C.set_num_threads(n)
 
 
-__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "relu", "relu_backward"]
+__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "relu", "relu_backward", "nn", "quantize",
+           "quantize_per_tensor", "quantize_per_channel", "dequantize", "quantize_rows", "int8_mm", "int8_mm_dequant"]
+
+
+def __getattr__(name: str):
+    # fastnn.nn and fastnn.quantize need torch; importing them lazily keeps
+    # `import fastnn` free of a torch import for NumPy users.
+    if name == "nn":
+        import importlib
+
+        return importlib.import_module(".nn", __name__)
+    if name == "quantize":
+        from .quantization import quantize
+
+        globals()["quantize"] = quantize
+        return quantize
+    raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
