@@ -32,6 +32,11 @@
 #include "quant_simd.h"
 #include "quant_workspace.h"
 
+// Register tiles are arrays of vectors indexed by compile-time loops; unless
+// those loops are fully unrolled, GCC keeps the array in memory and stores
+// every accumulator on every k step.
+#define FASTNN_UNROLL _Pragma("GCC unroll 32")
+
 namespace fastnn::FASTNN_ISA_NAMESPACE {
 
 struct Int8Epilogue {
@@ -93,27 +98,31 @@ template <class Dot>
 struct Int8Gemm {
     static constexpr int MR = Dot::kMR, NV = Dot::kNV, L = Dot::kLanes, NR = NV * L;
     static_assert(NR % kStrip == 0 && L <= kStrip && qsimd::W <= kStrip, "tiles are whole strips");
-    using TileFn = void (*)(const uint8_t* a, const int8_t* b, int64_t k4, int64_t strip_bytes, int32_t* c);
+    using TileFn = void (*)(const uint8_t* a, const int8_t* b, int64_t k4, int64_t strip_bytes, int32_t* c,
+                            bool accumulate);
 
-    // c (R x NR int32) = A panel rows [0, R) times the J vectors of B at b.
+    // c (R x NR int32) (+)= A panel rows [0, R) times the J vectors of B at b,
+    // over k4 groups of 4.
     template <int R, int J>
-    static void tile(const uint8_t* a, const int8_t* b, int64_t k4, int64_t strip_bytes, int32_t* c) {
+    static void tile(const uint8_t* a, const int8_t* b, int64_t k4, int64_t strip_bytes, int32_t* c,
+                     bool accumulate) {
         typename Dot::V acc[R][J];
-        for (int r = 0; r < R; ++r)
-            for (int j = 0; j < J; ++j) acc[r][j] = Dot::zero();
+        FASTNN_UNROLL for (int r = 0; r < R; ++r)
+            FASTNN_UNROLL for (int j = 0; j < J; ++j) acc[r][j] = accumulate ? Dot::load(c + r * NR + j * L)
+                                                                              : Dot::zero();
         const int8_t* bp[J];
-        for (int j = 0; j < J; ++j) bp[j] = b + (j * L / kStrip) * strip_bytes + (j * L % kStrip) * 4;
+        FASTNN_UNROLL for (int j = 0; j < J; ++j) bp[j] = b + (j * L / kStrip) * strip_bytes + (j * L % kStrip) * 4;
         for (int64_t g = 0; g < k4; ++g) {
             typename Dot::B bv[J];
-            for (int j = 0; j < J; ++j) bv[j] = Dot::load_b(bp[j] + g * 64);
+            FASTNN_UNROLL for (int j = 0; j < J; ++j) bv[j] = Dot::load_b(bp[j] + g * 64);
             const uint8_t* ag = a + g * MR * 4;
-            for (int r = 0; r < R; ++r) {
+            FASTNN_UNROLL for (int r = 0; r < R; ++r) {
                 const typename Dot::A av = Dot::bcast_a(ag + r * 4);
-                for (int j = 0; j < J; ++j) acc[r][j] = Dot::dot(acc[r][j], av, bv[j]);
+                FASTNN_UNROLL for (int j = 0; j < J; ++j) acc[r][j] = Dot::dot(acc[r][j], av, bv[j]);
             }
         }
-        for (int r = 0; r < R; ++r)
-            for (int j = 0; j < J; ++j) Dot::store(c + r * NR + j * L, acc[r][j]);
+        FASTNN_UNROLL for (int r = 0; r < R; ++r)
+            FASTNN_UNROLL for (int j = 0; j < J; ++j) Dot::store(c + r * NR + j * L, acc[r][j]);
     }
 
     template <int R, int J = NV>
@@ -127,38 +136,82 @@ struct Int8Gemm {
         else return r == R ? pick_j<R>(j) : pick<R - 1>(r, j);
     }
 
+    // Blocking. K runs in blocks of kKcGroups 4-byte groups, so the 64-column
+    // B tile of one block (16 KB) stays in L1 while a thread sweeps a block of
+    // A panels past it; the partial int32 tiles of those panels wait in a
+    // per-thread scratch (at most kCBlockBytes, L2) until the last K block
+    // runs the epilogue. The A block (its rows x all of K) is kept within
+    // kABlockBytes so it stays in L2 (1 MB per core here) while the thread
+    // moves from one B tile to the next. Without these blocks the B tile was
+    // re-streamed from L2 by every micro-kernel call and A from L3 once
+    // M x K outgrew L2.
+    static constexpr int64_t kKcGroups = 64;
+    static constexpr int64_t kABlockBytes = 384 << 10, kCBlockBytes = 128 << 10;
+
+    static int64_t block_panels(int64_t m, int64_t k4) {
+        const int64_t by_a = kABlockBytes / std::max<int64_t>(k4 * MR * 4, 1);
+        const int64_t by_c = kCBlockBytes / (MR * NR * 4);
+        return std::max<int64_t>(1, std::min({by_a, by_c, ceil_div(m, MR)}));
+    }
+
+    // int32 scratch run() needs for this grid (0 when K fits one block).
+    static int64_t scratch_ints(const TileGrid& grid, int64_t m, int64_t k4) {
+        return k4 <= kKcGroups ? 0 : grid.workers() * block_panels(m, k4) * MR * NR;
+    }
+
+    static TileGrid make_grid(int64_t m, int64_t n) { return TileGrid(ceil_div(n, NR), ceil_div(m, MR), num_threads()); }
+
     // out = epilogue(A panels (m rows) x B strips (n columns)).
-    static void run(const uint8_t* a_panels, int64_t m, const int8_t* b_strips, int64_t n, int64_t k4,
-                    const Int8Epilogue& e) {
+    static void run(const TileGrid& grid, const uint8_t* a_panels, int64_t m, const int8_t* b_strips, int64_t n,
+                    int64_t k4, const Int8Epilogue& e, int32_t* scratch) {
         if (m == 0 || n == 0) return;
-        const int64_t n_tiles = ceil_div(n, NR), m_panels = ceil_div(m, MR);
-        const int64_t threads = num_threads();
-        const int64_t m_chunks = n_tiles >= threads ? 1 : std::min(m_panels, ceil_div(threads, n_tiles));
-        const int64_t strip_bytes = k4 * 64;
-        parallel_for(n_tiles * m_chunks, 1, [&](int64_t t0, int64_t t1) {
-            alignas(64) int32_t c[MR * NR];
-            for (int64_t t = t0; t < t1; ++t) {
-                const int64_t nt = t / m_chunks, mc = t % m_chunks;
-                const int64_t n0 = nt * NR;
-                const int nc = static_cast<int>(std::min<int64_t>(NR, n - n0));
-                const int nv = static_cast<int>(ceil_div(nc, L));
-                const int8_t* b = b_strips + (n0 / kStrip) * strip_bytes;
-                const int64_t p_end = (mc + 1) * m_panels / m_chunks;
-                for (int64_t p = mc * m_panels / m_chunks; p < p_end; ++p) {
-                    const int64_t m0 = p * MR;
-                    const int mr = static_cast<int>(std::min<int64_t>(MR, m - m0));
-                    pick(mr, nv)(a_panels + p * k4 * MR * 4, b, k4, strip_bytes, c);
-                    for (int r = 0; r < mr; ++r) {
-                        const int32_t* crow = c + r * NR;
-                        switch (e.out_dtype) {
-                            case DType::f32: store_f32_row<float>(e, m0 + r, n0, crow, nc); break;
-                            case DType::bf16: store_f32_row<bf16>(e, m0 + r, n0, crow, nc); break;
-                            default: store_i32_row(e, m0 + r, n0, crow, nc); break;
+        const int64_t strip_bytes = k4 * 64, panel_bytes = k4 * MR * 4;
+        const int64_t bp = block_panels(m, k4);
+        const bool k_blocked = k4 > kKcGroups;
+        parallel_for(grid.workers(), 1, [&](int64_t w0, int64_t w1) {
+            alignas(64) int32_t c_local[MR * NR];
+            for (int64_t w = w0; w < w1; ++w) {
+                int64_t nt0, nt1, p0, p1;
+                grid.share(w, &nt0, &nt1, &p0, &p1);
+                int32_t* c_block = k_blocked ? scratch + w * bp * MR * NR : nullptr;
+                for (int64_t pb = p0; pb < p1; pb += bp) {
+                    const int64_t pe = std::min(p1, pb + bp);
+                    for (int64_t nt = nt0; nt < nt1; ++nt) {
+                        const int64_t n0 = nt * NR;
+                        const int nc = static_cast<int>(std::min<int64_t>(NR, n - n0));
+                        const int nv = static_cast<int>(ceil_div(nc, L));
+                        const int8_t* b = b_strips + (n0 / kStrip) * strip_bytes;
+                        auto rows = [&](int64_t p) { return static_cast<int>(std::min<int64_t>(MR, m - p * MR)); };
+                        if (!k_blocked) {
+                            for (int64_t p = pb; p < pe; ++p) {
+                                pick(rows(p), nv)(a_panels + p * panel_bytes, b, k4, strip_bytes, c_local, false);
+                                store_tile(e, p * MR, rows(p), n0, nc, c_local);
+                            }
+                            continue;
                         }
+                        for (int64_t kb = 0; kb < k4; kb += kKcGroups) {
+                            const int64_t kn = std::min(kKcGroups, k4 - kb);
+                            for (int64_t p = pb; p < pe; ++p)
+                                pick(rows(p), nv)(a_panels + p * panel_bytes + kb * MR * 4, b + kb * 64, kn,
+                                                  strip_bytes, c_block + (p - pb) * MR * NR, kb > 0);
+                        }
+                        for (int64_t p = pb; p < pe; ++p)
+                            store_tile(e, p * MR, rows(p), n0, nc, c_block + (p - pb) * MR * NR);
                     }
                 }
             }
         });
+    }
+
+    static void store_tile(const Int8Epilogue& e, int64_t m0, int mr, int64_t n0, int nc, const int32_t* c) {
+        for (int r = 0; r < mr; ++r) {
+            const int32_t* crow = c + r * NR;
+            switch (e.out_dtype) {
+                case DType::f32: store_f32_row<float>(e, m0 + r, n0, crow, nc); break;
+                case DType::bf16: store_f32_row<bf16>(e, m0 + r, n0, crow, nc); break;
+                default: store_i32_row(e, m0 + r, n0, crow, nc); break;
+            }
+        }
     }
 
     static constexpr uint32_t a_xor() { return Dot::kUnsignedA ? 0x80808080u : 0u; }
@@ -178,6 +231,8 @@ struct Int8Gemm {
         const std::size_t b_at = ws.add<int8_t>(n_pad * k4 * 4);
         const std::size_t comp_at = ws.add<int32_t>(n_pad);
         const std::size_t cs_at = ws.add<float>(n_pad), bias_at = ws.add<float>(n_pad);
+        const TileGrid grid = make_grid(m, n);
+        const std::size_t scratch_at = ws.add<int32_t>(scratch_ints(grid, m, k4));
         char* base = static_cast<char*>(quant_workspace(ws.size()));
         auto* a = reinterpret_cast<uint8_t*>(base + a_at);
         auto* b = reinterpret_cast<int8_t*>(base + b_at);
@@ -203,7 +258,7 @@ struct Int8Gemm {
                 e.bias = bias;
             }
         }
-        run(a, m, b, n, k4, e);
+        run(grid, a, m, b, n, k4, e, reinterpret_cast<int32_t*>(base + scratch_at));
     }
 
     template <class T>
@@ -241,6 +296,8 @@ struct Int8Gemm {
         const std::size_t a_at = ws.add<uint8_t>(ceil_div(m, MR) * MR * k4 * 4);
         const std::size_t rs_at = ws.add<float>(m);
         const std::size_t cs_at = ws.add<float>(n_pad), bias_at = ws.add<float>(n_pad);
+        const TileGrid grid = make_grid(m, n);
+        const std::size_t scratch_at = ws.add<int32_t>(scratch_ints(grid, m, k4));
         char* base = static_cast<char*>(quant_workspace(ws.size()));
         auto* a = reinterpret_cast<uint8_t*>(base + a_at);
         auto* rs = reinterpret_cast<float*>(base + rs_at);
@@ -264,37 +321,59 @@ struct Int8Gemm {
             pad_copy(p.bias, n, bias, n_pad);
             e.bias = bias;
         }
-        run(a, m, b, n, k4, e);
+        run(grid, a, m, b, n, k4, e, reinterpret_cast<int32_t*>(base + scratch_at));
     }
 };
 
-// Register-only throughput probe of a policy's dot instruction: 12
-// independent accumulator chains hide its latency.
+// Register-only throughput probe of a VNNI policy's vpdpbusd: 12 independent
+// accumulator chains cover latency x throughput (about 5 x 2 on Zen 5). The
+// loop is inline assembly (the policies' peak_loop): from intrinsics, GCC
+// adds register copies or stores of the accumulators to every iteration.
+#define FASTNN_DPBUSD_LOOP_X12(insn)                                                                         \
+    asm volatile("1:\n\t" insn " %[b], %[a], %[c0]\n\t" insn " %[b], %[a], %[c1]\n\t"                     \
+                 insn " %[b], %[a], %[c2]\n\t" insn " %[b], %[a], %[c3]\n\t" insn " %[b], %[a], %[c4]\n\t"   \
+                 insn " %[b], %[a], %[c5]\n\t" insn " %[b], %[a], %[c6]\n\t" insn " %[b], %[a], %[c7]\n\t"   \
+                 insn " %[b], %[a], %[c8]\n\t" insn " %[b], %[a], %[c9]\n\t" insn " %[b], %[a], %[c10]\n\t"  \
+                 insn " %[b], %[a], %[c11]\n\t"                                                               \
+                 "dec %[n]\n\t"                                                                               \
+                 "jnz 1b"                                                                                     \
+                 : [c0] "+v"(c0), [c1] "+v"(c1), [c2] "+v"(c2), [c3] "+v"(c3), [c4] "+v"(c4), [c5] "+v"(c5),   \
+                   [c6] "+v"(c6), [c7] "+v"(c7), [c8] "+v"(c8), [c9] "+v"(c9), [c10] "+v"(c10),               \
+                   [c11] "+v"(c11), [n] "+r"(iterations)                                                      \
+                 : [a] "v"(a), [b] "v"(b))
+
 template <class Dot>
 int32_t dot_peak_loop(long iterations, int32_t seed) {
-    constexpr int kChains = 12;
-    typename Dot::V acc[kChains];
-    for (int i = 0; i < kChains; ++i) acc[i] = Dot::zero();
-    uint8_t a_bytes[4] = {1, 2, 3, static_cast<uint8_t>(seed)};
-    int8_t b_bytes[64];
-    for (int i = 0; i < 64; ++i) b_bytes[i] = static_cast<int8_t>(seed + i);
+    if (iterations < 1) return 0;
+    int8_t bytes[64 + 12];
+    for (int i = 0; i < 64 + 12; ++i) bytes[i] = static_cast<int8_t>(seed + i);
+    typename Dot::V c0 = Dot::load_b(bytes), c1 = Dot::load_b(bytes + 1), c2 = Dot::load_b(bytes + 2),
+                    c3 = Dot::load_b(bytes + 3), c4 = Dot::load_b(bytes + 4), c5 = Dot::load_b(bytes + 5),
+                    c6 = Dot::load_b(bytes + 6), c7 = Dot::load_b(bytes + 7), c8 = Dot::load_b(bytes + 8),
+                    c9 = Dot::load_b(bytes + 9), c10 = Dot::load_b(bytes + 10), c11 = Dot::load_b(bytes + 11);
+    const uint8_t a_bytes[4] = {1, 2, 3, static_cast<uint8_t>(seed)};
     const typename Dot::A a = Dot::bcast_a(a_bytes);
-    const typename Dot::B b = Dot::load_b(b_bytes);
-    for (long it = 0; it < iterations; ++it)
-        for (int i = 0; i < kChains; ++i) acc[i] = Dot::dot(acc[i], a, b);
-    int32_t out[kChains * 16];
+    const typename Dot::B b = Dot::load_b(bytes);
+    Dot::peak_loop(iterations, a, b, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11);
+    int32_t out[16];
     int32_t sum = 0;
-    for (int i = 0; i < kChains; ++i) Dot::store(out + i * 16, acc[i]);
-    for (int i = 0; i < kChains; ++i) sum += out[i * 16];
+    for (const typename Dot::V& c : {c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11}) {
+        Dot::store(out, c);
+        sum += out[0];
+    }
     return sum;
 }
 
-// with_peak_probe: only for policies whose dot wraps (intrinsics); the
-// portable one would overflow signed int32 in a long probe.
 template <class Dot>
-constexpr Int8GemmKernels make_int8_gemm_kernels(const char* name, bool with_peak_probe) {
-    return {name, &Int8Gemm<Dot>::matmul, &Int8Gemm<Dot>::linear_dynamic,
-            with_peak_probe ? &dot_peak_loop<Dot> : nullptr, 12 * Dot::kLanes * 4 * 2};
+constexpr Int8GemmKernels make_int8_gemm_kernels(const char* name) {
+    return {name, &Int8Gemm<Dot>::matmul, &Int8Gemm<Dot>::linear_dynamic, nullptr, 0};
+}
+
+// The VNNI variants also carry the peak probe.
+template <class Dot>
+constexpr Int8GemmKernels make_vnni_gemm_kernels(const char* name) {
+    return {name, &Int8Gemm<Dot>::matmul, &Int8Gemm<Dot>::linear_dynamic, &dot_peak_loop<Dot>,
+            12 * Dot::kLanes * 4 * 2};
 }
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE

@@ -20,6 +20,7 @@ struct DotAvxVnni {
     static constexpr bool kUnsignedA = true;
     static V zero() { return _mm256_setzero_si256(); }
     static B load_b(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+    static V load(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
     static A bcast_a(const uint8_t* p) {
         int32_t w;
         std::memcpy(&w, p, 4);
@@ -27,8 +28,12 @@ struct DotAvxVnni {
     }
     static V dot(V acc, A a, B b) { return _mm256_dpbusd_avx_epi32(acc, a, b); }
     static void store(int32_t* p, V v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+    static void peak_loop(long iterations, A a, B b, V& c0, V& c1, V& c2, V& c3, V& c4, V& c5, V& c6, V& c7,
+                          V& c8, V& c9, V& c10, V& c11) {
+        FASTNN_DPBUSD_LOOP_X12("%{vex%} vpdpbusd");
+    }
 };
 
-const Int8GemmKernels int8_gemm_kernels = make_int8_gemm_kernels<DotAvxVnni>("avx2_vnni", true);
+const Int8GemmKernels int8_gemm_kernels = make_vnni_gemm_kernels<DotAvxVnni>("avx2_vnni");
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE

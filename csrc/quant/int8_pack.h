@@ -17,6 +17,10 @@
 #include "fastnn/tensor.h"
 #include "quant_simd.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace fastnn::FASTNN_ISA_NAMESPACE {
 
 inline constexpr int kStrip = 16;          // columns per packed strip
@@ -43,6 +47,32 @@ template <class T>
 const T* elem(const TensorView& t, int64_t i, int64_t j) {
     return static_cast<const T*>(t.data) + i * t.strides[0] + j * t.strides[1];
 }
+
+// A thread's share of a GEMM's (column tiles x row blocks) grid. The grid is
+// cut into tn x tm rectangles, one per thread, choosing the cut whose largest
+// rectangle is smallest; ties go to more column cuts (each thread then reads
+// only its own part of the weight).
+struct TileGrid {
+    int64_t n_tiles, m_blocks, tn = 1, tm = 1;
+
+    TileGrid(int64_t n_tiles_, int64_t m_blocks_, int64_t threads) : n_tiles(n_tiles_), m_blocks(m_blocks_) {
+        int64_t best = -1;
+        for (int64_t cn = threads; cn >= 1; --cn) {
+            if (threads % cn) continue;
+            const int64_t cm = threads / cn;
+            const int64_t work = ceil_div(n_tiles, cn) * ceil_div(m_blocks, cm);
+            if (best < 0 || work < best) best = work, tn = cn, tm = cm;
+        }
+        tn = std::min(tn, std::max<int64_t>(n_tiles, 1));
+        tm = std::min(tm, std::max<int64_t>(m_blocks, 1));
+    }
+    int64_t workers() const { return tn * tm; }
+    void share(int64_t w, int64_t* n0, int64_t* n1, int64_t* m0, int64_t* m1) const {
+        const int64_t i = w / tm, j = w % tm;
+        *n0 = i * n_tiles / tn, *n1 = (i + 1) * n_tiles / tn;
+        *m0 = j * m_blocks / tm, *m1 = (j + 1) * m_blocks / tm;
+    }
+};
 
 // Calls fn(src, n, k0) on chunks of a row of k elements; src is unit-stride:
 // the row itself when it is dense, else a float32 copy of the chunk.
@@ -153,6 +183,45 @@ inline void pack_a_panels(const TensorView& a, int mr, uint32_t xor32, uint8_t* 
     });
 }
 
+// One full 16-column strip of a row-major B (unit column stride): each k-group
+// is a 4 x 16 byte transpose (two rounds of unpacks), and the column sums
+// come from the transposed words (bytes 0+2 and 1+3 sign-extended to int16,
+// then vpmaddwd by ones adds the pairs into int32).
+inline void pack_strip_rows(const int8_t* b, int64_t sk, int64_t k, int8_t* dst, int32_t* colsum) {
+    const int64_t k4 = ceil_div(k, 4);
+#if defined(__SSE2__)
+    const __m128i ones = _mm_set1_epi16(1);
+    __m128i sums[4] = {_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128()};
+    for (int64_t g = 0; g < k4; ++g) {
+        __m128i r[4];
+        for (int i = 0; i < 4; ++i) {
+            const int64_t kk = 4 * g + i;
+            r[i] = kk < k ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + kk * sk)) : _mm_setzero_si128();
+        }
+        const __m128i t0 = _mm_unpacklo_epi8(r[0], r[1]), t1 = _mm_unpackhi_epi8(r[0], r[1]);
+        const __m128i t2 = _mm_unpacklo_epi8(r[2], r[3]), t3 = _mm_unpackhi_epi8(r[2], r[3]);
+        const __m128i o[4] = {_mm_unpacklo_epi16(t0, t2), _mm_unpackhi_epi16(t0, t2), _mm_unpacklo_epi16(t1, t3),
+                              _mm_unpackhi_epi16(t1, t3)};
+        for (int q = 0; q < 4; ++q) {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + g * 64 + q * 16), o[q]);
+            const __m128i even = _mm_srai_epi16(_mm_slli_epi16(o[q], 8), 8), odd = _mm_srai_epi16(o[q], 8);
+            sums[q] = _mm_add_epi32(sums[q], _mm_madd_epi16(_mm_add_epi16(even, odd), ones));
+        }
+    }
+    for (int q = 0; q < 4; ++q) _mm_storeu_si128(reinterpret_cast<__m128i*>(colsum + q * 4), sums[q]);
+#else
+    for (int64_t g = 0; g < k4; ++g)
+        for (int i = 0; i < 4; ++i) {
+            const int64_t kk = 4 * g + i;
+            for (int c = 0; c < kStrip; ++c) {
+                const int8_t v = kk < k ? b[kk * sk + c] : 0;
+                dst[g * 64 + c * 4 + i] = v;
+                colsum[c] += v;
+            }
+        }
+#endif
+}
+
 // B[k][n] = *(b + k*sk + n*sn), K x N, into the dynamic layout of quant.h
 // (16-column strips of 4-byte k-groups) plus comp[n] = 128 * sum_k B[k][n]
 // (wrapping, as the kernels' int32 arithmetic).
@@ -177,6 +246,8 @@ inline void pack_b_strips(const int8_t* b, int64_t sk, int64_t sn, int64_t k, in
                         std::memcpy(dst + g * 64 + c * 4, w, 4);
                     }
                 }
+            } else if (sn == 1 && cols == kStrip) {
+                pack_strip_rows(b + s * kStrip, sk, k, dst, colsum);
             } else {
                 for (int64_t g = 0; g < k4; ++g) {
                     for (int i = 0; i < 4; ++i) {

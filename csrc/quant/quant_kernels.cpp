@@ -30,6 +30,7 @@ struct DotMadd {
     static V zero() { return _mm512_setzero_si512(); }
     static A split(__m512i x) { return {_mm512_srai_epi16(_mm512_slli_epi16(x, 8), 8), _mm512_srai_epi16(x, 8)}; }
     static B load_b(const int8_t* p) { return split(_mm512_loadu_si512(p)); }
+    static V load(const int32_t* p) { return _mm512_loadu_si512(p); }
     static A bcast_a(const uint8_t* p) {
         int32_t w;
         std::memcpy(&w, p, 4);
@@ -53,6 +54,7 @@ struct DotMadd {
     static V zero() { return _mm256_setzero_si256(); }
     static A split(__m256i x) { return {_mm256_srai_epi16(_mm256_slli_epi16(x, 8), 8), _mm256_srai_epi16(x, 8)}; }
     static B load_b(const int8_t* p) { return split(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+    static V load(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
     static A bcast_a(const uint8_t* p) {
         int32_t w;
         std::memcpy(&w, p, 4);
@@ -81,6 +83,11 @@ struct DotMadd {
         B b;
         std::memcpy(b.v, p, sizeof b.v);
         return b;
+    }
+    static V load(const int32_t* p) {
+        V v;
+        std::memcpy(v.v, p, sizeof v.v);
+        return v;
     }
     static A bcast_a(const uint8_t* p) {
         return {{static_cast<int8_t>(p[0]), static_cast<int8_t>(p[1]), static_cast<int8_t>(p[2]),
@@ -215,20 +222,20 @@ constexpr int kWoV = kWoNR / W;  // vectors per tile row
 template <class T, int R, int V>
 void wo_tile(const T* x, int64_t xrs, int64_t xcs, const int8_t* w, int64_t strip_bytes, int64_t k, float* c) {
     VecF32 acc[R][V];
-    for (int r = 0; r < R; ++r)
-        for (int v = 0; v < V; ++v) acc[r][v] = VecF32::zero();
+    FASTNN_UNROLL for (int r = 0; r < R; ++r)
+        FASTNN_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = VecF32::zero();
     const int8_t* wp[V];
-    for (int v = 0; v < V; ++v) wp[v] = w + (v * W / kStrip) * strip_bytes + (v * W) % kStrip;
+    FASTNN_UNROLL for (int v = 0; v < V; ++v) wp[v] = w + (v * W / kStrip) * strip_bytes + (v * W) % kStrip;
     for (int64_t kk = 0; kk < k; ++kk) {
         VecF32 wv[V];
-        for (int v = 0; v < V; ++v) wv[v] = qsimd::load_i8(wp[v] + kk * kStrip);
-        for (int r = 0; r < R; ++r) {
+        FASTNN_UNROLL for (int v = 0; v < V; ++v) wv[v] = qsimd::load_i8(wp[v] + kk * kStrip);
+        FASTNN_UNROLL for (int r = 0; r < R; ++r) {
             const VecF32 xb = VecF32::broadcast(simd::to_float(x[r * xrs + kk * xcs]));
-            for (int v = 0; v < V; ++v) acc[r][v] = simd::fmadd(xb, wv[v], acc[r][v]);
+            FASTNN_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = simd::fmadd(xb, wv[v], acc[r][v]);
         }
     }
-    for (int r = 0; r < R; ++r)
-        for (int v = 0; v < V; ++v) acc[r][v].store(c + r * kWoNR + v * W);
+    FASTNN_UNROLL for (int r = 0; r < R; ++r)
+        FASTNN_UNROLL for (int v = 0; v < V; ++v) acc[r][v].store(c + r * kWoNR + v * W);
 }
 
 template <class T>
@@ -278,23 +285,24 @@ void linear_weight_only_typed(const QuantLinearParams& p) {
         w_scale[i] = i < n ? static_cast<const float*>(p.w_scale.data)[i * p.w_scale.strides[0]] : 0.0f;
         if (bias) bias[i] = i < n ? static_cast<const float*>(p.bias.data)[i * p.bias.strides[0]] : 0.0f;
     }
-    const int64_t n_tiles = ceil_div(n, kWoNR), m_blocks = ceil_div(m, kWoMR);
-    const int64_t threads = num_threads();
-    const int64_t m_chunks = n_tiles >= threads ? 1 : std::min(m_blocks, ceil_div(threads, n_tiles));
+    const TileGrid grid(ceil_div(n, kWoNR), ceil_div(m, kWoMR), num_threads());
     const auto* packed = static_cast<const int8_t*>(p.packed.data);
-    parallel_for(n_tiles * m_chunks, 1, [&](int64_t t0, int64_t t1) {
+    parallel_for(grid.workers(), 1, [&](int64_t w0, int64_t w1) {
         alignas(64) float c[kWoMR * kWoNR];
-        for (int64_t t = t0; t < t1; ++t) {
-            const int64_t nt = t / m_chunks, mc = t % m_chunks, n0 = nt * kWoNR;
-            const int nc = static_cast<int>(std::min<int64_t>(kWoNR, n - n0));
-            const int nv = static_cast<int>(ceil_div(nc, W));
-            const int8_t* w = packed + (n0 / kStrip) * strip_bytes;
-            const int64_t b_end = (mc + 1) * m_blocks / m_chunks;
-            for (int64_t b = mc * m_blocks / m_chunks; b < b_end; ++b) {
-                const int64_t m0 = b * kWoMR;
-                const int mr = static_cast<int>(std::min<int64_t>(kWoMR, m - m0));
-                wo_pick<T>(mr, nv)(elem<T>(p.x, m0, 0), p.x.strides[0], p.x.strides[1], w, strip_bytes, k, c);
-                for (int r = 0; r < mr; ++r) wo_store_row<T>(p, w_scale, bias, m0 + r, n0, c + r * kWoNR, nc);
+        for (int64_t wk = w0; wk < w1; ++wk) {
+            int64_t nt0, nt1, b0, b1;
+            grid.share(wk, &nt0, &nt1, &b0, &b1);
+            for (int64_t nt = nt0; nt < nt1; ++nt) {
+                const int64_t n0 = nt * kWoNR;
+                const int nc = static_cast<int>(std::min<int64_t>(kWoNR, n - n0));
+                const int nv = static_cast<int>(ceil_div(nc, W));
+                const int8_t* w = packed + (n0 / kStrip) * strip_bytes;
+                for (int64_t b = b0; b < b1; ++b) {
+                    const int64_t m0 = b * kWoMR;
+                    const int mr = static_cast<int>(std::min<int64_t>(kWoMR, m - m0));
+                    wo_pick<T>(mr, nv)(elem<T>(p.x, m0, 0), p.x.strides[0], p.x.strides[1], w, strip_bytes, k, c);
+                    for (int r = 0; r < mr; ++r) wo_store_row<T>(p, w_scale, bias, m0 + r, n0, c + r * kWoNR, nc);
+                }
             }
         }
     });
@@ -314,15 +322,13 @@ const QuantKernels quant_kernels = {
     quantize_rows_kernel,
     pack_weight_kernel,
     linear_weight_only_kernel,
-    make_int8_gemm_kernels<DotMadd>(
 #if FASTNN_SIMD_AVX512
-        "avx512", true
+    make_int8_gemm_kernels<DotMadd>("avx512"),
 #elif FASTNN_SIMD_AVX2
-        "avx2", true
+    make_int8_gemm_kernels<DotMadd>("avx2"),
 #else
-        "generic", false
+    make_int8_gemm_kernels<DotMadd>("generic"),
 #endif
-        ),
 };
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE

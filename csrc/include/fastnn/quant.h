@@ -122,7 +122,8 @@ struct Int8GemmKernels {
     const char* name;
     void (*matmul)(const Int8MatmulParams&);
     void (*linear_dynamic)(const QuantLinearParams&);
-    // iterations x flops_per_iteration int8 ops on one thread, or nullptr.
+    // VNNI variants: runs iterations x ops_per_iteration int8 ops of register-
+    // only vpdpbusd on one thread (the peak probe); nullptr on the others.
     int32_t (*peak_loop)(long iterations, int32_t seed);
     int ops_per_iteration;
 };
