@@ -7,6 +7,7 @@ swap of fastnn.quantize."""
 from __future__ import annotations
 
 import io
+import sys
 import threading
 import warnings
 
@@ -438,3 +439,31 @@ def test_quantize_model_swaps_and_reports(mode, rng):
     assert [r.name for r in rep.layers] == ["mlp.0", "mlp.2"] and rep.layers[0].max_abs_error is None
     with pytest.raises(TypeError, match="model is itself a Linear"):
         fastnn.quantize(torch.nn.Linear(3, 3))
+
+
+@pytest.mark.single_isa
+def test_quant_linear_memory_flat(rng):
+    import resource
+
+    q = QuantLinear.from_float(make_linear(256, 256, rng), "dynamic")
+    x = randn((64, 256), torch.float32, rng)
+    refs = sys.getrefcount(x)
+    for _ in range(50):
+        q(x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(1000):
+        q(x)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 4096  # KiB
+    assert sys.getrefcount(x) == refs
+
+
+@pytest.mark.large
+@pytest.mark.single_isa
+def test_int8_mm_past_2_31_elements():
+    m, k = 16400, MAX_K  # m * k > 2^31: 64-bit offsets in the packed A panels
+    a = torch.ones(m, k, dtype=torch.int8)
+    a[-1] = -128
+    b = torch.ones(k, 3, dtype=torch.int8)
+    b[:, 2] = -1
+    out = fastnn.int8_mm(a, b)
+    assert out[0].tolist() == [k, k, -k] and out[-1].tolist() == [-128 * k, -128 * k, 128 * k]
