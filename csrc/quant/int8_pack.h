@@ -171,11 +171,15 @@ inline void pack_a_panels(const TensorView& a, int mr, uint32_t xor32, uint8_t* 
                     continue;
                 }
                 const int8_t* src = elem<int8_t>(a, row, 0);
-                for (int64_t g = 0; g < k4; ++g) {
+                int64_t g = 0;
+                if (cs == 1) {
+                    put_panel_words(panel, mr, r, 0, src, k / 4, xor32);
+                    g = k / 4;
+                }
+                for (; g < k4; ++g) {
                     int8_t w[4] = {0, 0, 0, 0};
                     const int64_t kk = 4 * g, n = std::min<int64_t>(4, k - kk);
-                    if (cs == 1 && n == 4) std::memcpy(w, src + kk, 4);
-                    else for (int64_t i = 0; i < n; ++i) w[i] = src[(kk + i) * cs];
+                    for (int64_t i = 0; i < n; ++i) w[i] = src[(kk + i) * cs];
                     put_panel_words(panel, mr, r, g, w, 1, xor32);
                 }
             }
