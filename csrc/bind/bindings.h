@@ -9,5 +9,6 @@ void bind_runtime(nanobind::module_& m);
 void bind_activation(nanobind::module_& m);
 void bind_gemm(nanobind::module_& m);
 void bind_optim(nanobind::module_& m);
+void bind_quant(nanobind::module_& m);
 
 }  // namespace fastnn::bind

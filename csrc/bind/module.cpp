@@ -79,4 +79,5 @@ NB_MODULE(_C, m) {
     fastnn::bind::bind_activation(m);
     fastnn::bind::bind_gemm(m);
     fastnn::bind::bind_optim(m);
+    fastnn::bind::bind_quant(m);
 }

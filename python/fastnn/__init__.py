@@ -5,11 +5,13 @@ import importlib.util as _importlib_util
 
 from . import _C
 from ._info import __version__, info
-from .ops import linear, linear_backward, matmul, relu, relu_backward
+from .ops import (dequantize, int8_mm, int8_mm_dequant, linear, linear_backward, matmul, quantize_per_channel,
+                  quantize_per_tensor, quantize_rows, relu, relu_backward)
 
 # fastnn's ops are torch custom operators too (autograd, torch.compile); they
 # must exist before anything traces, so they are registered on import when
-# torch is installed. NumPy-only use works without torch.
+# torch is installed. NumPy-only use works without torch (fastnn.nn,
+# fastnn.optim, convert and quantize are then absent).
 if _importlib_util.find_spec("torch") is not None:
     import torch as _torch
 
@@ -19,6 +21,7 @@ if _importlib_util.find_spec("torch") is not None:
 
     from . import nn, optim
     from .nn import convert
+    from .quantization import quantize
 
 
 def get_num_threads() -> int:
@@ -35,4 +38,5 @@ def set_num_threads(n: int) -> None:
 
 
 __all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "relu", "relu_backward", "matmul", "linear",
-           "linear_backward"]
+           "linear_backward", "quantize_per_tensor", "quantize_per_channel", "dequantize", "quantize_rows", "int8_mm",
+           "int8_mm_dequant", "nn", "optim", "convert", "quantize"]

@@ -22,6 +22,8 @@
 #define FASTNN_ISA_NAMESPACE avx512_vnni
 #elif defined(__AVX512F__)
 #define FASTNN_ISA_NAMESPACE avx512
+#elif defined(__AVXVNNI__)
+#define FASTNN_ISA_NAMESPACE avx2_vnni
 #elif defined(__AVX2__)
 #define FASTNN_ISA_NAMESPACE avx2
 #else

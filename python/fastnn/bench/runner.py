@@ -106,10 +106,11 @@ def _run_case(case, device, timer, roofline) -> dict:
     ms = timer.time(runners, w.rotations)
     seconds = ms["fastnn"] * 1e-3
     if w.flops:
-        throughput, unit = w.flops / seconds / 1e9, "GFLOP/s"
+        throughput, unit = w.flops / seconds / 1e9, "GOP/s" if w.peak_gops else "GFLOP/s"
     else:
         throughput, unit = w.bytes / seconds / 1e9, "GB/s"
-    floor_s = max((w.flops or 0.0) / (roofline["fp32_GFLOPs"] * 1e9), w.bytes / (roofline["copy_GBps"] * 1e9))
+    compute_peak = w.peak_gops or roofline["fp32_GFLOPs"]
+    floor_s = max((w.flops or 0.0) / (compute_peak * 1e9), w.bytes / (roofline["copy_GBps"] * 1e9))
     err_ratio = None
     if w.accuracy:
         fast, base, floor = w.accuracy()
@@ -122,6 +123,8 @@ def _run_case(case, device, timer, roofline) -> dict:
         "throughput": throughput, "unit": unit, "roofline_frac": floor_s / seconds, "err_ratio": err_ratio,
     }
     row.update({k + "_ms": v for k, v in ms.items() if k.startswith("torch_")})
+    if w.peak_gops:
+        row["peak_gops"] = w.peak_gops
     return row
 
 

@@ -4,5 +4,6 @@ state_dict, with fastnn's kernels in forward."""
 
 from .activation import ReLU
 from .convert import ConversionReport, convert
+from .quant_linear import QuantLinear
 
-__all__ = ["ReLU", "convert", "ConversionReport"]
+__all__ = ["ReLU", "QuantLinear", "convert", "ConversionReport"]

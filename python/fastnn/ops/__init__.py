@@ -8,6 +8,8 @@ is tracing."""
 from . import activation
 from .activation import relu, relu_backward
 from .gemm import linear, linear_backward, matmul
+from .quant import (dequantize, int8_mm, int8_mm_dequant, quantize_per_channel, quantize_per_tensor,
+                    quantize_rows)
 
 _FAMILIES = (activation,)
 
@@ -17,4 +19,5 @@ def register_torch_ops(torch) -> None:
         family.register_torch_ops(torch)
 
 
-__all__ = ["relu", "relu_backward", "matmul", "linear", "linear_backward", "register_torch_ops"]
+__all__ = ["relu", "relu_backward", "matmul", "linear", "linear_backward", "quantize_per_tensor",
+           "quantize_per_channel", "dequantize", "quantize_rows", "int8_mm", "int8_mm_dequant", "register_torch_ops"]

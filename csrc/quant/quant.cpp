@@ -1,0 +1,119 @@
+// Dispatch front of the quant family (baseline flags): picks the per-ISA
+// table, and among the int8 GEMM variants the VNNI ones when the CPU has them
+// (the AVX-512 path also runs on CPUs without VNNI). Owns the per-thread
+// workspace and the int8 peak probe.
+#include "fastnn/quant.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+#include "fastnn/cpu_features.h"
+#include "fastnn/parallel.h"
+#include "quant_workspace.h"
+
+namespace fastnn {
+namespace {
+
+std::atomic<bool> g_vnni_enabled{true};
+
+const QuantKernels& table() { return FASTNN_SELECT_KERNELS(quant_kernels); }
+
+const Int8GemmKernels& gemm_variant() {
+#if FASTNN_X86_KERNELS
+    if (g_vnni_enabled.load(std::memory_order_relaxed)) {
+        const Isa isa = active_isa();
+        const CpuFeatures& f = cpu_features();
+        if (isa == Isa::avx512 && f.avx512_vnni) return avx512_vnni::int8_gemm_kernels;
+        if (isa >= Isa::avx2 && f.avx_vnni) return avx2_vnni::int8_gemm_kernels;
+    }
+#endif
+    return table().gemm;
+}
+
+struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+};
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+void* quant_workspace(std::size_t bytes) {
+    thread_local std::unique_ptr<void, FreeDeleter> buffer;
+    thread_local std::size_t capacity = 0;
+    if (bytes > capacity) {
+        // Grow geometrically so a slowly rising size does not reallocate per call.
+        const std::size_t want = std::max(bytes, capacity + capacity / 2);
+        const std::size_t rounded = (want + 4095) / 4096 * 4096;
+        buffer.reset(std::aligned_alloc(4096, rounded));
+        capacity = buffer ? rounded : 0;
+        if (!buffer) throw std::bad_alloc();
+    }
+    return buffer.get();
+}
+
+int64_t quant_packed_weight_bytes(QuantWeightLayout layout, int64_t n, int64_t k) {
+    const int64_t strips = ceil_div(n, 16);
+    if (layout == QuantWeightLayout::weight_only) return strips * k * 16;
+    return strips * ceil_div(k, 4) * 64 + strips * 16 * 4;
+}
+
+void quantize(const QuantizeParams& p) { table().quantize(p); }
+void dequantize(const DequantizeParams& p) { table().dequantize(p); }
+void quantize_rows(const QuantizeRowsParams& p) { table().quantize_rows(p); }
+void quant_pack_weight(const QuantPackWeightParams& p) { table().pack_weight(p); }
+void int8_matmul(const Int8MatmulParams& p) { gemm_variant().matmul(p); }
+
+void quant_linear(const QuantLinearParams& p) {
+    if (p.layout == QuantWeightLayout::weight_only) table().linear_weight_only(p);
+    else gemm_variant().linear_dynamic(p);
+}
+
+const char* int8_gemm_variant() { return gemm_variant().name; }
+void set_int8_vnni_enabled(bool enabled) { g_vnni_enabled.store(enabled, std::memory_order_relaxed); }
+
+double measure_int8_vnni_peak_gops(double seconds) {
+#if FASTNN_X86_KERNELS
+    const CpuFeatures& f = cpu_features();
+    const Int8GemmKernels* k = f.avx512_vnni && detected_isa() == Isa::avx512 ? &avx512_vnni::int8_gemm_kernels
+                               : f.avx_vnni && detected_isa() >= Isa::avx2    ? &avx2_vnni::int8_gemm_kernels
+                                                                              : nullptr;
+    if (!k) return 0.0;
+    using clock = std::chrono::steady_clock;
+    auto elapsed = [](clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); };
+    // Short trials, best of many: on a shared machine a trial longer than a
+    // scheduler time slice measures the other processes too.
+    constexpr double kTrialSeconds = 5e-4;
+    long iterations = 1 << 8;
+    for (;;) {  // calibrate on one thread
+        const auto t0 = clock::now();
+        volatile int32_t sink = k->peak_loop(iterations, 1);
+        (void)sink;
+        if (elapsed(t0) > kTrialSeconds || iterations > (1L << 40)) break;
+        iterations *= 2;
+    }
+    const int threads = num_threads();
+    double best = 0.0;
+    const auto start = clock::now();
+    for (int trial = 0; trial < 10 || elapsed(start) < seconds; ++trial) {
+        const auto t0 = clock::now();
+        parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t t = begin; t < end; ++t) {
+                volatile int32_t sink = k->peak_loop(iterations, static_cast<int32_t>(t));
+                (void)sink;
+            }
+        });
+        best = std::max(best, static_cast<double>(k->ops_per_iteration) * iterations * threads / elapsed(t0) / 1e9);
+    }
+    return best;
+#else
+    (void)seconds;
+    return 0.0;
+#endif
+}
+
+}  // namespace fastnn
