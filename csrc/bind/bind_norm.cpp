@@ -173,7 +173,7 @@ void bind_norm(nb::module_& m) {
            nb::handle out, nb::handle grad_weight, nb::handle grad_bias) {
             norm_backward_py(NormKind::layer, grad_out, x, mean, rstd, weight, out, grad_weight, grad_bias);
         },
-        nb::arg("grad_out"), nb::arg("x"), nb::arg("mean"), nb::arg("rstd"), nb::arg("weight").none(),
+        nb::arg("grad_out"), nb::arg("x"), nb::arg("mean").none(), nb::arg("rstd"), nb::arg("weight").none(),
         nb::arg("out"), nb::arg("grad_weight").none() = none, nb::arg("grad_bias").none() = none,
         "LayerNorm backward: grad_x into out, and grad_weight/grad_bias when given.");
     m.def(

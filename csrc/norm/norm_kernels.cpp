@@ -12,7 +12,10 @@
 // equal-count case of Chan's formula; the remainder of fewer than kChains
 // vectors is summed twice in L1 and merged by Chan's formula. The shift keeps
 // rows with a large mean and a small variance (1e4 + randn) accurate: x - x[0]
-// is exact there, and y is computed from it, never from the rounded mean.
+// is exact there (and a constant row gives exactly 0), and y is computed from
+// it, never from the rounded mean. The mean itself comes from a compensated
+// sum of x - x[0] (error-free TwoSum transformations, lanes added in double),
+// rounded once; Welford's running means are a few ulps worse.
 // RMSNorm needs only a sum of squares (positive terms, no cancellation).
 //
 // Parameter gradients: each fixed block of rows accumulates its own float32
@@ -31,7 +34,14 @@ namespace {
 
 using simd::VecF32;
 constexpr int W = VecF32::width;
+// Independent accumulators per row: enough to cover the add/FMA latency of
+// the statistics loop, few enough to stay in registers (32 on AVX-512, 16 on
+// AVX2).
+#if FASTNN_SIMD_AVX512
 constexpr int kChains = 4;
+#else
+constexpr int kChains = 2;
+#endif
 constexpr int64_t kGroup = int64_t(kChains) * W;
 
 // A task smaller than this (in elements) costs more to hand to a worker than
@@ -97,11 +107,57 @@ Moments merge(const Moments& a, const Moments& b) {
     return {n, a.mean + delta * wb, a.m2 + b.m2 + delta * delta * wab};
 }
 
-// Moments of x[i] - shift.
+// a + b = sum + returned error, exactly (Knuth's TwoSum).
+VecF32 two_sum(VecF32 a, VecF32 b, VecF32& sum) {
+    sum = a + b;
+    const VecF32 z = sum - a;
+    return (a - (sum - z)) + (b - z);
+}
+
+// Sum of x - s over vectors x, to the last bits (Ogita, Rump and Oishi's
+// Sum2): the rounding errors of each difference and of each addition are
+// recovered exactly by TwoSum and accumulated in `low`, whose own rounding is
+// second order; the sum is sum + low.
+struct DifferenceSum {
+    VecF32 sum = VecF32::zero(), low = VecF32::zero();
+    void add(VecF32 x, VecF32 s) {
+        VecF32 d;
+        const VecF32 lost = two_sum(x, VecF32::zero() - s, d);
+        low = low + (lost + two_sum(sum, d, sum));
+    }
+};
+
+// The chains' sums merged exactly into one vector (plus the low parts), then
+// the lanes added in double: a float reduction here would lose what the
+// compensation kept.
+template <int K>
+double sum_of(const DifferenceSum (&parts)[K]) {
+    VecF32 hi = parts[0].sum, lo = parts[0].low;
+    for (int c = 1; c < K; ++c) lo = lo + parts[c].low + two_sum(hi, parts[c].sum, hi);
+    float hi_lanes[W], lo_lanes[W];
+    hi.store(hi_lanes);
+    lo.store(lo_lanes);
+    double even = 0.0, odd = 0.0;
+    for (int j = 0; j < W; j += 2) {
+        even += static_cast<double>(hi_lanes[j]) + static_cast<double>(lo_lanes[j]);
+        odd += static_cast<double>(hi_lanes[j + 1]) + static_cast<double>(lo_lanes[j + 1]);
+    }
+    return even + odd;
+}
+
+// Moments of x[i] - shift: Welford's update gives m2; the mean comes from a
+// compensated sum instead, since Welford's running means (and the rounding of
+// x - shift) cost a few ulps that torch's summation does not.
+struct ShiftedMoments {
+    double mean;  // of x - shift
+    float m2;
+};
+
 template <class T>
-Moments shifted_moments(const T* x, int64_t n, float shift) {
+ShiftedMoments shifted_moments(const T* x, int64_t n, float shift) {
     const VecF32 s = VecF32::broadcast(shift);
     Moments total;
+    DifferenceSum sum[kChains];
     int64_t i = 0;
     if (n >= kGroup) {
         VecF32 mean[kChains], m2[kChains];
@@ -110,10 +166,12 @@ Moments shifted_moments(const T* x, int64_t n, float shift) {
         for (; i + kGroup <= n; i += kGroup) {
             const VecF32 inv = VecF32::broadcast(1.0f / static_cast<float>(++count));
             for (int c = 0; c < kChains; ++c) {
-                const VecF32 d = VecF32::load(x + i + c * W) - s;
+                const VecF32 v = VecF32::load(x + i + c * W);
+                const VecF32 d = v - s;
                 const VecF32 delta = d - mean[c];
                 mean[c] = simd::fmadd(delta, inv, mean[c]);
                 m2[c] = simd::fmadd(delta, d - mean[c], m2[c]);
+                sum[c].add(v, s);
             }
         }
         // k parts of equal count c merge to mean = avg(mean_k) and
@@ -138,27 +196,32 @@ Moments shifted_moments(const T* x, int64_t n, float shift) {
         total.mean = row_mean;
         total.m2 = simd::reduce_add(lane_m2) + static_cast<float>(count * kChains) * lane_spread;
     }
-    if (i == n) return total;
     // Fewer than kGroup elements left (in L1): mean, then squared deviations.
-    VecF32 sum = VecF32::zero();
-    for (int64_t j = i; j < n; j += W) {
-        const int lanes = static_cast<int>(std::min<int64_t>(W, n - j));
-        const VecF32 d = load_n(x + j, lanes) - s;
-        sum = sum + (lanes == W ? d : simd::select(first_lanes(lanes), d, VecF32::zero()));
-    }
+    // Lanes past the row are set to the shift, so they add 0.
     Moments rest;
-    rest.n = static_cast<double>(n - i);
-    rest.mean = simd::reduce_add(sum) / static_cast<float>(n - i);
-    const VecF32 rm = VecF32::broadcast(rest.mean);
-    VecF32 sq = VecF32::zero();
-    for (int64_t j = i; j < n; j += W) {
-        const int lanes = static_cast<int>(std::min<int64_t>(W, n - j));
-        VecF32 e = load_n(x + j, lanes) - s - rm;
-        if (lanes < W) e = simd::select(first_lanes(lanes), e, VecF32::zero());
-        sq = simd::fmadd(e, e, sq);
+    if (i < n) {
+        VecF32 rest_sum = VecF32::zero();
+        for (int64_t j = i; j < n; j += W) {
+            const int lanes = static_cast<int>(std::min<int64_t>(W, n - j));
+            VecF32 v = load_n(x + j, lanes);
+            if (lanes < W) v = simd::select(first_lanes(lanes), v, s);
+            rest_sum = rest_sum + (v - s);
+            sum[0].add(v, s);
+        }
+        rest.n = static_cast<double>(n - i);
+        rest.mean = simd::reduce_add(rest_sum) / static_cast<float>(n - i);
+        const VecF32 rm = VecF32::broadcast(rest.mean);
+        VecF32 sq = VecF32::zero();
+        for (int64_t j = i; j < n; j += W) {
+            const int lanes = static_cast<int>(std::min<int64_t>(W, n - j));
+            VecF32 e = load_n(x + j, lanes) - s - rm;
+            if (lanes < W) e = simd::select(first_lanes(lanes), e, VecF32::zero());
+            sq = simd::fmadd(e, e, sq);
+        }
+        rest.m2 = simd::reduce_add(sq);
     }
-    rest.m2 = simd::reduce_add(sq);
-    return merge(total, rest);
+    const double mean = n > 0 ? sum_of(sum) / static_cast<double>(n) : 0.0;
+    return {mean, merge(total, rest).m2};
 }
 
 template <class T>
@@ -180,20 +243,46 @@ float sum_of_squares(const T* x, int64_t n) {
 }
 
 struct RowStats {
-    float shift;   // subtracted from x before scaling (x[0] for layer, 0 for rms)
+    float shift;   // subtracted from x before scaling (0 for rms)
     float center;  // mean of x - shift
+    float mean;    // shift + center, rounded once
     float rstd;
 };
 
+// Rows this short are mostly cancellation: grad_x is orthogonal to xhat (and
+// to 1), which leaves few degrees of freedom, so the last bits of the
+// statistics and of each term decide the result. They are cheap, so they are
+// computed in double throughout; longer rows are not sensitive this way.
+constexpr int64_t kShortRow = 16;
+
+template <bool kCentered, class T>
+RowStats short_row_stats(const T* x, int64_t n, float eps) {
+    double sum = 0.0;
+    if constexpr (kCentered)
+        for (int64_t i = 0; i < n; ++i) sum += simd::to_float(x[i]);
+    const double mean = sum / static_cast<double>(n);
+    double m2 = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const double d = simd::to_float(x[i]) - mean;
+        m2 += d * d;
+    }
+    const float rstd = static_cast<float>(1.0 / std::sqrt(m2 / static_cast<double>(n) + eps));
+    const float shift = static_cast<float>(mean);
+    return {shift, static_cast<float>(mean - shift), shift, rstd};
+}
+
 template <bool kCentered, class T>
 RowStats row_stats(const T* x, int64_t n, float eps) {
+    if (n <= kShortRow) return short_row_stats<kCentered>(x, n, eps);
     if constexpr (kCentered) {
-        const float shift = n > 0 ? simd::to_float(x[0]) : 0.0f;
-        const Moments m = shifted_moments(x, n, shift);
-        const float var = std::max(m.m2 / static_cast<float>(n), 0.0f);
-        return {shift, n > 0 ? m.mean : 0.0f, 1.0f / std::sqrt(var + eps)};
+        const float shift = simd::to_float(x[0]);
+        const ShiftedMoments m = shifted_moments(x, n, shift);
+        const double var = std::max(static_cast<double>(m.m2) / static_cast<double>(n), 0.0);
+        return {shift, static_cast<float>(m.mean), static_cast<float>(shift + m.mean),
+                static_cast<float>(1.0 / std::sqrt(var + eps))};
     } else {
-        return {0.0f, 0.0f, 1.0f / std::sqrt(sum_of_squares(x, n) / static_cast<float>(n) + eps)};
+        const double mean_square = static_cast<double>(sum_of_squares(x, n)) / static_cast<double>(n);
+        return {0.0f, 0.0f, 0.0f, static_cast<float>(1.0 / std::sqrt(mean_square + eps))};
     }
 }
 
@@ -249,7 +338,7 @@ void forward_typed(const NormForwardParams& p) {
                 normalize_row<kStream, kWeight, kBias>(x, y, n, st, w, b);
                 if (staged) scatter_row(y_buf.data(), rows.row(1, r), y_step, n);
                 *reinterpret_cast<float*>(rows.row(2, r)) = st.rstd;
-                if constexpr (kCentered) *reinterpret_cast<float*>(rows.row(3, r)) = st.shift + st.center;
+                if constexpr (kCentered) *reinterpret_cast<float*>(rows.row(3, r)) = st.mean;
             }
             if constexpr (kStream) simd::store_fence();
         });
@@ -258,44 +347,67 @@ void forward_typed(const NormForwardParams& p) {
     });
 }
 
-// Sums of g = grad_out * weight and g * xhat over a row (then grad_x), adding
-// grad_out * xhat and grad_out into the block's parameter partial sums.
+// One row of the backward pass. With d = x - mean (x for rms), xhat = d * rstd
+// and g = grad_out * weight:
+//   grad_x = rstd * (g - mean(g) - xhat * mean(g * xhat))
+//          = rstd * (g - d * k - mean(g)),   k = rstd^2 * mean(g * d)
+// Working from d rather than a rounded xhat saves a rounding on each term of
+// the cancelling difference. The first sweep also adds grad_out * xhat and
+// grad_out into the block's parameter partial sums.
 template <bool kCentered, bool kWeight, bool kGradW, bool kGradB, bool kStream, class T, class Wt>
 void backward_row(const T* dy, const T* x, T* dx, int64_t n, float mean, float rstd, const Wt* w,
                   float* dw_acc, float* db_acc) {
     const VecF32 vmean = VecF32::broadcast(kCentered ? mean : 0.0f), vrstd = VecF32::broadcast(rstd);
-    auto load_xhat = [&](int64_t i, int lanes) {
+    auto load_d = [&](int64_t i, int lanes) {
         const VecF32 v = load_n(x + i, lanes);
-        return (kCentered ? v - vmean : v) * vrstd;
+        return kCentered ? v - vmean : v;
     };
-    auto load_g = [&](int64_t i, int lanes) {
-        const VecF32 g = load_n(dy + i, lanes);
-        return kWeight ? g * load_n(w + i, lanes) : g;
+    auto scale_by_weight = [&](VecF32 v, int64_t i, int lanes) {
+        if constexpr (kWeight) return v * load_n(w + i, lanes);
+        else return v;
     };
-    VecF32 sum_g = VecF32::zero(), sum_gx = VecF32::zero();
+    VecF32 sum_g = VecF32::zero(), sum_gd = VecF32::zero();
     auto accumulate = [&](int64_t i, int lanes) {
-        VecF32 xhat = load_xhat(i, lanes);
-        // Lanes past the row read 0, whose xhat (-mean * rstd) may be infinite.
-        if (lanes < W) xhat = simd::select(first_lanes(lanes), xhat, VecF32::zero());
-        const VecF32 d = load_n(dy + i, lanes);
-        const VecF32 g = kWeight ? d * load_n(w + i, lanes) : d;
+        VecF32 d = load_d(i, lanes);
+        // Lanes past the row read 0, whose d (-mean) may be infinite.
+        if (lanes < W) d = simd::select(first_lanes(lanes), d, VecF32::zero());
+        const VecF32 go = load_n(dy + i, lanes);
+        const VecF32 g = scale_by_weight(go, i, lanes);
         if constexpr (kCentered) sum_g = sum_g + g;
-        sum_gx = simd::fmadd(g, xhat, sum_gx);
-        if constexpr (kGradW) store_n(simd::fmadd(d, xhat, load_n(dw_acc + i, lanes)), dw_acc + i, lanes);
-        if constexpr (kGradB) store_n(d + load_n(db_acc + i, lanes), db_acc + i, lanes);
+        sum_gd = simd::fmadd(g, d, sum_gd);
+        if constexpr (kGradW) store_n(simd::fmadd(go, d * vrstd, load_n(dw_acc + i, lanes)), dw_acc + i, lanes);
+        if constexpr (kGradB) store_n(go + load_n(db_acc + i, lanes), db_acc + i, lanes);
     };
     int64_t i = 0;
     for (; i + W <= n; i += W) accumulate(i, W);
     if (i < n) accumulate(i, static_cast<int>(n - i));
-    // grad_x = rstd * (g - mean(g) - xhat * mean(g * xhat)), rstd applied
-    // last so that a row of one element (xhat = 0) gives exactly 0.
+
     const float inv_n = 1.0f / static_cast<float>(n);
     const VecF32 mean_g = VecF32::broadcast(kCentered ? simd::reduce_add(sum_g) * inv_n : 0.0f);
-    const VecF32 neg_mean_gx = VecF32::broadcast(-simd::reduce_add(sum_gx) * inv_n);
+    const VecF32 neg_k = VecF32::broadcast(-rstd * (rstd * (simd::reduce_add(sum_gd) * inv_n)));
     write_row<kStream>(dx, n, [&](int64_t i, int lanes) {
-        const VecF32 t = simd::fmadd(load_xhat(i, lanes), neg_mean_gx, load_g(i, lanes));
+        const VecF32 t = simd::fmadd(load_d(i, lanes), neg_k, scale_by_weight(load_n(dy + i, lanes), i, lanes));
         return (kCentered ? t - mean_g : t) * vrstd;
     });
+}
+
+// backward_row in double, for rows of at most kShortRow elements.
+template <bool kCentered, bool kWeight, bool kGradW, bool kGradB, class T, class Wt>
+void short_backward_row(const T* dy, const T* x, T* dx, int64_t n, float mean, float rstd, const Wt* w,
+                        double* dw_acc, double* db_acc) {
+    double d[kShortRow], g[kShortRow], sum_g = 0.0, sum_gd = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const double go = simd::to_float(dy[i]);
+        d[i] = simd::to_float(x[i]) - (kCentered ? static_cast<double>(mean) : 0.0);
+        g[i] = kWeight ? go * simd::to_float(w[i]) : go;
+        sum_g += g[i];
+        sum_gd += g[i] * d[i];
+        if constexpr (kGradW) dw_acc[i] += go * d[i] * rstd;
+        if constexpr (kGradB) db_acc[i] += go;
+    }
+    const double r = rstd, mean_g = kCentered ? sum_g / static_cast<double>(n) : 0.0;
+    const double k = r * r * sum_gd / static_cast<double>(n);
+    for (int64_t i = 0; i < n; ++i) dx[i] = simd::from_float<T>(static_cast<float>(r * (g[i] - d[i] * k - mean_g)));
 }
 
 // Fixed row blocks for the parameter gradients: a function of the shape only.
@@ -316,8 +428,10 @@ void backward_typed(const NormBackwardParams& p) {
 
     const int64_t block = rows.rows > 0 ? rows_per_block(rows.rows, n) : 1;
     const int64_t nblocks = (rows.rows + block - 1) / block;
-    // Partial sums per block: [block][grad_weight, grad_bias][n].
-    std::vector<float> partial(static_cast<size_t>(nparams > 0 ? nblocks * nparams * n : 0));
+    // Partial sums per block: [block][grad_weight, grad_bias][n], in double so
+    // that adding the blocks (and short rows, which add straight into them)
+    // costs no precision. Long rows accumulate a block in float first.
+    std::vector<double> partial(static_cast<size_t>(nparams > 0 ? nblocks * nparams * n : 0));
     if (rows.rows > 0 && n > 0) {
         auto step = [&](const TensorView& v) { return n > 1 ? v.strides[nlead] : int64_t(1); };
         const int64_t dy_step = step(p.grad_out), x_step = step(p.x), dx_step = step(p.grad_x);
@@ -337,10 +451,15 @@ void backward_typed(const NormBackwardParams& p) {
             const int64_t grain = nparams > 0 ? 1 : std::max<int64_t>(1, kElementsPerTask / n);
             parallel_for(units, grain, [&](int64_t begin, int64_t end) {
                 std::vector<T> dy_buf(staged ? n : 0), x_buf(staged ? n : 0), dx_buf(staged ? n : 0);
+                const bool short_rows = n <= kShortRow;
+                std::vector<float> block_acc(short_rows ? 0 : nparams * n);
                 for (int64_t u = begin; u < end; ++u) {
-                    float* dw_acc = nparams > 0 ? partial.data() + u * nparams * n : nullptr;
-                    float* db_acc = grad_b ? dw_acc + (grad_w ? n : 0) : nullptr;
-                    if (nparams > 0) std::fill(dw_acc, dw_acc + nparams * n, 0.0f);
+                    double* block_partial = nparams > 0 ? partial.data() + u * nparams * n : nullptr;
+                    float* dw_acc = grad_w ? block_acc.data() : nullptr;
+                    float* db_acc = grad_b ? block_acc.data() + (grad_w ? n : 0) : nullptr;
+                    double* dw_short = grad_w ? block_partial : nullptr;
+                    double* db_short = grad_b ? block_partial + (grad_w ? n : 0) : nullptr;
+                    std::fill(block_acc.begin(), block_acc.end(), 0.0f);
                     const int64_t r_end = std::min(rows.rows, (u + 1) * unit);
                     for (int64_t r = u * unit; r < r_end; ++r) {
                         const T* dy = gather_row(rows.row(0, r), dy_step, n, dy_buf.data());
@@ -348,10 +467,15 @@ void backward_typed(const NormBackwardParams& p) {
                         T* dx = staged ? dx_buf.data() : reinterpret_cast<T*>(rows.row(2, r));
                         const float rstd = *reinterpret_cast<const float*>(rows.row(3, r));
                         const float mean = kCentered ? *reinterpret_cast<const float*>(rows.row(4, r)) : 0.0f;
-                        backward_row<kCentered, kWeight, kGradW, kGradB, kStream>(dy, x, dx, n, mean, rstd, w,
-                                                                                   dw_acc, db_acc);
+                        if (short_rows)
+                            short_backward_row<kCentered, kWeight, kGradW, kGradB>(dy, x, dx, n, mean, rstd, w,
+                                                                                   dw_short, db_short);
+                        else
+                            backward_row<kCentered, kWeight, kGradW, kGradB, kStream>(dy, x, dx, n, mean, rstd,
+                                                                                       w, dw_acc, db_acc);
                         if (staged) scatter_row(dx_buf.data(), rows.row(2, r), dx_step, n);
                     }
+                    std::copy(block_acc.begin(), block_acc.end(), block_partial);
                 }
                 if constexpr (kStream) simd::store_fence();
             });
@@ -368,9 +492,9 @@ void backward_typed(const NormBackwardParams& p) {
         const int64_t stride = out.shape[0] > 1 ? out.strides[0] : 1;
         parallel_for(n, kElementsPerTask / std::max<int64_t>(nblocks, 1) + 1, [&](int64_t begin, int64_t end) {
             for (int64_t j = begin; j < end; ++j) {
-                float s = 0.0f;
+                double s = 0.0;
                 for (int64_t b = 0; b < nblocks; ++b) s += partial[(b * nparams + slot) * n + j];
-                reinterpret_cast<Wt*>(base)[j * stride] = simd::from_float<Wt>(s);
+                reinterpret_cast<Wt*>(base)[j * stride] = simd::from_float<Wt>(static_cast<float>(s));
             }
         });
     };
