@@ -55,6 +55,10 @@ constexpr int64_t kStreamingStoreBytes = int64_t(16) << 20;
 constexpr int64_t kMaxBlocks = 64;
 constexpr int64_t kMinBlockElements = 32768;
 constexpr int64_t kMinBlockRows = 8;
+// Long rows add grad_out * xhat into float vectors for this many rows, then
+// into the block's double sums: float error grows with the terms summed, and
+// the flush (n float->double adds) is cheap next to 8 rows of work.
+constexpr int64_t kFloatAccumulatedRows = 8;
 
 template <class T>
 VecF32 load_n(const T* p, int n) {
@@ -224,6 +228,18 @@ ShiftedMoments shifted_moments(const T* x, int64_t n, float shift) {
     return {mean, merge(total, rest).m2};
 }
 
+// acc + v * v rounded once. The portable fmadd rounds twice, which shows in
+// rstd of rows with a large mean; there each product is formed in double
+// (exact for floats) instead.
+VecF32 add_square(VecF32 v, VecF32 acc) {
+#if FASTNN_SIMD_AVX512 || FASTNN_SIMD_AVX2
+    return simd::fmadd(v, v, acc);
+#else
+    for (int i = 0; i < W; ++i) acc.v[i] = static_cast<float>(static_cast<double>(v.v[i]) * v.v[i] + acc.v[i]);
+    return acc;
+#endif
+}
+
 template <class T>
 float sum_of_squares(const T* x, int64_t n) {
     VecF32 acc[kChains];
@@ -232,11 +248,11 @@ float sum_of_squares(const T* x, int64_t n) {
     for (; i + kGroup <= n; i += kGroup)
         for (int c = 0; c < kChains; ++c) {
             const VecF32 v = VecF32::load(x + i + c * W);
-            acc[c] = simd::fmadd(v, v, acc[c]);
+            acc[c] = add_square(v, acc[c]);
         }
     for (; i < n; i += W) {  // partial loads fill the missing lanes with 0
         const VecF32 v = load_n(x + i, static_cast<int>(std::min<int64_t>(W, n - i)));
-        acc[0] = simd::fmadd(v, v, acc[0]);
+        acc[0] = add_square(v, acc[0]);
     }
     for (int c = 1; c < kChains; ++c) acc[0] = acc[0] + acc[c];
     return simd::reduce_add(acc[0]);
@@ -430,7 +446,7 @@ void backward_typed(const NormBackwardParams& p) {
     const int64_t nblocks = (rows.rows + block - 1) / block;
     // Partial sums per block: [block][grad_weight, grad_bias][n], in double so
     // that adding the blocks (and short rows, which add straight into them)
-    // costs no precision. Long rows accumulate a block in float first.
+    // costs no precision.
     std::vector<double> partial(static_cast<size_t>(nparams > 0 ? nblocks * nparams * n : 0));
     if (rows.rows > 0 && n > 0) {
         auto step = [&](const TensorView& v) { return n > 1 ? v.strides[nlead] : int64_t(1); };
@@ -459,9 +475,15 @@ void backward_typed(const NormBackwardParams& p) {
                     float* db_acc = grad_b ? block_acc.data() + (grad_w ? n : 0) : nullptr;
                     double* dw_short = grad_w ? block_partial : nullptr;
                     double* db_short = grad_b ? block_partial + (grad_w ? n : 0) : nullptr;
-                    std::fill(block_acc.begin(), block_acc.end(), 0.0f);
+                    auto flush = [&] {
+                        for (size_t j = 0; j < block_acc.size(); ++j) {
+                            block_partial[j] += block_acc[j];
+                            block_acc[j] = 0.0f;
+                        }
+                    };
                     const int64_t r_end = std::min(rows.rows, (u + 1) * unit);
                     for (int64_t r = u * unit; r < r_end; ++r) {
+                        if ((r - u * unit) % kFloatAccumulatedRows == 0) flush();
                         const T* dy = gather_row(rows.row(0, r), dy_step, n, dy_buf.data());
                         const T* x = gather_row(rows.row(1, r), x_step, n, x_buf.data());
                         T* dx = staged ? dx_buf.data() : reinterpret_cast<T*>(rows.row(2, r));
@@ -475,7 +497,7 @@ void backward_typed(const NormBackwardParams& p) {
                                                                                        w, dw_acc, db_acc);
                         if (staged) scatter_row(dx_buf.data(), rows.row(2, r), dx_step, n);
                     }
-                    std::copy(block_acc.begin(), block_acc.end(), block_partial);
+                    flush();
                 }
                 if constexpr (kStream) simd::store_fence();
             });
