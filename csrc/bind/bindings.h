@@ -10,5 +10,6 @@ void bind_activation(nanobind::module_& m);
 void bind_gemm(nanobind::module_& m);
 void bind_optim(nanobind::module_& m);
 void bind_quant(nanobind::module_& m);
+void bind_norm(nanobind::module_& m);
 
 }  // namespace fastnn::bind

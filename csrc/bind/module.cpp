@@ -80,4 +80,5 @@ NB_MODULE(_C, m) {
     fastnn::bind::bind_gemm(m);
     fastnn::bind::bind_optim(m);
     fastnn::bind::bind_quant(m);
+    fastnn::bind::bind_norm(m);
 }

@@ -8,6 +8,7 @@ is tracing."""
 from . import activation
 from .activation import relu, relu_backward
 from .gemm import linear, linear_backward, matmul
+from .norm import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 from .quant import (dequantize, int8_mm, int8_mm_dequant, quantize_per_channel, quantize_per_tensor,
                     quantize_rows)
 
@@ -20,4 +21,5 @@ def register_torch_ops(torch) -> None:
 
 
 __all__ = ["relu", "relu_backward", "matmul", "linear", "linear_backward", "quantize_per_tensor",
-           "quantize_per_channel", "dequantize", "quantize_rows", "int8_mm", "int8_mm_dequant", "register_torch_ops"]
+           "quantize_per_channel", "dequantize", "quantize_rows", "int8_mm", "int8_mm_dequant", "layer_norm",
+           "layer_norm_backward", "rms_norm", "rms_norm_backward", "register_torch_ops"]
