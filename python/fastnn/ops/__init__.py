@@ -2,6 +2,8 @@
 copying, allocates its output with the input's framework unless out= is
 given, and runs on the input's device."""
 
-from .activation import relu, relu_backward
+from .activation import (gelu, gelu_backward, relu, relu_backward, sigmoid, sigmoid_backward, silu,
+                         silu_backward, tanh, tanh_backward)
 
-__all__ = ["relu", "relu_backward"]
+__all__ = ["relu", "relu_backward", "gelu", "gelu_backward", "silu", "silu_backward", "sigmoid",
+           "sigmoid_backward", "tanh", "tanh_backward"]
