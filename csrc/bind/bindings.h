@@ -7,5 +7,7 @@ namespace fastnn::bind {
 
 void bind_runtime(nanobind::module_& m);
 void bind_activation(nanobind::module_& m);
+void bind_softmax(nanobind::module_& m);
+void bind_loss(nanobind::module_& m);
 
 }  // namespace fastnn::bind

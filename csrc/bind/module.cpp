@@ -77,4 +77,6 @@ NB_MODULE(_C, m) {
     m.doc() = "fastnn CPU kernels";
     fastnn::bind::bind_runtime(m);
     fastnn::bind::bind_activation(m);
+    fastnn::bind::bind_softmax(m);
+    fastnn::bind::bind_loss(m);
 }
