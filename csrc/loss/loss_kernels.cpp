@@ -52,7 +52,7 @@ void cross_entropy_forward_typed(const CrossEntropyParams& p) {
             const T* x = xs.row(r);
             xs.gather();
             const RowStats st = eps > 0 ? row_stats<true>(x, cols) : row_stats<false>(x, cols);
-            const double log_sum = std::log(static_cast<double>(st.sum_exp));
+            const double log_sum = std::log(st.sum_exp);
             const double lse = st.max + log_sum;
             // (max - x_t) first: exact-ish for logits of any magnitude.
             double loss = (static_cast<double>(st.max) - simd::to_float(x[t])) + log_sum;

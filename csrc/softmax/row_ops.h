@@ -119,17 +119,20 @@ void map_row(T* out, const T* const* in, int64_t n, Fn fn) {
 inline constexpr int64_t kRowStreamingBytes = int64_t(16) << 20;
 
 struct RowStats {
-    float max;      // NaN-free only when the row is
-    float sum_exp;  // sum(exp(x - max))
-    double sum_x;   // sum(x), when requested
+    float max;       // NaN-free only when the row is
+    double sum_exp;  // sum(exp(x - max))
+    double sum_x;    // sum(x), when requested
 };
 
+// The lanes' sums are compensated (TwoSum, Kahan-style): a float chain of
+// C / (4 W) block sums would otherwise drift by several ulp at a 32k
+// vocabulary, and that error scales every output of the row.
 template <bool kSumX, class T>
 RowStats row_stats(const T* x, int64_t n) {
     constexpr int W = VecF32::width;
     constexpr float kInf = std::numeric_limits<float>::infinity();
     const VecF32 neg_inf = VecF32::broadcast(-kInf), lowest = VecF32::broadcast(-3.4028235e38f);
-    VecF32 m = neg_inf, s = VecF32::zero(), sx = VecF32::zero();
+    VecF32 m = neg_inf, s = VecF32::zero(), c = VecF32::zero(), sx = VecF32::zero();
     double sum_x = 0.0;
     // Shift by the running maximum, or by 0 while a lane has seen only -inf
     // (so that -inf - -inf never makes a NaN).
@@ -139,9 +142,17 @@ RowStats row_stats(const T* x, int64_t n) {
         for (int k = 1; k < count; ++k) bm = simd::max(bm, v[k]);
         const VecF32 mn = simd::max(m, bm);
         const VecF32 shift = shift_of(mn);
-        VecF32 acc = s * simd::exp(m - shift);
-        for (int k = 0; k < count; ++k) acc = acc + simd::exp(v[k] - shift);
-        s = acc;
+        // exp(0) is exactly 1 here, so a lane whose maximum did not move is
+        // not rescaled at all.
+        const VecF32 rescale = simd::exp(m - shift);
+        VecF32 e[4];
+        for (int k = 0; k < count; ++k) e[k] = simd::exp(v[k] - shift);
+        const VecF32 block = count == 4 ? (e[0] + e[1]) + (e[2] + e[3]) : e[0];
+        s = s * rescale;
+        c = c * rescale;
+        const VecF32 t = s + block, z = t - s;
+        c = c + ((s - (t - z)) + (block - z));
+        s = t;
         m = mn;
     };
     int64_t i = 0, blocks = 0;
@@ -170,8 +181,12 @@ RowStats row_stats(const T* x, int64_t n) {
         if constexpr (kSumX) sx = sx + VecF32::load_partial(x + i, r);
     }
     const float mx = simd::reduce_max(m);
-    const float shift = mx < -3.4028235e38f ? 0.0f : mx;
-    const float se = simd::reduce_add(s * simd::exp(m - VecF32::broadcast(shift)));
+    const VecF32 to_row = simd::exp(m - VecF32::broadcast(mx < -3.4028235e38f ? 0.0f : mx));
+    float sl[W], cl[W];
+    (s * to_row).store(sl);
+    (c * to_row).store(cl);
+    double se = 0.0;
+    for (int k = 0; k < W; ++k) se += double(sl[k]) + double(cl[k]);
     if constexpr (kSumX) sum_x += simd::reduce_add(sx);
     return {mx, se, sum_x};
 }

@@ -33,10 +33,10 @@ void forward_rows(const SoftmaxParams& p) {
             const VecF32 m = VecF32::broadcast(st.max);
             const T* in[] = {x};
             if (p.log) {
-                const VecF32 log_sum = VecF32::broadcast(std::log(st.sum_exp));
+                const VecF32 log_sum = VecF32::broadcast(static_cast<float>(std::log(st.sum_exp)));
                 map_row<kStream, T, 1>(y, in, cols, [&](const VecF32* v, int64_t) { return (v[0] - m) - log_sum; });
             } else {
-                const VecF32 inv_sum = VecF32::broadcast(1.0f / st.sum_exp);
+                const VecF32 inv_sum = VecF32::broadcast(static_cast<float>(1.0 / st.sum_exp));
                 map_row<kStream, T, 1>(y, in, cols,
                                        [&](const VecF32* v, int64_t) { return simd::exp(v[0] - m) * inv_sum; });
             }
@@ -46,21 +46,37 @@ void forward_rows(const SoftmaxParams& p) {
     });
 }
 
-// sum(a * b) or, with b null, sum(a), in float32 lanes (as PyTorch).
+// sum(a * b) or, with b null, sum(a), compensated (Ogita, Rump & Oishi,
+// "Accurate sum and dot product", Dot2): each lane carries the rounding error
+// of its sum (TwoSum) and of each product (FMA), so the result is as if
+// computed in twice the precision. The backward subtracts it from dy, where a
+// plain float sum's error would be amplified by the cancellation; the extra
+// operations are free in a memory-bound pass.
 template <class T>
-float row_dot(const T* a, const T* b, int64_t n) {
-    VecF32 acc[2] = {VecF32::zero(), VecF32::zero()};
+double row_dot(const T* a, const T* b, int64_t n) {
+    VecF32 s = VecF32::zero(), c = VecF32::zero();
+    auto add = [&](VecF32 va, VecF32 vb) {
+        VecF32 p = va, err = VecF32::zero();
+        if (b) {
+            p = va * vb;
+            err = fmadd(va, vb, VecF32::zero() - p);
+        }
+        const VecF32 t = s + p, z = t - s;
+        c = c + ((s - (t - z)) + (p - z)) + err;
+        s = t;
+    };
     int64_t i = 0;
-    for (; i + W <= n; i += W) {
-        const VecF32 va = VecF32::load(a + i);
-        acc[(i / W) & 1] = b ? fmadd(va, VecF32::load(b + i), acc[(i / W) & 1]) : acc[(i / W) & 1] + va;
-    }
+    for (; i + W <= n; i += W) add(VecF32::load(a + i), b ? VecF32::load(b + i) : VecF32::zero());
     if (i < n) {
         const int r = static_cast<int>(n - i);
-        const VecF32 va = VecF32::load_partial(a + i, r);
-        acc[0] = b ? fmadd(va, VecF32::load_partial(b + i, r), acc[0]) : acc[0] + va;
+        add(VecF32::load_partial(a + i, r), b ? VecF32::load_partial(b + i, r) : VecF32::zero());
     }
-    return simd::reduce_add(acc[0] + acc[1]);
+    float sl[W], cl[W];
+    s.store(sl);
+    c.store(cl);
+    double total = 0.0;
+    for (int k = 0; k < W; ++k) total += double(sl[k]) + double(cl[k]);
+    return total;
 }
 
 template <bool kStream, class T>
@@ -77,11 +93,11 @@ void backward_rows(const SoftmaxBackwardParams& p) {
             T* dx = dxs.row(r);
             const T* in[] = {g, y};
             if (p.log) {
-                const VecF32 sum = VecF32::broadcast(row_dot<T>(g, nullptr, cols));
+                const VecF32 sum = VecF32::broadcast(static_cast<float>(row_dot<T>(g, nullptr, cols)));
                 map_row<kStream, T, 2>(dx, in, cols,
                                        [&](const VecF32* v, int64_t) { return v[0] - simd::exp(v[1]) * sum; });
             } else {
-                const VecF32 dot = VecF32::broadcast(row_dot<T>(g, y, cols));
+                const VecF32 dot = VecF32::broadcast(static_cast<float>(row_dot<T>(g, y, cols)));
                 map_row<kStream, T, 2>(dx, in, cols, [&](const VecF32* v, int64_t) { return v[1] * (v[0] - dot); });
             }
             dxs.scatter();
