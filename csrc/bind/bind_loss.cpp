@@ -42,18 +42,24 @@ void check_cross_entropy(const ArrayArg& logits, const ArrayArg& target, int64_t
     }
 }
 
-void cross_entropy_forward_py(nb::handle logits, nb::handle target, nb::handle loss, nb::handle lse,
+// stats: (N, 2) float64, the row maximum and log-sum-exp around it.
+void require_stats(const ArrayArg& stats, const ArrayArg& target) {
+    require_same_device(target, stats);
+    require_dtype(stats, {DType::f64});
+    if (stats.ndim() != 2 || stats.size(0) != target.size(0) || stats.size(1) != 2)
+        throw_value_error(cat("stats must be (N, 2) = (", target.size(0), ", 2), got ", stats.shape_str()));
+}
+
+void cross_entropy_forward_py(nb::handle logits, nb::handle target, nb::handle loss, nb::handle stats,
                               const std::string& reduction, int64_t ignore_index, double label_smoothing) {
     const Reduction r = parse_reduction(reduction);
     const ArrayArg X(logits, "logits", false), T(target, "target", false), L(loss, "out", true),
-        S(lse, "lse", true);
+        S(stats, "stats", true);
     check_cross_entropy(X, T, ignore_index, label_smoothing);
     require_same_device(X, L);
     require_same_dtype(X, L);
     require_loss_shape(L, r, T);
-    require_same_device(X, S);
-    require_dtype(S, {DType::f64});
-    require_same_shape(T, S);
+    require_stats(S, T);
     require_output(L, {&X, &T}, Alias::forbidden);
     require_output(S, {&X, &T, &L}, Alias::forbidden);
     const CrossEntropyParams p{X.view(), T.view(), L.view(), S.view(), r, ignore_index,
@@ -62,16 +68,14 @@ void cross_entropy_forward_py(nb::handle logits, nb::handle target, nb::handle l
     cross_entropy_forward(p);
 }
 
-void cross_entropy_backward_py(nb::handle logits, nb::handle target, nb::handle lse, nb::handle grad_loss,
+void cross_entropy_backward_py(nb::handle logits, nb::handle target, nb::handle stats, nb::handle grad_loss,
                                nb::handle out, const std::string& reduction, int64_t ignore_index,
                                double label_smoothing) {
     const Reduction r = parse_reduction(reduction);
-    const ArrayArg X(logits, "logits", false), T(target, "target", false), S(lse, "lse", false),
+    const ArrayArg X(logits, "logits", false), T(target, "target", false), S(stats, "stats", false),
         G(grad_loss, "grad_loss", false), R(out, "out", true);
     check_cross_entropy(X, T, ignore_index, label_smoothing);
-    require_same_device(X, S);
-    require_dtype(S, {DType::f64});
-    require_same_shape(T, S);
+    require_stats(S, T);
     require_same_device(X, G);
     require_same_dtype(X, G);
     require_loss_shape(G, r, T);
@@ -128,12 +132,12 @@ void mse_backward_py(nb::handle x, nb::handle target, nb::handle grad_loss, nb::
 
 void bind_loss(nb::module_& m) {
     m.def("cross_entropy_forward", &cross_entropy_forward_py, nb::arg("logits"), nb::arg("target"), nb::arg("out"),
-          nb::arg("lse"), nb::arg("reduction"), nb::arg("ignore_index"), nb::arg("label_smoothing"),
+          nb::arg("stats"), nb::arg("reduction"), nb::arg("ignore_index"), nb::arg("label_smoothing"),
           "Softmax cross-entropy of logits (N, C) against int64 target (N,); writes the loss to out and "
-          "the per-row log-sum-exp (float64) to lse.");
+          "each row's (max, log sum exp(x - max)) as float64 to stats (N, 2).");
     m.def("cross_entropy_backward", &cross_entropy_backward_py, nb::arg("logits"), nb::arg("target"),
-          nb::arg("lse"), nb::arg("grad_loss"), nb::arg("out"), nb::arg("reduction"), nb::arg("ignore_index"),
-          nb::arg("label_smoothing"), "dlogits of cross_entropy from the logits and the forward's lse.");
+          nb::arg("stats"), nb::arg("grad_loss"), nb::arg("out"), nb::arg("reduction"), nb::arg("ignore_index"),
+          nb::arg("label_smoothing"), "dlogits of cross_entropy from the logits and the forward's stats.");
     m.def("mse_forward", &mse_forward_py, nb::arg("x"), nb::arg("target"), nb::arg("out"), nb::arg("reduction"),
           "(x - target)^2, or its mean or sum.");
     m.def("mse_backward", &mse_backward_py, nb::arg("x"), nb::arg("target"), nb::arg("grad_loss"), nb::arg("out"),

@@ -1,7 +1,8 @@
 // Fused softmax cross-entropy and MSE, forward and backward.
 //
-// Cross-entropy floor: forward reads the logits once (N C elements) and
-// writes 2 N floats; backward reads them once more and writes dlogits (N C).
+// Cross-entropy floor: forward reads the logits once (N C elements; label
+// smoothing adds a second read of each row while it is in L2) and writes 2 N
+// doubles; backward reads them once more and writes dlogits (N C).
 // At N = 4096, C = 32k fp32 that is 0.5 GB + 1 GB, against PyTorch's
 // log_softmax + nll_loss, which writes and re-reads a second (N, C) buffer of
 // log-probabilities in each direction. The forward is row_stats (one read,
@@ -34,6 +35,10 @@ T& element(const TensorView& t, int64_t i) {
     return static_cast<T*>(t.data)[t.ndim ? i * t.strides[0] : 0];
 }
 
+inline double& stat(const TensorView& stats, int64_t row, int k) {
+    return static_cast<double*>(stats.data)[row * stats.strides[0] + k * stats.strides[1]];
+}
+
 template <class T>
 void cross_entropy_forward_typed(const CrossEntropyParams& p) {
     const int64_t rows = p.logits.shape[0], cols = p.logits.shape[1];
@@ -45,19 +50,22 @@ void cross_entropy_forward_typed(const CrossEntropyParams& p) {
         for (int64_t r = begin; r < end; ++r) {
             const int64_t t = target_of(p.target, r);
             if (t == p.ignore_index) {
-                element<double>(p.lse, r) = 0.0;
+                stat(p.stats, r, 0) = stat(p.stats, r, 1) = 0.0;
                 row_loss[r] = 0.0;
                 continue;
             }
             const T* x = xs.row(r);
             xs.gather();
-            const RowStats st = eps > 0 ? row_stats<true>(x, cols) : row_stats<false>(x, cols);
+            const RowStats st = row_stats(x, cols);
             const double log_sum = std::log(st.sum_exp);
-            const double lse = st.max + log_sum;
-            // (max - x_t) first: exact-ish for logits of any magnitude.
+            // lse - v as (max - v) + log_sum: exact-ish for logits of any magnitude.
             double loss = (static_cast<double>(st.max) - simd::to_float(x[t])) + log_sum;
-            if (eps > 0) loss = (1.0 - eps) * loss + eps * (lse - st.sum_x / static_cast<double>(cols));
-            element<double>(p.lse, r) = lse;
+            // Smoothing's mean of (lse - x) re-reads the row, from L2.
+            if (eps > 0)
+                loss = (1.0 - eps) * loss +
+                       eps * (log_sum - row_sum_shifted(x, cols, st.max) / static_cast<double>(cols));
+            stat(p.stats, r, 0) = st.max;
+            stat(p.stats, r, 1) = log_sum;
             row_loss[r] = loss;
         }
     });
@@ -98,13 +106,16 @@ void cross_entropy_backward_rows(const CrossEntropyBackwardParams& p) {
             const T* x = xs.row(r);
             if (!ignored) xs.gather();
             T* dx = dxs.row(r);
-            // lse as a float pair: (x - hi) - lo keeps lse's float64 accuracy
-            // where x is near lse, the only place the probability is not tiny.
-            const double lse = element<double>(p.lse, r);
-            const float lse_hi = static_cast<float>(lse);
-            const VecF32 hi = VecF32::broadcast(lse_hi), lo = VecF32::broadcast(static_cast<float>(lse - lse_hi));
-            const VecF32 gv = VecF32::broadcast(g), offset = VecF32::broadcast(-g * eps / static_cast<float>(cols));
-            const float hot = -g * (1.0f - eps);
+            // log_sum as a float pair: the largest probabilities (x near max)
+            // keep its float64 accuracy.
+            const double log_sum = stat(p.stats, r, 1);
+            const float ls_hi = static_cast<float>(log_sum);
+            const VecF32 mx = VecF32::broadcast(static_cast<float>(stat(p.stats, r, 0)));
+            const VecF32 hi = VecF32::broadcast(ls_hi), lo = VecF32::broadcast(static_cast<float>(log_sum - ls_hi));
+            // g (p - e/C - (1 - e) [j == t]): the bracket is formed before the
+            // scaling, so that it is exactly 0 where p = 1 and C = 1, as PyTorch.
+            const VecF32 gv = VecF32::broadcast(g), smooth = VecF32::broadcast(eps / static_cast<float>(cols));
+            const float hot = 1.0f - eps;
             const T* in[] = {x};
             if (ignored) {
                 for (int64_t i = 0; i < cols; i += W) {
@@ -113,14 +124,14 @@ void cross_entropy_backward_rows(const CrossEntropyBackwardParams& p) {
                 }
             } else {
                 map_row<kStream, T, 1>(dx, in, cols, [&](const VecF32* v, int64_t i) {
-                    VecF32 d = fmadd(simd::exp((v[0] - hi) - lo), gv, offset);
+                    VecF32 d = simd::exp(((v[0] - mx) - hi) - lo) - smooth;
                     if (static_cast<uint64_t>(t - i) < static_cast<uint64_t>(W)) {
                         float buf[W];
                         d.store(buf);
-                        buf[t - i] += hot;
+                        buf[t - i] -= hot;
                         d = VecF32::load(buf);
                     }
-                    return d;
+                    return d * gv;
                 });
             }
             dxs.scatter();

@@ -1,7 +1,7 @@
 // Building blocks of the row-wise kernels (softmax, log-softmax, fused
 // cross-entropy): where row r of a strided tensor starts, a contiguous copy of
-// a row whose elements are not adjacent, and the one-read row statistics
-// max and sum(exp(x - max)).
+// a row whose elements are not adjacent, the one-read row statistics max and
+// sum(exp(x - max)), and compensated row sums.
 //
 // The statistics are computed online (Milakov & Gimelshein, "Online
 // normalizer calculation for softmax"), per vector lane and per block of 4
@@ -121,19 +121,17 @@ inline constexpr int64_t kRowStreamingBytes = int64_t(16) << 20;
 struct RowStats {
     float max;       // NaN-free only when the row is
     double sum_exp;  // sum(exp(x - max))
-    double sum_x;    // sum(x), when requested
 };
 
 // The lanes' sums are compensated (TwoSum, Kahan-style): a float chain of
 // C / (4 W) block sums would otherwise drift by several ulp at a 32k
 // vocabulary, and that error scales every output of the row.
-template <bool kSumX, class T>
+template <class T>
 RowStats row_stats(const T* x, int64_t n) {
     constexpr int W = VecF32::width;
     constexpr float kInf = std::numeric_limits<float>::infinity();
     const VecF32 neg_inf = VecF32::broadcast(-kInf), lowest = VecF32::broadcast(-3.4028235e38f);
-    VecF32 m = neg_inf, s = VecF32::zero(), c = VecF32::zero(), sx = VecF32::zero();
-    double sum_x = 0.0;
+    VecF32 m = neg_inf, s = VecF32::zero(), c = VecF32::zero();
     // Shift by the running maximum, or by 0 while a lane has seen only -inf
     // (so that -inf - -inf never makes a NaN).
     auto shift_of = [&](VecF32 mx) { return simd::select(simd::cmp_lt(mx, lowest), VecF32::zero(), mx); };
@@ -155,30 +153,19 @@ RowStats row_stats(const T* x, int64_t n) {
         s = t;
         m = mn;
     };
-    int64_t i = 0, blocks = 0;
+    int64_t i = 0;
     VecF32 v[4];
     for (; i + 4 * W <= n; i += 4 * W) {
         for (int k = 0; k < 4; ++k) v[k] = VecF32::load(x + i + k * W);
         accumulate(v, 4);
-        if constexpr (kSumX) {
-            sx = sx + ((v[0] + v[1]) + (v[2] + v[3]));
-            // Bound the float chain of sum(x) to 16 adds per lane.
-            if (++blocks % 16 == 0) {
-                sum_x += simd::reduce_add(sx);
-                sx = VecF32::zero();
-            }
-        }
     }
     for (; i + W <= n; i += W) {
         v[0] = VecF32::load(x + i);
         accumulate(v, 1);
-        if constexpr (kSumX) sx = sx + v[0];
     }
     if (i < n) {
-        const int r = static_cast<int>(n - i);
-        v[0] = load_filled(x + i, r, -kInf);
+        v[0] = load_filled(x + i, static_cast<int>(n - i), -kInf);
         accumulate(v, 1);
-        if constexpr (kSumX) sx = sx + VecF32::load_partial(x + i, r);
     }
     const float mx = simd::reduce_max(m);
     const VecF32 to_row = simd::exp(m - VecF32::broadcast(mx < -3.4028235e38f ? 0.0f : mx));
@@ -187,8 +174,38 @@ RowStats row_stats(const T* x, int64_t n) {
     (c * to_row).store(cl);
     double se = 0.0;
     for (int k = 0; k < W; ++k) se += double(sl[k]) + double(cl[k]);
-    if constexpr (kSumX) sum_x += simd::reduce_add(sx);
-    return {mx, se, sum_x};
+    return {mx, se};
+}
+
+// The lanes of a compensated sum (s, c) as one float64. An infinite lane sum
+// leaves NaN in its compensation (inf - inf), which must not replace the inf.
+inline double combine_compensated(VecF32 s, VecF32 c) {
+    constexpr int W = VecF32::width;
+    float sl[W], cl[W];
+    s.store(sl);
+    c.store(cl);
+    double total = 0.0;
+    for (int k = 0; k < W; ++k) total += std::isinf(sl[k]) ? double(sl[k]) : double(sl[k]) + double(cl[k]);
+    return total;
+}
+
+// sum(x - shift) over a row, compensated like row_stats's sums. Label
+// smoothing needs sum(x) relative to the row maximum: summed raw, logits of
+// 1e30 or 3.4e38 would lose everything to rounding or overflow.
+template <class T>
+double row_sum_shifted(const T* x, int64_t n, float shift) {
+    constexpr int W = VecF32::width;
+    const VecF32 sh = VecF32::broadcast(shift);
+    VecF32 s = VecF32::zero(), c = VecF32::zero();
+    auto add = [&](VecF32 v) {
+        const VecF32 t = s + v, z = t - s;
+        c = c + ((s - (t - z)) + (v - z));
+        s = t;
+    };
+    int64_t i = 0;
+    for (; i + W <= n; i += W) add(VecF32::load(x + i) - sh);
+    if (i < n) add(load_filled(x + i, static_cast<int>(n - i), shift) - sh);
+    return combine_compensated(s, c);
 }
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE

@@ -28,7 +28,7 @@ void forward_rows(const SoftmaxParams& p) {
             const T* x = xs.row(r);
             xs.gather();
             T* y = ys.row(r);
-            const RowStats st = row_stats<false>(x, cols);
+            const RowStats st = row_stats(x, cols);
             // A row of only -inf has max -inf: x - max is NaN, as in PyTorch.
             const VecF32 m = VecF32::broadcast(st.max);
             const T* in[] = {x};
@@ -71,12 +71,7 @@ double row_dot(const T* a, const T* b, int64_t n) {
         const int r = static_cast<int>(n - i);
         add(VecF32::load_partial(a + i, r), b ? VecF32::load_partial(b + i, r) : VecF32::zero());
     }
-    float sl[W], cl[W];
-    s.store(sl);
-    c.store(cl);
-    double total = 0.0;
-    for (int k = 0; k < W; ++k) total += double(sl[k]) + double(cl[k]);
-    return total;
+    return combine_compensated(s, c);
 }
 
 template <bool kStream, class T>

@@ -27,7 +27,7 @@ struct CrossEntropyParams {
     TensorView logits;
     TensorView target;
     TensorView loss;  // written: (N,) for none, () otherwise; the logits' dtype
-    TensorView lse;   // written: (N,) float64
+    TensorView stats;  // written: (N, 2) float64
     Reduction reduction;
     int64_t ignore_index;
     float label_smoothing;
@@ -36,7 +36,7 @@ struct CrossEntropyParams {
 struct CrossEntropyBackwardParams {
     TensorView logits;
     TensorView target;
-    TensorView lse;
+    TensorView stats;  // the forward's
     TensorView grad_loss;  // the loss's shape and dtype
     TensorView grad_logits;  // written
     Reduction reduction;

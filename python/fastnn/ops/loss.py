@@ -1,5 +1,6 @@
 """Losses: fused softmax cross-entropy (the probabilities are never stored;
-backward recomputes them from the logits and the saved per-row log-sum-exp)
+backward recomputes them from the logits and each row's saved max and
+log-sum-exp)
 and mean squared error, each with an autograd function for torch tensors
 that require grad."""
 
@@ -43,21 +44,22 @@ def cross_entropy(logits, target, reduction: str = "mean", ignore_index: int = -
 
 def _cross_entropy_forward(torch, logits, target, reduction, ignore_index, label_smoothing):
     loss = torch.empty(_loss_shape(reduction, target), dtype=logits.dtype)
-    lse = torch.empty(target.shape, dtype=torch.float64)
-    _C.cross_entropy_forward(B.for_kernel(logits), target, loss, lse, reduction, int(ignore_index),
+    stats = torch.empty((target.shape[0], 2), dtype=torch.float64)
+    _C.cross_entropy_forward(B.for_kernel(logits), target, loss, stats, reduction, int(ignore_index),
                              float(label_smoothing))
-    return loss, lse
+    return loss, stats
 
 
-def cross_entropy_backward(grad_loss, logits, target, lse, reduction: str = "mean", ignore_index: int = -100,
+def cross_entropy_backward(grad_loss, logits, target, stats, reduction: str = "mean", ignore_index: int = -100,
                            label_smoothing: float = 0.0, out=None):
-    """dlogits from the loss gradient, the logits and cross_entropy's per-row
-    log-sum-exp lse (float64, (N,)); written in one pass over the logits."""
+    """dlogits from the loss gradient, the logits and the forward's row
+    statistics stats (N, 2) float64: each row's max and log(sum(exp(x - max))).
+    Written in one pass over the logits."""
     if out is None:
         out = B.empty_like(logits, "logits")
     else:
         B.check_out(out)
-    _C.cross_entropy_backward(B.for_kernel(logits), target, lse, grad_loss, out, reduction, int(ignore_index),
+    _C.cross_entropy_backward(B.for_kernel(logits), target, stats, grad_loss, out, reduction, int(ignore_index),
                               float(label_smoothing))
     return out
 
@@ -95,16 +97,15 @@ def _cross_entropy_autograd():
     class CrossEntropyFunction(torch.autograd.Function):
         @staticmethod
         def forward(ctx, logits, target, reduction, ignore_index, label_smoothing):
-            loss, lse = _cross_entropy_forward(torch, logits, target, reduction, ignore_index, label_smoothing)
-            ctx.save_for_backward(logits, target, lse)
+            loss, stats = _cross_entropy_forward(torch, logits, target, reduction, ignore_index, label_smoothing)
+            ctx.save_for_backward(logits, target, stats)
             ctx.args = (reduction, ignore_index, label_smoothing)
             return loss
 
         @staticmethod
         def backward(ctx, grad_loss):
-            logits, target, lse = ctx.saved_tensors
-            grad = cross_entropy_backward(grad_loss.contiguous() if grad_loss.dim() else grad_loss, logits,
-                                          target, lse, *ctx.args)
+            logits, target, stats = ctx.saved_tensors
+            grad = cross_entropy_backward(grad_loss, logits, target, stats, *ctx.args)
             return grad, None, None, None, None
 
     return CrossEntropyFunction
