@@ -9,5 +9,6 @@ void bind_runtime(nanobind::module_& m);
 void bind_activation(nanobind::module_& m);
 void bind_softmax(nanobind::module_& m);
 void bind_loss(nanobind::module_& m);
+void bind_dropout(nanobind::module_& m);
 
 }  // namespace fastnn::bind

@@ -79,4 +79,5 @@ NB_MODULE(_C, m) {
     fastnn::bind::bind_activation(m);
     fastnn::bind::bind_softmax(m);
     fastnn::bind::bind_loss(m);
+    fastnn::bind::bind_dropout(m);
 }

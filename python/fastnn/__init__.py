@@ -3,7 +3,7 @@ networks, callable on torch tensors, NumPy arrays and any DLPack array."""
 
 from . import _C
 from ._info import __version__, info
-from .ops import (cross_entropy, cross_entropy_backward, gelu, gelu_backward, log_softmax, log_softmax_backward,
+from .ops import (cross_entropy, cross_entropy_backward, dropout, dropout_backward, gelu, gelu_backward, log_softmax, log_softmax_backward,
                   mse_loss, mse_loss_backward, relu, relu_backward, sigmoid, sigmoid_backward, silu, silu_backward,
                   softmax, softmax_backward, tanh, tanh_backward)
 
@@ -24,4 +24,4 @@ def set_num_threads(n: int) -> None:
 __all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "relu", "relu_backward", "gelu",
            "gelu_backward", "silu", "silu_backward", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
            "softmax", "softmax_backward", "log_softmax", "log_softmax_backward", "cross_entropy",
-           "cross_entropy_backward", "mse_loss", "mse_loss_backward"]
+           "cross_entropy_backward", "mse_loss", "mse_loss_backward", "dropout", "dropout_backward"]
