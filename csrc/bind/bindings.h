@@ -11,5 +11,8 @@ void bind_gemm(nanobind::module_& m);
 void bind_optim(nanobind::module_& m);
 void bind_quant(nanobind::module_& m);
 void bind_norm(nanobind::module_& m);
+void bind_softmax(nanobind::module_& m);
+void bind_loss(nanobind::module_& m);
+void bind_dropout(nanobind::module_& m);
 
 }  // namespace fastnn::bind

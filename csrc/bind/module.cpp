@@ -81,4 +81,7 @@ NB_MODULE(_C, m) {
     fastnn::bind::bind_optim(m);
     fastnn::bind::bind_quant(m);
     fastnn::bind::bind_norm(m);
+    fastnn::bind::bind_softmax(m);
+    fastnn::bind::bind_loss(m);
+    fastnn::bind::bind_dropout(m);
 }

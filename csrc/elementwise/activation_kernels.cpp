@@ -1,9 +1,14 @@
 // Activation math on float32 vectors. This file is compiled once per ISA
-// (CMake: FASTNN_KERNEL_SOURCES), each build in its own namespace. Memory-bound: 2 (forward) or 3 (backward)
-// streams of 4 or 2 bytes per element, no reuse, so the floor is bytes /
-// copy bandwidth and the only goals are full-width loads and stores and no
-// extra passes.
+// (CMake: FASTNN_KERNEL_SOURCES), each build in its own namespace. 2 (forward)
+// or 3 (backward) streams of 4 or 2 bytes per element, no reuse, so the floor
+// is bytes / copy bandwidth: 8 bytes per fp32 forward element is ~4 Gelem/s at
+// 33 GB/s. relu is far below that in arithmetic; the transcendental ones cost
+// 20-50 vector operations per element (one exp, plus a division or a
+// polynomial), which 2 cores at 16 lanes also sustain at about that rate, so
+// they sit near the memory floor with AVX-512 and become compute-bound with
+// narrower vectors.
 #include "fastnn/activation.h"
+#include "fastnn/simd_math.h"
 #include "elementwise_map.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE {
@@ -15,6 +20,60 @@ struct Relu {
         const simd::VecF32 zero = simd::VecF32::zero();
         return simd::select(simd::cmp_le(y, zero), zero, grad);
     }
+};
+
+using simd::VecF32;
+
+inline VecF32 splat(float x) { return VecF32::broadcast(x); }
+
+// Exact GELU: x Phi(x); backward dy (Phi(x) + x phi(x)), as PyTorch's.
+struct Gelu {
+    static VecF32 forward(VecF32 x) { return x * simd::normal_cdf(x); }
+    static VecF32 backward(VecF32 grad, VecF32 x) {
+        const VecF32 pdf = splat(0.398942280401432678f) * simd::exp(splat(-0.5f) * x * x);
+        return grad * fmadd(x, pdf, simd::normal_cdf(x));
+    }
+};
+
+// Tanh-approximated GELU, PyTorch's formula x/2 (1 + tanh(u)), u = sqrt(2/pi)
+// (x + 0.044715 x^3), evaluated as x sigmoid(2u), the same function without
+// the cancellation of 1 + tanh(u) for x << 0. Backward: with s = sigmoid(2u),
+// dy (s + 2 x s (1 - s) u').
+struct GeluTanh {
+    static constexpr float kBeta = 0.797884560802865355f, kKappa = 0.044715f;
+    static VecF32 two_u(VecF32 x) {
+        const VecF32 inner = fmadd(splat(kKappa) * x * x, x, x);
+        return splat(2.0f * kBeta) * inner;
+    }
+    static VecF32 forward(VecF32 x) { return x * simd::sigmoid(two_u(x)); }
+    static VecF32 backward(VecF32 grad, VecF32 x) {
+        const simd::SigmoidPair s = simd::sigmoid_pair(two_u(x));
+        const VecF32 du = splat(2.0f * kBeta) * fmadd(splat(3.0f * kKappa) * x, x, splat(1.0f));
+        return grad * fmadd(x * s.pos * s.neg, du, s.pos);
+    }
+};
+
+// SiLU: x sigmoid(x); backward dy s (1 + x (1 - s)), as PyTorch's.
+struct Silu {
+    static VecF32 forward(VecF32 x) { return x * simd::sigmoid(x); }
+    static VecF32 backward(VecF32 grad, VecF32 x) {
+        const simd::SigmoidPair s = simd::sigmoid_pair(x);
+        return grad * s.pos * fmadd(x, s.neg, splat(1.0f));
+    }
+};
+
+// Backward from the output y, as PyTorch's: dy (1 - y) y.
+struct Sigmoid {
+    static VecF32 forward(VecF32 x) { return simd::sigmoid(x); }
+    static VecF32 backward(VecF32 grad, VecF32 y) { return grad * (splat(1.0f) - y) * y; }
+};
+
+// Backward from the output y, as PyTorch's: dy (1 - y^2), evaluated as
+// (1 - y)(1 + y): for |y| near 1 both factors are exact or nearly so, where
+// 1 - y*y cancels the rounding error of y*y up to the size of the result.
+struct Tanh {
+    static VecF32 forward(VecF32 x) { return simd::tanh(x); }
+    static VecF32 backward(VecF32 grad, VecF32 y) { return grad * ((splat(1.0f) - y) * (splat(1.0f) + y)); }
 };
 
 template <class Op, class T>
@@ -44,12 +103,22 @@ void activation_backward_dispatch(const ActivationBackwardParams& p) {
 void activation_forward_kernel(const ActivationParams& p) {
     switch (p.kind) {
         case Activation::relu: return activation_forward_dispatch<Relu>(p);
+        case Activation::gelu: return activation_forward_dispatch<Gelu>(p);
+        case Activation::gelu_tanh: return activation_forward_dispatch<GeluTanh>(p);
+        case Activation::silu: return activation_forward_dispatch<Silu>(p);
+        case Activation::sigmoid: return activation_forward_dispatch<Sigmoid>(p);
+        case Activation::tanh: return activation_forward_dispatch<Tanh>(p);
     }
 }
 
 void activation_backward_kernel(const ActivationBackwardParams& p) {
     switch (p.kind) {
         case Activation::relu: return activation_backward_dispatch<Relu>(p);
+        case Activation::gelu: return activation_backward_dispatch<Gelu>(p);
+        case Activation::gelu_tanh: return activation_backward_dispatch<GeluTanh>(p);
+        case Activation::silu: return activation_backward_dispatch<Silu>(p);
+        case Activation::sigmoid: return activation_backward_dispatch<Sigmoid>(p);
+        case Activation::tanh: return activation_backward_dispatch<Tanh>(p);
     }
 }
 

@@ -89,6 +89,7 @@ cudaError_t activation_forward(const ActivationParams& p, cudaStream_t stream) {
     const TensorView* ops[] = {&p.y, &p.x};
     switch (p.kind) {
         case Activation::relu: return launch_typed<Relu>(p.x.dtype, ops, 2, stream);
+        default: break;  // the other activations are CPU-only so far
     }
     return cudaErrorInvalidValue;
 }
@@ -97,6 +98,7 @@ cudaError_t activation_backward(const ActivationBackwardParams& p, cudaStream_t 
     const TensorView* ops[] = {&p.grad_in, &p.grad_out, &p.saved};
     switch (p.kind) {
         case Activation::relu: return launch_typed<Relu>(p.grad_out.dtype, ops, 3, stream);
+        default: break;
     }
     return cudaErrorInvalidValue;
 }

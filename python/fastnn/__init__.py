@@ -5,9 +5,8 @@ import importlib.util as _importlib_util
 
 from . import _C
 from ._info import __version__, info
-from .ops import (dequantize, int8_mm, int8_mm_dequant, layer_norm, layer_norm_backward, linear, linear_backward,
-                  matmul, quantize_per_channel, quantize_per_tensor, quantize_rows, relu, relu_backward, rms_norm,
-                  rms_norm_backward)
+from .ops import *  # noqa: F403  (the functional ops; ops.__all__ lists them)
+from .ops import __all__ as _ops_all
 
 # fastnn's ops are torch custom operators too (autograd, torch.compile); they
 # must exist before anything traces, so they are registered on import when
@@ -38,7 +37,5 @@ def set_num_threads(n: int) -> None:
     _C.set_num_threads(n)
 
 
-__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "relu", "relu_backward", "matmul", "linear",
-           "linear_backward", "quantize_per_tensor", "quantize_per_channel", "dequantize", "quantize_rows", "int8_mm",
-           "int8_mm_dequant", "layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward", "nn", "optim",
-           "convert", "quantize"]
+__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "nn", "optim", "convert", "quantize",
+           *_ops_all]

@@ -71,6 +71,14 @@ def cuda_kernels():
     return _cuda
 
 
+def cuda_function(module, name: str):
+    """A kernel of the CUDA module, or a RuntimeError naming the op it lacks."""
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise RuntimeError(f"{name} has no CUDA kernel yet; move the arrays to the CPU")
+    return fn
+
+
 def kernels_for(x, name: str = "x"):
     dev_type, _ = device_of(x, name)
     if dev_type == _DLPACK_CPU:

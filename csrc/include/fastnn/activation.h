@@ -9,7 +9,7 @@
 
 namespace fastnn {
 
-enum class Activation : uint8_t { relu };
+enum class Activation : uint8_t { relu, gelu, gelu_tanh, silu, sigmoid, tanh };
 
 struct ActivationParams {
     Activation kind;
@@ -17,8 +17,10 @@ struct ActivationParams {
     TensorView y;  // written
 };
 
-// relu's backward reads the forward output: grad_in = grad_out where y > 0
-// (and where y is NaN, as PyTorch's threshold_backward), else 0.
+// `saved` is what PyTorch's backward of the same op reads: the forward output
+// for relu, sigmoid and tanh; the forward input for gelu, gelu_tanh and silu.
+// relu: grad_in = grad_out where y > 0 (and where y is NaN, as PyTorch's
+// threshold_backward), else 0.
 struct ActivationBackwardParams {
     Activation kind;
     TensorView grad_out;

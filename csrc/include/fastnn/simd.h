@@ -11,6 +11,7 @@
 // instruction on a CPU without it.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -121,6 +122,49 @@ inline float reduce_add(VecF32 a) { return _mm512_reduce_add_ps(a.v); }
 inline void store_fence() { _mm_sfence(); }
 inline float reduce_max(VecF32 a) { return _mm512_reduce_max_ps(a.v); }
 
+// Building blocks of the vector math in simd_math.h.
+inline VecF32 abs(VecF32 a) { return {_mm512_abs_ps(a.v)}; }
+// |mag| with the sign bit of sgn (ternary logic 0xca: m ? mag : sgn, bitwise).
+inline VecF32 copysign(VecF32 mag, VecF32 sgn) {
+    const __m512i m = _mm512_set1_epi32(0x7fffffff);
+    return {_mm512_castsi512_ps(_mm512_ternarylogic_epi32(m, _mm512_castps_si512(mag.v),
+                                                          _mm512_castps_si512(sgn.v), 0xca))};
+}
+inline MaskF32 is_nan(VecF32 a) { return {_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q)}; }
+inline VecF32 round_nearest(VecF32 a) {
+    return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+}
+// 2^n for integer-valued n in [-126, 127].
+inline VecF32 pow2i(VecF32 n) {
+    const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127));
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(e, 23))};
+}
+
+// 32-bit unsigned lanes, one per float lane: the counter arithmetic of
+// counter-based random number generators.
+struct VecU32 {
+    static constexpr int width = VecF32::width;
+    __m512i v;
+
+    static VecU32 broadcast(uint32_t x) { return {_mm512_set1_epi32(static_cast<int>(x))}; }
+    static VecU32 lane_index() {
+        return {_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)};
+    }
+};
+inline VecU32 operator+(VecU32 a, VecU32 b) { return {_mm512_add_epi32(a.v, b.v)}; }
+inline VecU32 operator^(VecU32 a, VecU32 b) { return {_mm512_xor_si512(a.v, b.v)}; }
+inline VecU32 operator>>(VecU32 a, int n) { return {_mm512_srli_epi32(a.v, static_cast<unsigned>(n))}; }
+inline VecU32 mul_lo(VecU32 a, VecU32 b) { return {_mm512_mullo_epi32(a.v, b.v)}; }
+// High 32 bits of the 64-bit products: vpmuludq multiplies the even lanes,
+// so the odd lanes are shifted down, multiplied, and blended back.
+inline VecU32 mul_hi(VecU32 a, VecU32 b) {
+    const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(a.v, b.v), 32);
+    const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a.v, 32), _mm512_srli_epi64(b.v, 32));
+    return {_mm512_mask_blend_epi32(0xaaaa, even, odd)};
+}
+// Signed comparison: exact for values below 2^31.
+inline MaskF32 cmp_lt(VecU32 a, VecU32 b) { return {_mm512_cmplt_epi32_mask(a.v, b.v)}; }
+
 #elif FASTNN_SIMD_AVX2
 
 struct MaskF32 { __m256 m; };
@@ -190,6 +234,38 @@ inline float reduce_max(VecF32 a) {
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+
+inline VecF32 abs(VecF32 a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)}; }
+inline VecF32 copysign(VecF32 mag, VecF32 sgn) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    return {_mm256_or_ps(_mm256_andnot_ps(sign, mag.v), _mm256_and_ps(sign, sgn.v))};
+}
+inline MaskF32 is_nan(VecF32 a) { return {_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)}; }
+inline VecF32 round_nearest(VecF32 a) {
+    return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+}
+inline VecF32 pow2i(VecF32 n) {
+    const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127));
+    return {_mm256_castsi256_ps(_mm256_slli_epi32(e, 23))};
+}
+
+struct VecU32 {
+    static constexpr int width = VecF32::width;
+    __m256i v;
+
+    static VecU32 broadcast(uint32_t x) { return {_mm256_set1_epi32(static_cast<int>(x))}; }
+    static VecU32 lane_index() { return {_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)}; }
+};
+inline VecU32 operator+(VecU32 a, VecU32 b) { return {_mm256_add_epi32(a.v, b.v)}; }
+inline VecU32 operator^(VecU32 a, VecU32 b) { return {_mm256_xor_si256(a.v, b.v)}; }
+inline VecU32 operator>>(VecU32 a, int n) { return {_mm256_srli_epi32(a.v, n)}; }
+inline VecU32 mul_lo(VecU32 a, VecU32 b) { return {_mm256_mullo_epi32(a.v, b.v)}; }
+inline VecU32 mul_hi(VecU32 a, VecU32 b) {
+    const __m256i even = _mm256_srli_epi64(_mm256_mul_epu32(a.v, b.v), 32);
+    const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a.v, 32), _mm256_srli_epi64(b.v, 32));
+    return {_mm256_blend_epi32(even, odd, 0xaa)};
+}
+inline MaskF32 cmp_lt(VecU32 a, VecU32 b) { return {_mm256_castsi256_ps(_mm256_cmpgt_epi32(b.v, a.v))}; }
 
 #else  // portable: fixed-width arrays the compiler may auto-vectorize
 
@@ -270,6 +346,75 @@ inline float reduce_max(VecF32 a) {
     float s = a.v[0];
     for (int i = 1; i < VecF32::width; ++i) s = a.v[i] > s ? a.v[i] : s;
     return s;
+}
+
+inline VecF32 abs(VecF32 a) {
+    VecF32 r;
+    for (int i = 0; i < VecF32::width; ++i) r.v[i] = std::fabs(a.v[i]);
+    return r;
+}
+inline VecF32 copysign(VecF32 mag, VecF32 sgn) {
+    VecF32 r;
+    for (int i = 0; i < VecF32::width; ++i) r.v[i] = std::copysign(mag.v[i], sgn.v[i]);
+    return r;
+}
+inline MaskF32 is_nan(VecF32 a) {
+    MaskF32 m;
+    for (int i = 0; i < VecF32::width; ++i) m.m[i] = a.v[i] != a.v[i];
+    return m;
+}
+inline VecF32 round_nearest(VecF32 a) {
+    VecF32 r;
+    for (int i = 0; i < VecF32::width; ++i) r.v[i] = std::nearbyint(a.v[i]);
+    return r;
+}
+// Out-of-range or NaN n gives a finite power here (the float-to-int
+// conversion of those is undefined in C++); callers mask such lanes anyway.
+inline VecF32 pow2i(VecF32 n) {
+    VecF32 r;
+    for (int i = 0; i < VecF32::width; ++i) {
+        const float c = n.v[i] >= -126.0f ? (n.v[i] <= 127.0f ? n.v[i] : 127.0f) : -126.0f;
+        const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(c) + 127) << 23;
+        std::memcpy(&r.v[i], &bits, sizeof bits);
+    }
+    return r;
+}
+
+struct VecU32 {
+    static constexpr int width = VecF32::width;
+    uint32_t v[width];
+
+    static VecU32 broadcast(uint32_t x) {
+        VecU32 r;
+        for (int i = 0; i < width; ++i) r.v[i] = x;
+        return r;
+    }
+    static VecU32 lane_index() {
+        VecU32 r;
+        for (int i = 0; i < width; ++i) r.v[i] = static_cast<uint32_t>(i);
+        return r;
+    }
+};
+#define FASTNN_GENERIC_U32(name, expr)                           \
+    inline VecU32 name(VecU32 a, VecU32 b) {                     \
+        VecU32 r;                                                \
+        for (int i = 0; i < VecU32::width; ++i) r.v[i] = (expr); \
+        return r;                                                \
+    }
+FASTNN_GENERIC_U32(operator+, a.v[i] + b.v[i])
+FASTNN_GENERIC_U32(operator^, a.v[i] ^ b.v[i])
+FASTNN_GENERIC_U32(mul_lo, a.v[i] * b.v[i])
+FASTNN_GENERIC_U32(mul_hi, static_cast<uint32_t>((uint64_t(a.v[i]) * b.v[i]) >> 32))
+#undef FASTNN_GENERIC_U32
+inline VecU32 operator>>(VecU32 a, int n) {
+    VecU32 r;
+    for (int i = 0; i < VecU32::width; ++i) r.v[i] = a.v[i] >> n;
+    return r;
+}
+inline MaskF32 cmp_lt(VecU32 a, VecU32 b) {
+    MaskF32 m;
+    for (int i = 0; i < VecU32::width; ++i) m.m[i] = static_cast<int32_t>(a.v[i]) < static_cast<int32_t>(b.v[i]);
+    return m;
 }
 
 #endif

@@ -1,0 +1,135 @@
+// Softmax and log-softmax, forward and backward, one row at a time.
+//
+// Floor: memory. Forward reads x and writes y (8 bytes per fp32 element),
+// backward reads y and dy and writes dx (12 bytes). Each is two passes over a
+// row: statistics (online max and sum of exp, or the dot product of the
+// backward), then the output. The second pass re-reads the row from L2 (a
+// 32k-vocabulary fp32 row is 128 KiB, a fraction of the 1 MiB L2), so DRAM
+// sees the minimum traffic. Arithmetic: 1.25 exps per element in the
+// statistics pass plus one in softmax's output pass, which the AVX-512 path
+// sustains at memory speed on 2 cores. Rows are split across threads; each row
+// is one thread's, so results do not depend on the thread count.
+#include "fastnn/parallel.h"
+#include "fastnn/softmax.h"
+#include "row_ops.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE {
+namespace {
+
+constexpr int W = VecF32::width;
+
+template <bool kStream, class T>
+void forward_rows(const SoftmaxParams& p) {
+    const int64_t cols = p.x.shape[p.x.ndim - 1], rows = row_count(p.x);
+    parallel_for(rows, row_grain(cols), [&](int64_t begin, int64_t end) {
+        thread_local std::vector<T> x_scratch, y_scratch;
+        RowView<T> xs(p.x, cols, x_scratch), ys(p.y, cols, y_scratch);
+        for (int64_t r = begin; r < end; ++r) {
+            const T* x = xs.row(r);
+            xs.gather();
+            T* y = ys.row(r);
+            const RowStats st = row_stats(x, cols);
+            // A row of only -inf has max -inf: x - max is NaN, as in PyTorch.
+            const VecF32 m = VecF32::broadcast(st.max);
+            const T* in[] = {x};
+            if (p.log) {
+                const VecF32 log_sum = VecF32::broadcast(static_cast<float>(std::log(st.sum_exp)));
+                map_row<kStream, T, 1>(y, in, cols, [&](const VecF32* v, int64_t) { return (v[0] - m) - log_sum; });
+            } else {
+                const VecF32 inv_sum = VecF32::broadcast(static_cast<float>(1.0 / st.sum_exp));
+                map_row<kStream, T, 1>(y, in, cols,
+                                       [&](const VecF32* v, int64_t) { return simd::exp(v[0] - m) * inv_sum; });
+            }
+            ys.scatter();
+        }
+        if (kStream) simd::store_fence();
+    });
+}
+
+// sum(a * b) or, with b null, sum(a), compensated (Ogita, Rump & Oishi,
+// "Accurate sum and dot product", Dot2): each lane carries the rounding error
+// of its sum (TwoSum) and of each product (FMA), so the result is as if
+// computed in twice the precision. The backward subtracts it from dy, where a
+// plain float sum's error would be amplified by the cancellation; the extra
+// operations are free in a memory-bound pass.
+template <class T>
+double row_dot(const T* a, const T* b, int64_t n) {
+    VecF32 s = VecF32::zero(), c = VecF32::zero();
+    auto add = [&](VecF32 va, VecF32 vb) {
+        VecF32 p = va, err = VecF32::zero();
+        if (b) {
+            p = va * vb;
+            err = fmadd(va, vb, VecF32::zero() - p);
+        }
+        const VecF32 t = s + p, z = t - s;
+        c = c + ((s - (t - z)) + (p - z)) + err;
+        s = t;
+    };
+    int64_t i = 0;
+    for (; i + W <= n; i += W) add(VecF32::load(a + i), b ? VecF32::load(b + i) : VecF32::zero());
+    if (i < n) {
+        const int r = static_cast<int>(n - i);
+        add(VecF32::load_partial(a + i, r), b ? VecF32::load_partial(b + i, r) : VecF32::zero());
+    }
+    return combine_compensated(s, c);
+}
+
+template <bool kStream, class T>
+void backward_rows(const SoftmaxBackwardParams& p) {
+    const int64_t cols = p.y.shape[p.y.ndim - 1], rows = row_count(p.y);
+    parallel_for(rows, row_grain(cols), [&](int64_t begin, int64_t end) {
+        thread_local std::vector<T> g_scratch, y_scratch, dx_scratch;
+        RowView<T> gs(p.grad_out, cols, g_scratch), ys(p.y, cols, y_scratch), dxs(p.grad_in, cols, dx_scratch);
+        for (int64_t r = begin; r < end; ++r) {
+            const T* g = gs.row(r);
+            gs.gather();
+            const T* y = ys.row(r);
+            ys.gather();
+            T* dx = dxs.row(r);
+            const T* in[] = {g, y};
+            if (p.log) {
+                const VecF32 sum = VecF32::broadcast(static_cast<float>(row_dot<T>(g, nullptr, cols)));
+                map_row<kStream, T, 2>(dx, in, cols,
+                                       [&](const VecF32* v, int64_t) { return v[0] - simd::exp(v[1]) * sum; });
+            } else {
+                const VecF32 dot = VecF32::broadcast(static_cast<float>(row_dot<T>(g, y, cols)));
+                map_row<kStream, T, 2>(dx, in, cols, [&](const VecF32* v, int64_t) { return v[1] * (v[0] - dot); });
+            }
+            dxs.scatter();
+        }
+        if (kStream) simd::store_fence();
+    });
+}
+
+// Streaming stores need a dense output whose rows are written in place.
+bool stream_output(const TensorView& out) {
+    return out.strides[out.ndim - 1] == 1 && numel(out) * int64_t(dtype_size(out.dtype)) >= kRowStreamingBytes;
+}
+
+template <class T>
+void forward_typed(const SoftmaxParams& p) {
+    if (stream_output(p.y)) forward_rows<true, T>(p);
+    else forward_rows<false, T>(p);
+}
+
+template <class T>
+void backward_typed(const SoftmaxBackwardParams& p) {
+    if (stream_output(p.grad_in)) backward_rows<true, T>(p);
+    else backward_rows<false, T>(p);
+}
+
+void forward_kernel(const SoftmaxParams& p) {
+    if (p.x.dtype == DType::bf16) forward_typed<bf16>(p);
+    else forward_typed<float>(p);
+}
+
+void backward_kernel(const SoftmaxBackwardParams& p) {
+    if (p.y.dtype == DType::bf16) backward_typed<bf16>(p);
+    else backward_typed<float>(p);
+}
+
+}  // namespace
+
+const SoftmaxKernels softmax_kernels = {forward_kernel, backward_kernel};
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE
