@@ -12,27 +12,13 @@ namespace fastnn::FASTNN_ISA_NAMESPACE::simd {
 
 #if FASTNN_SIMD_AVX512
 inline VecF32 sqrt(VecF32 a) { return {_mm512_sqrt_ps(a.v)}; }
-inline VecF32 abs(VecF32 a) { return {_mm512_abs_ps(a.v)}; }
-inline MaskF32 is_nan(VecF32 a) { return {_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q)}; }
 #elif FASTNN_SIMD_AVX2
 inline VecF32 sqrt(VecF32 a) { return {_mm256_sqrt_ps(a.v)}; }
-inline VecF32 abs(VecF32 a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)}; }
-inline MaskF32 is_nan(VecF32 a) { return {_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)}; }
 #else
 inline VecF32 sqrt(VecF32 a) {
     VecF32 r;
     for (int i = 0; i < VecF32::width; ++i) r.v[i] = std::sqrt(a.v[i]);
     return r;
-}
-inline VecF32 abs(VecF32 a) {
-    VecF32 r;
-    for (int i = 0; i < VecF32::width; ++i) r.v[i] = std::fabs(a.v[i]);
-    return r;
-}
-inline MaskF32 is_nan(VecF32 a) {
-    MaskF32 m;
-    for (int i = 0; i < VecF32::width; ++i) m.m[i] = a.v[i] != a.v[i];
-    return m;
 }
 #endif
 
