@@ -77,4 +77,5 @@ NB_MODULE(_C, m) {
     m.doc() = "fastnn CPU kernels";
     fastnn::bind::bind_runtime(m);
     fastnn::bind::bind_activation(m);
+    fastnn::bind::bind_attention(m);
 }

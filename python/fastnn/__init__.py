@@ -3,7 +3,7 @@ networks, callable on torch tensors, NumPy arrays and any DLPack array."""
 
 from . import _C
 from ._info import __version__, info
-from .ops import relu, relu_backward
+from .ops import relu, relu_backward, scaled_dot_product_attention
 
 
 def get_num_threads() -> int:
@@ -19,4 +19,5 @@ def set_num_threads(n: int) -> None:
     _C.set_num_threads(n)
 
 
-__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "relu", "relu_backward"]
+__all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "relu", "relu_backward",
+           "scaled_dot_product_attention"]

@@ -3,5 +3,6 @@ copying, allocates its output with the input's framework unless out= is
 given, and runs on the input's device."""
 
 from .activation import relu, relu_backward
+from .attention import scaled_dot_product_attention
 
-__all__ = ["relu", "relu_backward"]
+__all__ = ["relu", "relu_backward", "scaled_dot_product_attention"]
