@@ -8,5 +8,6 @@ namespace fastnn::bind {
 void bind_runtime(nanobind::module_& m);
 void bind_activation(nanobind::module_& m);
 void bind_attention(nanobind::module_& m);
+void bind_pool(nanobind::module_& m);
 
 }  // namespace fastnn::bind
