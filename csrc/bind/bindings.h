@@ -9,5 +9,6 @@ void bind_runtime(nanobind::module_& m);
 void bind_activation(nanobind::module_& m);
 void bind_attention(nanobind::module_& m);
 void bind_pool(nanobind::module_& m);
+void bind_conv(nanobind::module_& m);
 
 }  // namespace fastnn::bind

@@ -79,4 +79,5 @@ NB_MODULE(_C, m) {
     fastnn::bind::bind_activation(m);
     fastnn::bind::bind_attention(m);
     fastnn::bind::bind_pool(m);
+    fastnn::bind::bind_conv(m);
 }

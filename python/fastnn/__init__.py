@@ -3,7 +3,7 @@ networks, callable on torch tensors, NumPy arrays and any DLPack array."""
 
 from . import _C
 from ._info import __version__, info
-from .ops import adaptive_avg_pool2d, avg_pool2d, max_pool2d, relu, relu_backward, scaled_dot_product_attention
+from .ops import adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d, relu, relu_backward, scaled_dot_product_attention
 
 
 def get_num_threads() -> int:
@@ -20,4 +20,4 @@ def set_num_threads(n: int) -> None:
 
 
 __all__ = ["__version__", "info", "get_num_threads", "set_num_threads", "relu", "relu_backward",
-           "scaled_dot_product_attention", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
+           "scaled_dot_product_attention", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "conv2d"]
