@@ -75,6 +75,63 @@ double average_divisor(const PoolWindow& w, const Span& hs, const Span& ws) {
     return static_cast<double>(hs.count * ws.count);
 }
 
+// One (image, channel) plane. Max pooling runs tap-major over a whole output
+// row: for each window tap, every output column updates its running maximum
+// (best and arg, OW each), so consecutive updates are independent and
+// pipeline, where a window-at-a-time loop is one long compare/select
+// dependency chain. Averages keep one double sum per output.
+template <class T>
+void forward_plane(const PoolParams& p, const Geometry& g, const T* xb, int64_t n, int64_t c, float* best,
+                   int64_t* arg) {
+    const TensorView &x = p.x, &y = p.out, &iv = p.indices;
+    const PoolWindow& win = p.window;
+    T* yb = static_cast<T*>(y.data) + n * y.strides[0] + c * y.strides[1];
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+        const Span hs = window_span(win, 0, oh, g.H, g.OH);
+        if (win.kind != PoolKind::max) {
+            for (int64_t ow = 0; ow < g.OW; ++ow) {
+                const Span ws = window_span(win, 1, ow, g.W, g.OW);
+                double sum = 0.0;
+                for (int64_t h = hs.begin; h < hs.end; ++h) {
+                    const T* row = xb + h * x.strides[2];
+                    for (int64_t w = ws.begin; w < ws.end; ++w) sum += simd::to_float(row[w * x.strides[3]]);
+                }
+                yb[oh * y.strides[2] + ow * y.strides[3]] =
+                    simd::from_float<T>(static_cast<float>(sum / average_divisor(win, hs, ws)));
+            }
+            continue;
+        }
+        for (int64_t ow = 0; ow < g.OW; ++ow) {
+            const Span ws = window_span(win, 1, ow, g.W, g.OW);
+            best[ow] = -std::numeric_limits<float>::infinity();
+            arg[ow] = (hs.begin < hs.end && ws.begin < ws.end) ? hs.begin * g.W + ws.begin : 0;
+        }
+        // Taps in the order a window-at-a-time loop visits them (row-major),
+        // so ties and NaNs pick the same index as PyTorch.
+        for (int64_t h = hs.begin; h < hs.end; h += hs.step) {
+            const T* row = xb + h * x.strides[2];
+            for (int64_t s = 0; s < win.kernel[1]; ++s) {
+                const int64_t offset = s * win.dilation[1] - win.pad[1];
+                const int64_t lo = offset < 0 ? (-offset + win.stride[1] - 1) / win.stride[1] : 0;
+                const int64_t top = g.W - 1 - offset;
+                const int64_t hi = top < 0 ? 0 : std::min(g.OW, top / win.stride[1] + 1);
+                for (int64_t ow = lo; ow < hi; ++ow) {
+                    const int64_t w = ow * win.stride[1] + offset;
+                    const float v = simd::to_float(row[w * x.strides[3]]);
+                    const bool take = (v > best[ow]) | (v != v);  // no short-circuit branch
+                    best[ow] = take ? v : best[ow];
+                    arg[ow] = take ? h * g.W + w : arg[ow];
+                }
+            }
+        }
+        int64_t* ib = static_cast<int64_t*>(iv.data) + n * iv.strides[0] + c * iv.strides[1] + oh * iv.strides[2];
+        for (int64_t ow = 0; ow < g.OW; ++ow) {
+            yb[oh * y.strides[2] + ow * y.strides[3]] = simd::from_float<T>(best[ow]);
+            ib[ow * iv.strides[3]] = arg[ow];
+        }
+    }
+}
+
 template <class T>
 void forward_typed(const PoolParams& p) {
     const TensorView &x = p.x, &y = p.out;
@@ -88,10 +145,16 @@ void forward_typed(const PoolParams& p) {
         float best[kChannelBlock];
         double sum[kChannelBlock];
         int64_t arg[kChannelBlock];
+        std::vector<float> row_best(g.cblock == 1 ? g.OW : 0);
+        std::vector<int64_t> row_arg(g.cblock == 1 ? g.OW : 0);
         for (int64_t u = u0; u < u1; ++u) {
             const int64_t n = u / g.ncb, c0 = u % g.ncb * g.cblock;
             const int64_t nc = std::min(g.cblock, g.C - c0);
             const T* xb = xd + n * x.strides[0] + c0 * x.strides[1];
+            if (g.cblock == 1) {
+                forward_plane(p, g, xb, n, c0, row_best.data(), row_arg.data());
+                continue;
+            }
             for (int64_t oh = 0; oh < g.OH; ++oh) {
                 const Span hs = window_span(p.window, 0, oh, g.H, g.OH);
                 for (int64_t ow = 0; ow < g.OW; ++ow) {

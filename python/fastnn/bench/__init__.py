@@ -4,7 +4,7 @@ also as a fraction of this machine's roofline measured in the same run."""
 
 from __future__ import annotations
 
-from . import activation  # noqa: F401  (registers its cases)
+from . import activation, attention, conv  # noqa: F401  (registers their cases)
 from .harness import REGISTRY, Case, Workload, register
 from .runner import run_bench
 
