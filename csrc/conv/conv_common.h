@@ -43,6 +43,8 @@ inline Run valid_outputs(int64_t out, int64_t in, int64_t stride, int64_t pad, i
     return {lo, std::max(lo, hi), lo * stride - pad + offset};
 }
 
+inline constexpr int64_t kTransposeBlock = 16;
+
 class FloatBuffer {
 public:
     explicit FloatBuffer(int64_t n, bool zero = false)
@@ -93,6 +95,46 @@ struct PixelMajor {
     static bool direct(const TensorView& x) {
         return std::is_same_v<T, float> && (x.strides[1] == 1 || x.shape[1] == 1);
     }
+};
+
+// x as float pixels with the zero padding materialized: Hp = OH + (R-1) dil_h
+// rows of Wp = OW + (S-1) dil_w pixels of C channels per image, so for a
+// stride-1 convolution output pixel (oh, ow) and tap (r, s) read pixel
+// (oh + r dil_h) * Wp + ow + s dil_w: one linear index over whole rows. The
+// Wp - OW extra columns per row are computed and discarded; the slack at the
+// end keeps their reads inside the buffer.
+template <class T>
+struct PaddedPixels {
+    int64_t Hp, Wp, C, ns;
+    FloatBuffer copy;
+
+    PaddedPixels(const TensorView& x, int64_t OH, int64_t OW, int64_t R, int64_t S, const ConvGeometry& geo)
+        : Hp(OH + (R - 1) * geo.dilation[0]), Wp(OW + (S - 1) * geo.dilation[1]), C(x.shape[1]), ns(Hp * Wp * C),
+          copy(x.shape[0] * Hp * Wp * C + Wp * C) {
+        const int64_t N = x.shape[0], H = x.shape[2], W = x.shape[3];
+        const int64_t top = geo.pad[0], left = geo.pad[1];
+        float* dst = copy.get();
+        const T* src = static_cast<const T*>(x.data);
+        std::fill_n(dst + N * ns, Wp * C, 0.0f);
+        parallel_for(N * Hp, 1, [&](int64_t r0, int64_t r1) {
+            for (int64_t row = r0; row < r1; ++row) {
+                const int64_t n = row / Hp, ih = row % Hp - top;
+                float* d = dst + row * Wp * C;
+                std::fill_n(d, Wp * C, 0.0f);
+                if (ih < 0 || ih >= H) continue;
+                const T* s = src + n * x.strides[0] + ih * x.strides[2];
+                const int64_t w_end = std::min(W, Wp - left);
+                // A transpose in blocks of kTransposeBlock channels: each
+                // block reads that many input rows in step and writes whole
+                // runs of its pixels' channels.
+                for (int64_t c0 = 0; c0 < C; c0 += kTransposeBlock)
+                    for (int64_t w = 0; w < w_end; ++w)
+                        for (int64_t c = c0; c < std::min(C, c0 + kTransposeBlock); ++c)
+                            d[(w + left) * C + c] = simd::to_float(s[c * x.strides[1] + w * x.strides[3]]);
+            }
+        });
+    }
+    const float* data() const { return copy.get(); }
 };
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE::conv
