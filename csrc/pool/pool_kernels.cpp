@@ -12,6 +12,7 @@
 // order.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -108,19 +109,28 @@ void forward_plane(const PoolParams& p, const Geometry& g, const T* xb, int64_t 
         }
         // Taps in the order a window-at-a-time loop visits them (row-major),
         // so ties and NaNs pick the same index as PyTorch.
+        // Strides in locals: the stores to arg (int64) could otherwise alias
+        // the view's int64 strides and force a reload every iteration.
+        const int64_t step = win.stride[1], xs = x.strides[3];
         for (int64_t h = hs.begin; h < hs.end; h += hs.step) {
             const T* row = xb + h * x.strides[2];
             for (int64_t s = 0; s < win.kernel[1]; ++s) {
                 const int64_t offset = s * win.dilation[1] - win.pad[1];
-                const int64_t lo = offset < 0 ? (-offset + win.stride[1] - 1) / win.stride[1] : 0;
+                const int64_t lo = offset < 0 ? (-offset + step - 1) / step : 0;
                 const int64_t top = g.W - 1 - offset;
-                const int64_t hi = top < 0 ? 0 : std::min(g.OW, top / win.stride[1] + 1);
+                const int64_t hi = top < 0 ? 0 : std::min(g.OW, top / step + 1);
                 for (int64_t ow = lo; ow < hi; ++ow) {
-                    const int64_t w = ow * win.stride[1] + offset;
-                    const float v = simd::to_float(row[w * x.strides[3]]);
-                    const bool take = (v > best[ow]) | (v != v);  // no short-circuit branch
-                    best[ow] = take ? v : best[ow];
-                    arg[ow] = take ? h * g.W + w : arg[ow];
+                    const int64_t w = ow * step + offset;
+                    const float v = simd::to_float(row[w * xs]);
+                    // Masks, not branches: which value wins is data-dependent.
+                    const uint32_t take = -static_cast<uint32_t>((v > best[ow]) | (v != v));
+                    uint32_t vb, bb;
+                    std::memcpy(&vb, &v, 4);
+                    std::memcpy(&bb, &best[ow], 4);
+                    const uint32_t nb = (vb & take) | (bb & ~take);
+                    std::memcpy(&best[ow], &nb, 4);
+                    const int64_t wide = -static_cast<int64_t>(take & 1u);
+                    arg[ow] = ((h * g.W + w) & wide) | (arg[ow] & ~wide);
                 }
             }
         }
