@@ -14,5 +14,8 @@ void bind_norm(nanobind::module_& m);
 void bind_softmax(nanobind::module_& m);
 void bind_loss(nanobind::module_& m);
 void bind_dropout(nanobind::module_& m);
+void bind_attention(nanobind::module_& m);
+void bind_pool(nanobind::module_& m);
+void bind_conv(nanobind::module_& m);
 
 }  // namespace fastnn::bind

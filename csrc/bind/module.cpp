@@ -84,4 +84,7 @@ NB_MODULE(_C, m) {
     fastnn::bind::bind_softmax(m);
     fastnn::bind::bind_loss(m);
     fastnn::bind::bind_dropout(m);
+    fastnn::bind::bind_attention(m);
+    fastnn::bind::bind_pool(m);
+    fastnn::bind::bind_conv(m);
 }

@@ -29,6 +29,7 @@ class Workload:
     rotations: int = 1
     # Returns (fastnn error, torch error, floor) against a float64 reference.
     accuracy: Optional[Callable[[], tuple[float, float, float]]] = None
+    extra: dict = field(default_factory=dict)  # further measurements, copied into the row (and the JSON)
 
 
 @dataclass

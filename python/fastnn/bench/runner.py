@@ -125,6 +125,7 @@ def _run_case(case, device, timer, roofline) -> dict:
     row.update({k + "_ms": v for k, v in ms.items() if k.startswith("torch_")})
     if w.peak_gops:
         row["peak_gops"] = w.peak_gops
+    row.update(w.extra)
     return row
 
 
@@ -146,7 +147,14 @@ def format_table(report: dict) -> str:
     widths = [max(len(str(v)) for v in [c] + [row[i] for row in rows]) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(str(v).ljust(w) if i < 4 else str(v).rjust(w)  # noqa: E731
                                   for i, (v, w) in enumerate(zip(vals, widths)))
-    return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(row) for row in rows])
+    extras = [f"{x['op']} {x['pass']} {x['shape']}: " + ", ".join(f"{k} = {v:.4g}" for k, v in x.items()
+                                                              if k not in _ROW_KEYS and not k.endswith("_ms"))
+              for x in report["results"] if set(x) - _ROW_KEYS - {k for k in x if k.endswith("_ms")}]
+    return "\n".join([head, line(cols), line(["-" * w for w in widths])] + [line(row) for row in rows] + extras)
+
+
+_ROW_KEYS = {"family", "op", "pass", "device", "dtype", "shape", "speedup_vs_torch", "throughput", "unit",
+             "roofline_frac", "err_ratio"}
 
 
 def plot_speedups(report: dict, path: str) -> None:

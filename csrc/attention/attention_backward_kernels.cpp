@@ -1,0 +1,185 @@
+// Attention backward, compiled once per ISA. Floor: 10 Sq Skv D FLOPs (five
+// products: the recomputed scores, dP, dV, dK, dQ; causal: about half).
+//
+// A prepass converts, per head, Q and dO into float rows (Sq x Dp, D padded
+// to the vector width with zeros) and transposed (D x Sq), K and V into rows,
+// and computes delta_i = sum_d dO_id O_id. Then one task = one (batch, kv
+// head, split), walking its key blocks; for each key block and every query
+// block of every query head in the group (GQA: all of them feed one dK, dV):
+//   St  = K_blk Qt,  Pt = exp(scale St + mask - lse)   (keys x queries)
+//   dPt = V_blk dOt, dSt = Pt (dPt - delta)
+//   dV_blk += Pt dO,  dK_blk += dSt Q,  dQ_split += dSt^T K_blk
+// dK and dV are private to the task. dQ is summed per split in its own
+// float buffer and the splits are added in a fixed order at the end, so the
+// result is deterministic for a given thread count. Splits exist only when
+// there are fewer (batch, kv head) pairs than threads.
+#include "attention_common.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE::attention {
+namespace {
+
+// delta_i = sum_d dO_id O_id for the columns of Ot and dOt (D rows of ld),
+// summed in exactly the order tile::gemm sums dP_ij = sum_d dO_id V_jd: where
+// the output row equals a value row (a single unmasked key), dP - delta is
+// then exactly 0, as it is mathematically, instead of a rounding residue.
+void row_dots(const float* Ot, const float* dOt, int64_t D, int64_t ld, int64_t n, float* delta) {
+    for (int64_t c = 0; c < n; c += W) {
+        VecF32 total = VecF32::zero();
+        for (int64_t d0 = 0; d0 < D; d0 += tile::kChunk) {
+            VecF32 acc = VecF32::zero();
+            for (int64_t d = d0; d < std::min(D, d0 + tile::kChunk); ++d)
+                acc = tile::fused_madd(VecF32::load(Ot + d * ld + c), VecF32::load(dOt + d * ld + c), acc);
+            total = d0 == 0 ? acc : acc + total;
+        }
+        total.store(delta + c);
+    }
+}
+
+template <class T>
+void backward_typed(const AttentionBackwardParams& p) {
+    const int64_t B = p.q.shape[0], Hq = p.q.shape[1], Sq = p.q.shape[2], D = p.q.shape[3];
+    const int64_t Hkv = p.k.shape[1], Skv = p.k.shape[2];
+    const int64_t group = Hq / Hkv;
+    const int64_t Dp = tile::round_up(D, W), SqP = tile::round_up(Sq, W);
+    const int64_t nkb = (Skv + kBlockK - 1) / kBlockK;
+    const int64_t units = B * Hkv;
+    const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(nkb, (num_threads() + units - 1) / units));
+    if (B * Hkv * Skv == 0 && B * Hq * Sq == 0) return;
+
+    // Per query head: Q rows, dO rows, Qt, dOt, delta, lse (padded with +inf).
+    const int64_t q_head = 2 * Sq * Dp + 2 * D * SqP + 2 * SqP;
+    const int64_t kv_head = 2 * Skv * Dp;
+    const int64_t dq_head = Sq * Dp;
+    const Scratch workspace(B * Hq * q_head + B * Hkv * kv_head + splits * B * Hq * dq_head);
+    float* q_side = workspace.get();
+    float* kv_side = q_side + B * Hq * q_head;
+    float* dq_part = kv_side + B * Hkv * kv_head;
+
+    const T* q = static_cast<const T*>(p.q.data);
+    const T* k = static_cast<const T*>(p.k.data);
+    const T* v = static_cast<const T*>(p.v.data);
+    const T* o = static_cast<const T*>(p.out.data);
+    const T* go = static_cast<const T*>(p.grad_out.data);
+    const float* lse = static_cast<const float*>(p.lse.data);
+
+    parallel_for(B * Hq + B * Hkv, 1, [&](int64_t h0, int64_t h1) {
+        for (int64_t head = h0; head < h1; ++head) {
+            if (head < B * Hq) {
+                const int64_t b = head / Hq, h = head % Hq;
+                float* Qr = q_side + head * q_head;
+                float* dOr = Qr + Sq * Dp;
+                float* Qt = dOr + Sq * Dp;
+                float* dOt = Qt + D * SqP;
+                float* delta = dOt + D * SqP;
+                float* lse_pad = delta + SqP;
+                const Scratch out_t(D * SqP);
+                float* Ot = out_t.get();
+                std::fill(Qt, Qt + 2 * D * SqP, 0.0f);
+                std::fill_n(Ot, D * SqP, 0.0f);
+                for (int64_t i = 0; i < Sq; ++i) {
+                    for (int64_t d = 0; d < Dp; ++d) {
+                        const float qv = d < D ? load_float(q, offset4(p.q, b, h, i, d)) : 0.0f;
+                        const float gv = d < D ? load_float(go, offset4(p.grad_out, b, h, i, d)) : 0.0f;
+                        Qr[i * Dp + d] = qv, dOr[i * Dp + d] = gv;
+                        if (d < D) {
+                            Qt[d * SqP + i] = qv, dOt[d * SqP + i] = gv;
+                            Ot[d * SqP + i] = load_float(o, offset4(p.out, b, h, i, d));
+                        }
+                    }
+                    lse_pad[i] = lse[b * p.lse.strides[0] + h * p.lse.strides[1] + i * p.lse.strides[2]];
+                }
+                row_dots(Ot, dOt, D, SqP, SqP, delta);
+                for (int64_t i = Sq; i < SqP; ++i) lse_pad[i] = kInf;
+                for (int64_t s = 0; s < splits; ++s)
+                    std::fill_n(dq_part + (s * B * Hq + head) * dq_head, dq_head, 0.0f);
+            } else {
+                const int64_t kh = head - B * Hq, b = kh / Hkv, h = kh % Hkv;
+                float* Kr = kv_side + kh * kv_head;
+                float* Vr = Kr + Skv * Dp;
+                for (int64_t j = 0; j < Skv; ++j)
+                    for (int64_t d = 0; d < Dp; ++d) {
+                        Kr[j * Dp + d] = d < D ? load_float(k, offset4(p.k, b, h, j, d)) : 0.0f;
+                        Vr[j * Dp + d] = d < D ? load_float(v, offset4(p.v, b, h, j, d)) : 0.0f;
+                    }
+            }
+        }
+    });
+
+    T* dk = static_cast<T*>(p.dk.data);
+    T* dv = static_cast<T*>(p.dv.data);
+    for_each_task(units * splits, [&](int64_t slot, int64_t nslots) {
+        const Scratch scratch(2 * kBlockK * kBlockQ + 2 * kBlockK * Dp);
+        float* St = scratch.get();            // kBlockK x kBlockQ: scores, then probabilities
+        float* dSt = St + kBlockK * kBlockQ;  // kBlockK x kBlockQ: dP, then dS
+        float* dK = dSt + kBlockK * kBlockQ;  // kBlockK x Dp
+        float* dV = dK + kBlockK * Dp;        // kBlockK x Dp
+        for (int64_t task = slot; task < units * splits; task += nslots) {
+            const int64_t unit = task / splits, split = task % splits;
+            const int64_t b = unit / Hkv, hk = unit % Hkv;
+            const float* Kr = kv_side + unit * kv_head;
+            const float* Vr = Kr + Skv * Dp;
+            for (int64_t kb = split; kb < nkb; kb += splits) {
+                const int64_t j0 = kb * kBlockK;
+                const int cols = static_cast<int>(std::min<int64_t>(kBlockK, Skv - j0));
+                std::fill_n(dK, 2 * kBlockK * Dp, 0.0f);
+                for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+                    const int64_t head = b * Hq + h;
+                    const float* Qr = q_side + head * q_head;
+                    const float* dOr = Qr + Sq * Dp;
+                    const float* Qt = dOr + Sq * Dp;
+                    const float* dOt = Qt + D * SqP;
+                    const float* delta = dOt + D * SqP;
+                    const float* lse_pad = delta + SqP;
+                    float* dQ = dq_part + (split * B * Hq + head) * dq_head;
+                    const ScoreEpilogue epilogue(p.mask, p.scale, p.causal, b, h);
+                    // Causal: queries before j0 see none of this block.
+                    for (int64_t i0 = p.causal ? j0 / kBlockQ * kBlockQ : 0; i0 < Sq; i0 += kBlockQ) {
+                        const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, Sq - i0));
+                        const int npad = static_cast<int>(tile::round_up(rows, W));
+                        tile::gemm(cols, npad, D, Kr + j0 * Dp, Dp, 1, Qt + i0, SqP, St, kBlockQ, false);
+                        epilogue.apply(St, kBlockQ, j0, cols, i0, rows, npad);
+                        tile::gemm(cols, npad, D, Vr + j0 * Dp, Dp, 1, dOt + i0, SqP, dSt, kBlockQ, false);
+                        for (int j = 0; j < cols; ++j)
+                            for (int c = 0; c < npad; c += W) {
+                                float* s = St + j * kBlockQ + c;
+                                float* ds = dSt + j * kBlockQ + c;
+                                const VecF32 prob = simd::exp(VecF32::load(s) - VecF32::load(lse_pad + i0 + c));
+                                prob.store(s);
+                                (prob * (VecF32::load(ds) - VecF32::load(delta + i0 + c))).store(ds);
+                            }
+                        tile::gemm(cols, Dp, rows, St, kBlockQ, 1, dOr + i0 * Dp, Dp, dV, Dp, true);
+                        tile::gemm(cols, Dp, rows, dSt, kBlockQ, 1, Qr + i0 * Dp, Dp, dK, Dp, true);
+                        tile::gemm(rows, Dp, cols, dSt, 1, kBlockQ, Kr + j0 * Dp, Dp, dQ + i0 * Dp, Dp, true);
+                    }
+                }
+                for (int j = 0; j < cols; ++j)
+                    for (int64_t d = 0; d < D; ++d) {
+                        dk[offset4(p.dk, b, hk, j0 + j, d)] = simd::from_float<T>(dK[j * Dp + d] * p.scale);
+                        dv[offset4(p.dv, b, hk, j0 + j, d)] = simd::from_float<T>(dV[j * Dp + d]);
+                    }
+            }
+        }
+    });
+
+    T* dq = static_cast<T*>(p.dq.data);
+    parallel_for(B * Hq, 1, [&](int64_t h0, int64_t h1) {
+        for (int64_t head = h0; head < h1; ++head) {
+            const int64_t b = head / Hq, h = head % Hq;
+            for (int64_t i = 0; i < Sq; ++i)
+                for (int64_t d = 0; d < D; ++d) {
+                    float sum = 0.0f;
+                    for (int64_t s = 0; s < splits; ++s) sum += dq_part[(s * B * Hq + head) * dq_head + i * Dp + d];
+                    dq[offset4(p.dq, b, h, i, d)] = simd::from_float<T>(sum * p.scale);
+                }
+        }
+    });
+}
+
+}  // namespace
+
+void attention_backward_kernel(const AttentionBackwardParams& p) {
+    if (p.q.dtype == DType::bf16) backward_typed<bf16>(p);
+    else backward_typed<float>(p);
+}
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE::attention

@@ -1,0 +1,115 @@
+// Pieces shared by the attention forward and backward kernels (compiled per
+// ISA with them): tile sizes, strided element access, the score epilogue
+// (scale, mask, causal cut) and the round-robin task loop.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+#include "fastnn/attention.h"
+#include "fastnn/parallel.h"
+#include "fastnn/simd.h"
+#include "tile_gemm.h"
+#include "vec_exp.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE::attention {
+
+using simd::VecF32;
+inline constexpr int W = VecF32::width;
+// Queries per block: the vector (column) dimension of every score tile, so
+// the online softmax runs down columns with plain vector max/add and no
+// horizontal reductions. Keys per block: 64 x 64 fp32 scores are 16 KiB, and
+// with the transposed query block (D x 64) they stay in L1/L2 for the block.
+inline constexpr int kBlockQ = 64;
+inline constexpr int kBlockK = 64;
+inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+inline constexpr float kInf = std::numeric_limits<float>::infinity();
+
+void attention_forward_kernel(const AttentionParams& p);
+void attention_backward_kernel(const AttentionBackwardParams& p);
+
+// 64-byte aligned float scratch, freed on scope exit.
+class Scratch {
+public:
+    explicit Scratch(int64_t n)
+        : data_(static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(tile::round_up(std::max<int64_t>(n, 1), 16)) * 4))) {}
+    ~Scratch() { std::free(data_); }
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    float* get() const { return data_; }
+
+private:
+    float* data_;
+};
+
+template <class T>
+inline float load_float(const T* base, int64_t off) { return simd::to_float(base[off]); }
+
+inline int64_t offset4(const TensorView& t, int64_t a, int64_t b, int64_t c, int64_t d) {
+    return a * t.strides[0] + b * t.strides[1] + c * t.strides[2] + d * t.strides[3];
+}
+
+// What turns one (batch, head)'s raw q.k dot products into logits.
+struct ScoreEpilogue {
+    float scale;
+    bool causal;
+    const void* mask = nullptr;  // already offset to this (batch, head)
+    DType mask_dtype = DType::boolean;
+    int64_t mask_si = 0, mask_sj = 0;
+
+    ScoreEpilogue(const TensorView& m, float scale_, bool causal_, int64_t b, int64_t h)
+        : scale(scale_), causal(causal_) {
+        if (!m.data) return;
+        const int64_t off = b * m.strides[0] + h * m.strides[1];
+        mask = static_cast<const char*>(m.data) + off * static_cast<int64_t>(dtype_size(m.dtype));
+        mask_dtype = m.dtype;
+        mask_si = m.strides[2];
+        mask_sj = m.strides[3];
+    }
+
+    float mask_at(int64_t i, int64_t j) const {
+        const int64_t off = i * mask_si + j * mask_sj;
+        switch (mask_dtype) {
+            case DType::boolean: return static_cast<const uint8_t*>(mask)[off] ? 0.0f : kNegInf;
+            case DType::bf16: return simd::bf16_to_float(static_cast<const bf16*>(mask)[off]);
+            default: return static_cast<const float*>(mask)[off];
+        }
+    }
+
+    // St holds `cols` keys (from j0) as rows of ld floats, `npad` queries
+    // (from i0, the first `rows` of them real) as columns.
+    void apply(float* St, int64_t ld, int64_t j0, int cols, int64_t i0, int rows, int npad) const {
+        const VecF32 s = VecF32::broadcast(scale);
+        for (int j = 0; j < cols; ++j) {
+            float* row = St + j * ld;
+            for (int i = 0; i < npad; i += W) (VecF32::load(row + i) * s).store(row + i);
+            if (mask && mask_si == 0) {
+                // A key mask: one value for the whole row of queries.
+                const VecF32 m = VecF32::broadcast(mask_at(0, j0 + j));
+                for (int i = 0; i < npad; i += W) (VecF32::load(row + i) + m).store(row + i);
+            } else if (mask) {
+                for (int i = 0; i < rows; ++i) row[i] += mask_at(i0 + i, j0 + j);
+            }
+            if (causal && j0 + j > i0) {
+                const int64_t cut = std::min<int64_t>(npad, j0 + j - i0);
+                for (int64_t i = 0; i < cut; ++i) row[i] = kNegInf;
+            }
+        }
+    }
+};
+
+// Calls body(slot, nslots) once per thread slot; body runs the tasks slot,
+// slot + nslots, ... (round-robin), so neighbouring tasks (consecutive query
+// blocks of a causal head, whose costs grow along the sequence) land on
+// different threads, and allocates its scratch once for all of them.
+template <class Body>
+void for_each_task(int64_t ntasks, Body&& body) {
+    const int64_t nslots = std::min<int64_t>(num_threads(), ntasks);
+    parallel_for(nslots, 1, [&](int64_t s0, int64_t s1) {
+        for (int64_t slot = s0; slot < s1; ++slot) body(slot, nslots);
+    });
+}
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE::attention

@@ -1,0 +1,162 @@
+// Attention forward, compiled once per ISA. Floor: 4 Sq Skv D FLOPs (two
+// products; causal: about half), and O(S D) bytes, so compute-bound for any
+// practical length.
+//
+// One task = one (batch, query head, block of 64 queries). The block of Q is
+// transposed once into Qt (D x 64), then for each block of 64 keys:
+//   St = K_blk Qt           scores, keys as rows, queries as columns
+//   online softmax down the columns (vector max / exp / add, no shuffles)
+//   Ot = alpha * Ot + V_blk^T St   (Ot: D x 64, the output transposed)
+// Both products are tile::gemm with K and V read in place by broadcasts (no
+// transposes of K or V); bfloat16 or strided-D inputs are first converted
+// into a float workspace of the same O(S D) size. The output is transposed
+// back and divided by the row sums once per task; lse = max + log(sum).
+#include "attention_common.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE::attention {
+namespace {
+
+// K and V of every (batch, kv head) as float rows of D with unit stride:
+// the inputs themselves when they already are, else a converted copy.
+template <class T>
+struct KeyValueRows {
+    const float* k = nullptr;
+    const float* v = nullptr;
+    int64_t k_row = 0, v_row = 0;         // stride between keys
+    int64_t k_head[2] = {}, v_head[2] = {};  // strides of batch and head
+    float* workspace = nullptr;
+
+    KeyValueRows(const TensorView& kt, const TensorView& vt) {
+        const int64_t B = kt.shape[0], H = kt.shape[1], S = kt.shape[2], D = kt.shape[3];
+        const bool direct = std::is_same_v<T, float> && (kt.strides[3] == 1 || D == 1) && (vt.strides[3] == 1 || D == 1);
+        if (direct) {
+            k = static_cast<const float*>(kt.data);
+            v = static_cast<const float*>(vt.data);
+            k_row = kt.strides[2], v_row = vt.strides[2];
+            k_head[0] = kt.strides[0], k_head[1] = kt.strides[1];
+            v_head[0] = vt.strides[0], v_head[1] = vt.strides[1];
+            return;
+        }
+        workspace = static_cast<float*>(std::aligned_alloc(64, tile::round_up(2 * B * H * S * D, 16) * 4));
+        float* kw = workspace;
+        float* vw = workspace + B * H * S * D;
+        const T* ks = static_cast<const T*>(kt.data);
+        const T* vs = static_cast<const T*>(vt.data);
+        parallel_for(B * H, 1, [&](int64_t h0, int64_t h1) {
+            for (int64_t bh = h0; bh < h1; ++bh) {
+                const int64_t b = bh / H, h = bh % H;
+                for (int64_t s = 0; s < S; ++s)
+                    for (int64_t d = 0; d < D; ++d) {
+                        kw[(bh * S + s) * D + d] = load_float(ks, offset4(kt, b, h, s, d));
+                        vw[(bh * S + s) * D + d] = load_float(vs, offset4(vt, b, h, s, d));
+                    }
+            }
+        });
+        k = kw, v = vw;
+        k_row = v_row = D;
+        k_head[0] = v_head[0] = H * S * D;
+        k_head[1] = v_head[1] = S * D;
+    }
+    ~KeyValueRows() { std::free(workspace); }
+    KeyValueRows(const KeyValueRows&) = delete;
+    KeyValueRows& operator=(const KeyValueRows&) = delete;
+};
+
+template <class T>
+void forward_typed(const AttentionParams& p) {
+    const int64_t B = p.q.shape[0], Hq = p.q.shape[1], Sq = p.q.shape[2], D = p.q.shape[3];
+    const int64_t Hkv = p.k.shape[1], Skv = p.k.shape[2];
+    const int64_t group = Hq / Hkv;
+    const int64_t nqb = (Sq + kBlockQ - 1) / kBlockQ;
+    if (B * Hq * Sq == 0) return;
+    const KeyValueRows<T> kv(p.k, p.v);
+    const T* q = static_cast<const T*>(p.q.data);
+    T* out = static_cast<T*>(p.out.data);
+    float* lse = static_cast<float*>(p.lse.data);
+
+    for_each_task(B * Hq * nqb, [&](int64_t slot, int64_t nslots) {
+        const Scratch scratch(3 * D * kBlockQ + kBlockK * kBlockQ + 4 * kBlockQ);
+        float* Qt = scratch.get();             // D x kBlockQ
+        float* Ot = Qt + D * kBlockQ;          // D x kBlockQ
+        float* St = Ot + D * kBlockQ;          // kBlockK x kBlockQ
+        float* row_max = St + kBlockK * kBlockQ;
+        float* row_sum = row_max + kBlockQ;
+        float* alpha = row_sum + kBlockQ;
+        for (int64_t task = slot; task < B * Hq * nqb; task += nslots) {
+            const int64_t b = task / (Hq * nqb), h = task / nqb % Hq, i0 = task % nqb * kBlockQ;
+            const int64_t hk = h / group;
+            const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, Sq - i0));
+            const int npad = static_cast<int>(tile::round_up(rows, W));
+            const float* K = kv.k + b * kv.k_head[0] + hk * kv.k_head[1];
+            const float* V = kv.v + b * kv.v_head[0] + hk * kv.v_head[1];
+            const ScoreEpilogue epilogue(p.mask, p.scale, p.causal, b, h);
+
+            for (int64_t d = 0; d < D; ++d)
+                for (int i = rows; i < npad; ++i) Qt[d * kBlockQ + i] = 0.0f;
+            for (int i = 0; i < rows; ++i)
+                for (int64_t d = 0; d < D; ++d) Qt[d * kBlockQ + i] = load_float(q, offset4(p.q, b, h, i0 + i, d));
+            for (int i = 0; i < npad; ++i) row_max[i] = kNegInf, row_sum[i] = 0.0f;
+
+            const int64_t kv_end = p.causal ? std::min<int64_t>(Skv, i0 + rows) : Skv;
+            for (int64_t j0 = 0; j0 < kv_end; j0 += kBlockK) {
+                const int cols = static_cast<int>(std::min<int64_t>(kBlockK, kv_end - j0));
+                tile::gemm(cols, npad, D, K + j0 * kv.k_row, kv.k_row, 1, Qt, kBlockQ, St, kBlockQ, false);
+                epilogue.apply(St, kBlockQ, j0, cols, i0, rows, npad);
+                for (int c = 0; c < npad; c += W) {
+                    const VecF32 old_max = VecF32::load(row_max + c);
+                    VecF32 new_max = old_max;
+                    for (int j = 0; j < cols; ++j) new_max = simd::max(new_max, VecF32::load(St + j * kBlockQ + c));
+                    // A column with no unmasked key yet keeps max -inf; it
+                    // subtracts 0 instead, so exp(-inf - 0) = 0, not NaN.
+                    const VecF32 neg_inf = VecF32::broadcast(kNegInf);
+                    const VecF32 shift = simd::select(simd::cmp_le(new_max, neg_inf), VecF32::zero(), new_max);
+                    const VecF32 a = simd::exp(old_max - shift);
+                    // Four interleaved partial sums: the row sum scales every
+                    // output of the row, so its rounding error matters more
+                    // than any single product's.
+                    VecF32 sum[4] = {VecF32::zero(), VecF32::zero(), VecF32::zero(), VecF32::zero()};
+                    for (int j = 0; j < cols; ++j) {
+                        const VecF32 e = simd::exp(VecF32::load(St + j * kBlockQ + c) - shift);
+                        e.store(St + j * kBlockQ + c);
+                        sum[j & 3] = sum[j & 3] + e;
+                    }
+                    const VecF32 block_sum = (sum[0] + sum[1]) + (sum[2] + sum[3]);
+                    simd::fmadd(VecF32::load(row_sum + c), a, block_sum).store(row_sum + c);
+                    new_max.store(row_max + c);
+                    a.store(alpha + c);
+                }
+                if (j0 > 0)
+                    for (int64_t d = 0; d < D; ++d)
+                        for (int c = 0; c < npad; c += W)
+                            (VecF32::load(Ot + d * kBlockQ + c) * VecF32::load(alpha + c)).store(Ot + d * kBlockQ + c);
+                tile::gemm(D, npad, cols, V + j0 * kv.v_row, 1, kv.v_row, St, kBlockQ, Ot, kBlockQ, j0 > 0);
+            }
+
+            for (int i = 0; i < rows; ++i) {
+                const float l = row_sum[i];
+                const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+                lse[b * p.lse.strides[0] + h * p.lse.strides[1] + (i0 + i) * p.lse.strides[2]] =
+                    l > 0.0f ? row_max[i] + std::log(l) : kInf;
+                for (int64_t d = 0; d < D; ++d)
+                    out[offset4(p.out, b, h, i0 + i, d)] =
+                        simd::from_float<T>(kv_end > 0 ? Ot[d * kBlockQ + i] * inv : 0.0f);
+            }
+        }
+    });
+}
+
+}  // namespace
+
+void attention_forward_kernel(const AttentionParams& p) {
+    if (p.q.dtype == DType::bf16) forward_typed<bf16>(p);
+    else forward_typed<float>(p);
+}
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE::attention
+
+namespace fastnn::FASTNN_ISA_NAMESPACE {
+
+const AttentionKernels attention_kernels = {attention::attention_forward_kernel,
+                                            attention::attention_backward_kernel};
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE

@@ -1,0 +1,68 @@
+// exp on float32 vectors, for the softmax inside attention. Range reduction
+// x = n ln2 + r, |r| <= ln2 / 2 (ln2 split in two so n ln2 is exact), then
+// Cephes' degree-6 polynomial for e^r (about 1 ulp), then a scale by 2^n.
+// exp(-inf) = 0 and NaN propagates. Results that would be subnormal (x below
+// about -87.3) are flushed to zero on AVX2 and the portable path: in a softmax
+// they are below the rounding of any row sum.
+#pragma once
+
+#include <cmath>
+
+#include "fastnn/simd.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE::simd {
+
+inline VecF32 exp_poly(VecF32 r) {
+    VecF32 p = VecF32::broadcast(1.9875691500e-4f);
+    p = fmadd(p, r, VecF32::broadcast(1.3981999507e-3f));
+    p = fmadd(p, r, VecF32::broadcast(8.3334519073e-3f));
+    p = fmadd(p, r, VecF32::broadcast(4.1665795894e-2f));
+    p = fmadd(p, r, VecF32::broadcast(1.6666665459e-1f));
+    p = fmadd(p, r, VecF32::broadcast(5.0000001201e-1f));
+    return fmadd(p, r * r, r + VecF32::broadcast(1.0f));
+}
+
+#if FASTNN_SIMD_AVX512
+
+inline VecF32 exp(VecF32 x) {
+    // scalef handles the whole exponent range (subnormals, overflow to inf);
+    // the clamp keeps r finite for x = -inf. max(c, x) returns x when x is NaN.
+    x = max(VecF32::broadcast(-150.0f), x);
+    x = min(VecF32::broadcast(100.0f), x);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x.v, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x.v);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    return {_mm512_scalef_ps(exp_poly({r}).v, n)};
+}
+
+#elif FASTNN_SIMD_AVX2
+
+inline VecF32 exp(VecF32 x) {
+    const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(88.3762626647949f);
+    const __m256 underflow = _mm256_cmp_ps(x.v, lo, _CMP_LT_OQ);
+    const __m256 overflow = _mm256_cmp_ps(x.v, _mm256_set1_ps(88.72283935546875f), _CMP_GT_OQ);
+    const __m256 xc = _mm256_min_ps(hi, _mm256_max_ps(lo, x.v));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256 y = _mm256_mul_ps(exp_poly({r}).v, _mm256_castsi256_ps(e));
+    y = _mm256_andnot_ps(underflow, y);
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), overflow);
+    const __m256 nan = _mm256_cmp_ps(x.v, x.v, _CMP_UNORD_Q);
+    return {_mm256_blendv_ps(y, x.v, nan)};
+}
+
+#else
+
+inline VecF32 exp(VecF32 x) {
+    VecF32 y;
+    for (int i = 0; i < VecF32::width; ++i) y.v[i] = std::exp(x.v[i]);
+    return y;
+}
+
+#endif
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE::simd

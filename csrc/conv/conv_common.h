@@ -1,0 +1,140 @@
+// Pieces shared by the convolution kernels (compiled per ISA with them):
+// sizes, the range of output positions a filter tap reaches, and the float
+// packings every product reads. Every product is tile::gemm (the attention
+// family's register-blocked micro-kernel; the shared GEMM of csrc/gemm can
+// replace it): the vector dimension is always a channel dimension, padded to
+// the vector width in the packed B operands and in the accumulators.
+#pragma once
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "../attention/tile_gemm.h"
+#include "fastnn/conv.h"
+#include "fastnn/parallel.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE::conv {
+
+using tile::round_up;
+
+void conv_forward_kernel(const ConvParams& p);
+void conv_backward_kernel(const ConvBackwardParams& p);
+
+struct Sizes {
+    int64_t N, C, H, W, K, R, S, OH, OW, G, Cg, Kg, Cgp, Kgp;
+
+    Sizes(const TensorView& x, const TensorView& w, const TensorView& y, int64_t groups)
+        : N(x.shape[0]), C(x.shape[1]), H(x.shape[2]), W(x.shape[3]), K(w.shape[0]), R(w.shape[2]), S(w.shape[3]),
+          OH(y.shape[2]), OW(y.shape[3]), G(groups), Cg(C / groups), Kg(K / groups),
+          Cgp(round_up(C / groups, tile::kWidth)), Kgp(round_up(K / groups, tile::kWidth)) {}
+};
+
+// Output positions [lo, hi) whose input index o * stride - pad + offset lies
+// in [0, in); first_in is the input index of lo.
+struct Run {
+    int64_t lo, hi, first_in;
+};
+
+inline Run valid_outputs(int64_t out, int64_t in, int64_t stride, int64_t pad, int64_t offset) {
+    const int64_t need = pad - offset;  // o * stride >= need
+    const int64_t lo = need > 0 ? (need + stride - 1) / stride : 0;
+    const int64_t top = in - 1 + pad - offset;  // o * stride <= top
+    const int64_t hi = top < 0 ? 0 : std::min(out, top / stride + 1);
+    return {lo, std::max(lo, hi), lo * stride - pad + offset};
+}
+
+inline constexpr int64_t kTransposeBlock = 16;
+
+class FloatBuffer {
+public:
+    explicit FloatBuffer(int64_t n, bool zero = false)
+        : data_(static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(round_up(std::max<int64_t>(n, 1), 16)) * 4))) {
+        if (zero) std::fill_n(data_, n, 0.0f);
+    }
+    ~FloatBuffer() { std::free(data_); }
+    FloatBuffer(const FloatBuffer&) = delete;
+    FloatBuffer& operator=(const FloatBuffer&) = delete;
+    float* get() const { return data_; }
+
+private:
+    float* data_;
+};
+
+// x as float pixels of C channels: element (n, h, w, c) at
+// data[n * ns + h * hs + w * ws + c]. A view of x when it is float32 with
+// unit channel stride (channels-last), else a converted copy.
+template <class T>
+struct PixelMajor {
+    const float* data;
+    int64_t ns, hs, ws;
+    FloatBuffer copy;
+
+    explicit PixelMajor(const TensorView& x)
+        : copy(direct(x) ? 0 : x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3]) {
+        const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+        if (direct(x)) {
+            data = static_cast<const float*>(x.data);
+            ns = x.strides[0], hs = x.strides[2], ws = x.strides[3];
+            return;
+        }
+        float* dst = copy.get();
+        const T* src = static_cast<const T*>(x.data);
+        parallel_for(N * H, 1, [&](int64_t r0, int64_t r1) {
+            for (int64_t row = r0; row < r1; ++row) {
+                const int64_t n = row / H, h = row % H;
+                const T* s = src + n * x.strides[0] + h * x.strides[2];
+                float* d = dst + row * W * C;
+                for (int64_t c = 0; c < C; ++c)
+                    for (int64_t w = 0; w < W; ++w) d[w * C + c] = simd::to_float(s[c * x.strides[1] + w * x.strides[3]]);
+            }
+        });
+        data = dst;
+        ns = H * W * C, hs = W * C, ws = C;
+    }
+
+    static bool direct(const TensorView& x) {
+        return std::is_same_v<T, float> && (x.strides[1] == 1 || x.shape[1] == 1);
+    }
+};
+
+// x as float pixels with the zero padding materialized: Hp = OH + (R-1) dil_h
+// rows of Wp = OW + (S-1) dil_w pixels of C channels per image, so for a
+// stride-1 convolution output pixel (oh, ow) and tap (r, s) read pixel
+// (oh + r dil_h) * Wp + ow + s dil_w: one linear index over whole rows. The
+// Wp - OW extra columns per row are computed and discarded; the slack at the
+// end keeps their reads inside the buffer.
+template <class T>
+struct PaddedPixels {
+    int64_t Hp, Wp, C, ns;
+    FloatBuffer copy;
+
+    PaddedPixels(const TensorView& x, int64_t OH, int64_t OW, int64_t R, int64_t S, const ConvGeometry& geo)
+        : Hp(OH + (R - 1) * geo.dilation[0]), Wp(OW + (S - 1) * geo.dilation[1]), C(x.shape[1]), ns(Hp * Wp * C),
+          copy(x.shape[0] * Hp * Wp * C + Wp * C) {
+        const int64_t N = x.shape[0], H = x.shape[2], W = x.shape[3];
+        const int64_t top = geo.pad[0], left = geo.pad[1];
+        float* dst = copy.get();
+        const T* src = static_cast<const T*>(x.data);
+        std::fill_n(dst + N * ns, Wp * C, 0.0f);
+        parallel_for(N * Hp, 1, [&](int64_t r0, int64_t r1) {
+            for (int64_t row = r0; row < r1; ++row) {
+                const int64_t n = row / Hp, ih = row % Hp - top;
+                float* d = dst + row * Wp * C;
+                std::fill_n(d, Wp * C, 0.0f);
+                if (ih < 0 || ih >= H) continue;
+                const T* s = src + n * x.strides[0] + ih * x.strides[2];
+                const int64_t w_end = std::min(W, Wp - left);
+                // A transpose in blocks of kTransposeBlock channels: each
+                // block reads that many input rows in step and writes whole
+                // runs of its pixels' channels.
+                for (int64_t c0 = 0; c0 < C; c0 += kTransposeBlock)
+                    for (int64_t w = 0; w < w_end; ++w)
+                        for (int64_t c = c0; c < std::min(C, c0 + kTransposeBlock); ++c)
+                            d[(w + left) * C + c] = simd::to_float(s[c * x.strides[1] + w * x.strides[3]]);
+            }
+        });
+    }
+    const float* data() const { return copy.get(); }
+};
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE::conv

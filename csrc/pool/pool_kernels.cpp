@@ -1,0 +1,276 @@
+// 2-D pooling, compiled once per ISA. Memory-bound: the floor is reading x
+// once and writing out (plus indices) once; for overlapping windows every
+// input is reused from L1. Work is split into (image, block of channels)
+// units: with channels-last strides a block is 64 adjacent channels, so the
+// innermost loop runs over contiguous channels and vectorizes; with NCHW
+// strides a block is one channel plane, and the window loops walk rows.
+// Averages and gradients are summed in double (pooling is memory-bound, so
+// this is free) and rounded once, which keeps long windows (a global average
+// over 7x7 or 56x56) within PyTorch's own error. Backward accumulates each
+// unit's input gradient in a private buffer (windows overlap when stride <
+// kernel), so no two threads write one element and the sums are in a fixed
+// order.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "fastnn/parallel.h"
+#include "fastnn/pool.h"
+#include "fastnn/simd.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE {
+namespace {
+
+constexpr int64_t kChannelBlock = 64;
+
+struct Geometry {
+    int64_t N, C, H, W, OH, OW;
+    int64_t cblock, ncb;
+
+    Geometry(const TensorView& in, const TensorView& out, bool channels_inner)
+        : N(in.shape[0]), C(in.shape[1]), H(in.shape[2]), W(in.shape[3]), OH(out.shape[2]), OW(out.shape[3]) {
+        cblock = channels_inner ? kChannelBlock : 1;
+        ncb = (C + cblock - 1) / cblock;
+    }
+};
+
+bool channels_inner(const TensorView& a, const TensorView& b) {
+    return a.shape[1] > 1 && a.strides[1] == 1 && b.strides[1] == 1;
+}
+
+// The input rows (or columns) one output row reads: begin, end (exclusive),
+// step, and for averages the divisor's factor along this axis.
+struct Span {
+    int64_t begin, end, step, count;
+};
+
+Span window_span(const PoolWindow& w, int axis, int64_t o, int64_t in, int64_t out) {
+    switch (w.kind) {
+        case PoolKind::max: {
+            const int64_t d = w.dilation[axis];
+            int64_t start = o * w.stride[axis] - w.pad[axis];
+            const int64_t end = std::min(start + (w.kernel[axis] - 1) * d + 1, in);
+            while (start < 0) start += d;
+            return {start, end, d, 0};
+        }
+        case PoolKind::avg: {
+            int64_t start = o * w.stride[axis] - w.pad[axis];
+            int64_t end = std::min(start + w.kernel[axis], in + w.pad[axis]);
+            const int64_t padded = end - start;
+            start = std::max<int64_t>(start, 0);
+            end = std::min(end, in);
+            return {start, end, 1, w.count_include_pad ? padded : end - start};
+        }
+        case PoolKind::adaptive_avg: {
+            const int64_t start = o * in / out, end = ((o + 1) * in + out - 1) / out;
+            return {start, end, 1, end - start};
+        }
+    }
+    return {0, 0, 1, 0};
+}
+
+double average_divisor(const PoolWindow& w, const Span& hs, const Span& ws) {
+    if (w.kind == PoolKind::avg && w.divisor_override > 0) return static_cast<double>(w.divisor_override);
+    return static_cast<double>(hs.count * ws.count);
+}
+
+// One (image, channel) plane. Max pooling runs tap-major over a whole output
+// row: for each window tap, every output column updates its running maximum
+// (best and arg, OW each), so consecutive updates are independent and
+// pipeline, where a window-at-a-time loop is one long compare/select
+// dependency chain. Averages keep one double sum per output.
+template <class T>
+void forward_plane(const PoolParams& p, const Geometry& g, const T* xb, int64_t n, int64_t c, float* best,
+                   int64_t* arg) {
+    const TensorView &x = p.x, &y = p.out, &iv = p.indices;
+    const PoolWindow& win = p.window;
+    T* yb = static_cast<T*>(y.data) + n * y.strides[0] + c * y.strides[1];
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+        const Span hs = window_span(win, 0, oh, g.H, g.OH);
+        if (win.kind != PoolKind::max) {
+            for (int64_t ow = 0; ow < g.OW; ++ow) {
+                const Span ws = window_span(win, 1, ow, g.W, g.OW);
+                double sum = 0.0;
+                for (int64_t h = hs.begin; h < hs.end; ++h) {
+                    const T* row = xb + h * x.strides[2];
+                    for (int64_t w = ws.begin; w < ws.end; ++w) sum += simd::to_float(row[w * x.strides[3]]);
+                }
+                yb[oh * y.strides[2] + ow * y.strides[3]] =
+                    simd::from_float<T>(static_cast<float>(sum / average_divisor(win, hs, ws)));
+            }
+            continue;
+        }
+        for (int64_t ow = 0; ow < g.OW; ++ow) {
+            const Span ws = window_span(win, 1, ow, g.W, g.OW);
+            best[ow] = -std::numeric_limits<float>::infinity();
+            arg[ow] = (hs.begin < hs.end && ws.begin < ws.end) ? hs.begin * g.W + ws.begin : 0;
+        }
+        // Taps in the order a window-at-a-time loop visits them (row-major),
+        // so ties and NaNs pick the same index as PyTorch.
+        // Strides in locals: the stores to arg (int64) could otherwise alias
+        // the view's int64 strides and force a reload every iteration.
+        const int64_t step = win.stride[1], xs = x.strides[3];
+        for (int64_t h = hs.begin; h < hs.end; h += hs.step) {
+            const T* row = xb + h * x.strides[2];
+            for (int64_t s = 0; s < win.kernel[1]; ++s) {
+                const int64_t offset = s * win.dilation[1] - win.pad[1];
+                const int64_t lo = offset < 0 ? (-offset + step - 1) / step : 0;
+                const int64_t top = g.W - 1 - offset;
+                const int64_t hi = top < 0 ? 0 : std::min(g.OW, top / step + 1);
+                for (int64_t ow = lo; ow < hi; ++ow) {
+                    const int64_t w = ow * step + offset;
+                    const float v = simd::to_float(row[w * xs]);
+                    // Masks, not branches: which value wins is data-dependent.
+                    const uint32_t take = -static_cast<uint32_t>((v > best[ow]) | (v != v));
+                    uint32_t vb, bb;
+                    std::memcpy(&vb, &v, 4);
+                    std::memcpy(&bb, &best[ow], 4);
+                    const uint32_t nb = (vb & take) | (bb & ~take);
+                    std::memcpy(&best[ow], &nb, 4);
+                    const int64_t wide = -static_cast<int64_t>(take & 1u);
+                    arg[ow] = ((h * g.W + w) & wide) | (arg[ow] & ~wide);
+                }
+            }
+        }
+        int64_t* ib = static_cast<int64_t*>(iv.data) + n * iv.strides[0] + c * iv.strides[1] + oh * iv.strides[2];
+        for (int64_t ow = 0; ow < g.OW; ++ow) {
+            yb[oh * y.strides[2] + ow * y.strides[3]] = simd::from_float<T>(best[ow]);
+            ib[ow * iv.strides[3]] = arg[ow];
+        }
+    }
+}
+
+template <class T>
+void forward_typed(const PoolParams& p) {
+    const TensorView &x = p.x, &y = p.out;
+    const Geometry g(x, y, channels_inner(x, y));
+    const bool is_max = p.window.kind == PoolKind::max;
+    const T* xd = static_cast<const T*>(x.data);
+    T* yd = static_cast<T*>(y.data);
+    int64_t* idx = static_cast<int64_t*>(p.indices.data);
+
+    parallel_for(g.N * g.ncb, 1, [&](int64_t u0, int64_t u1) {
+        float best[kChannelBlock];
+        double sum[kChannelBlock];
+        int64_t arg[kChannelBlock];
+        std::vector<float> row_best(g.cblock == 1 ? g.OW : 0);
+        std::vector<int64_t> row_arg(g.cblock == 1 ? g.OW : 0);
+        for (int64_t u = u0; u < u1; ++u) {
+            const int64_t n = u / g.ncb, c0 = u % g.ncb * g.cblock;
+            const int64_t nc = std::min(g.cblock, g.C - c0);
+            const T* xb = xd + n * x.strides[0] + c0 * x.strides[1];
+            if (g.cblock == 1) {
+                forward_plane(p, g, xb, n, c0, row_best.data(), row_arg.data());
+                continue;
+            }
+            for (int64_t oh = 0; oh < g.OH; ++oh) {
+                const Span hs = window_span(p.window, 0, oh, g.H, g.OH);
+                for (int64_t ow = 0; ow < g.OW; ++ow) {
+                    const Span ws = window_span(p.window, 1, ow, g.W, g.OW);
+                    if (is_max) {
+                        const int64_t first = (hs.begin < hs.end && ws.begin < ws.end) ? hs.begin * g.W + ws.begin : 0;
+                        std::fill_n(best, nc, -std::numeric_limits<float>::infinity());
+                        std::fill_n(arg, nc, first);
+                    } else {
+                        std::fill_n(sum, nc, 0.0);
+                    }
+                    for (int64_t h = hs.begin; h < hs.end; h += hs.step)
+                        for (int64_t w = ws.begin; w < ws.end; w += ws.step) {
+                            const T* px = xb + h * x.strides[2] + w * x.strides[3];
+                            if (is_max) {
+                                for (int64_t c = 0; c < nc; ++c) {
+                                    const float v = simd::to_float(px[c * x.strides[1]]);
+                                    const bool take = v > best[c] || std::isnan(v);
+                                    best[c] = take ? v : best[c];
+                                    arg[c] = take ? h * g.W + w : arg[c];
+                                }
+                            } else {
+                                for (int64_t c = 0; c < nc; ++c) sum[c] += simd::to_float(px[c * x.strides[1]]);
+                            }
+                        }
+                    const int64_t yo = n * y.strides[0] + c0 * y.strides[1] + oh * y.strides[2] + ow * y.strides[3];
+                    if (is_max) {
+                        const TensorView& iv = p.indices;
+                        const int64_t io = n * iv.strides[0] + c0 * iv.strides[1] + oh * iv.strides[2] + ow * iv.strides[3];
+                        for (int64_t c = 0; c < nc; ++c) {
+                            yd[yo + c * y.strides[1]] = simd::from_float<T>(best[c]);
+                            idx[io + c * iv.strides[1]] = arg[c];
+                        }
+                    } else {
+                        const double divisor = average_divisor(p.window, hs, ws);
+                        for (int64_t c = 0; c < nc; ++c)
+                            yd[yo + c * y.strides[1]] = simd::from_float<T>(static_cast<float>(sum[c] / divisor));
+                    }
+                }
+            }
+        }
+    });
+}
+
+template <class T>
+void backward_typed(const PoolBackwardParams& p) {
+    const TensorView &gy = p.grad_out, &gx = p.grad_in;
+    const Geometry g(gx, gy, channels_inner(gx, gy));
+    const bool is_max = p.window.kind == PoolKind::max;
+    const T* gyd = static_cast<const T*>(gy.data);
+    T* gxd = static_cast<T*>(gx.data);
+    const int64_t* idx = static_cast<const int64_t*>(p.indices.data);
+
+    parallel_for(g.N * g.ncb, 1, [&](int64_t u0, int64_t u1) {
+        // Input gradient of one unit, channel innermost: (H, W, nc).
+        std::vector<double> acc(static_cast<size_t>(g.H * g.W * g.cblock));
+        for (int64_t u = u0; u < u1; ++u) {
+            const int64_t n = u / g.ncb, c0 = u % g.ncb * g.cblock;
+            const int64_t nc = std::min(g.cblock, g.C - c0);
+            std::fill(acc.begin(), acc.end(), 0.0f);
+            for (int64_t oh = 0; oh < g.OH; ++oh) {
+                const Span hs = window_span(p.window, 0, oh, g.H, g.OH);
+                for (int64_t ow = 0; ow < g.OW; ++ow) {
+                    const int64_t yo = n * gy.strides[0] + c0 * gy.strides[1] + oh * gy.strides[2] + ow * gy.strides[3];
+                    if (is_max) {
+                        const TensorView& iv = p.indices;
+                        const int64_t io = n * iv.strides[0] + c0 * iv.strides[1] + oh * iv.strides[2] + ow * iv.strides[3];
+                        for (int64_t c = 0; c < nc; ++c) {
+                            const int64_t at = idx[io + c * iv.strides[1]];
+                            if (at >= 0 && at < g.H * g.W)
+                                acc[at * g.cblock + c] += simd::to_float(gyd[yo + c * gy.strides[1]]);
+                        }
+                        continue;
+                    }
+                    const Span ws = window_span(p.window, 1, ow, g.W, g.OW);
+                    const double divisor = average_divisor(p.window, hs, ws);
+                    for (int64_t h = hs.begin; h < hs.end; ++h)
+                        for (int64_t w = ws.begin; w < ws.end; ++w) {
+                            double* a = acc.data() + (h * g.W + w) * g.cblock;
+                            for (int64_t c = 0; c < nc; ++c) a[c] += simd::to_float(gyd[yo + c * gy.strides[1]]) / divisor;
+                        }
+                }
+            }
+            T* gb = gxd + n * gx.strides[0] + c0 * gx.strides[1];
+            for (int64_t h = 0; h < g.H; ++h)
+                for (int64_t w = 0; w < g.W; ++w) {
+                    const double* a = acc.data() + (h * g.W + w) * g.cblock;
+                    T* o = gb + h * gx.strides[2] + w * gx.strides[3];
+                    for (int64_t c = 0; c < nc; ++c) o[c * gx.strides[1]] = simd::from_float<T>(static_cast<float>(a[c]));
+                }
+        }
+    });
+}
+
+void pool_forward_kernel(const PoolParams& p) {
+    if (p.x.dtype == DType::bf16) forward_typed<bf16>(p);
+    else forward_typed<float>(p);
+}
+
+void pool_backward_kernel(const PoolBackwardParams& p) {
+    if (p.grad_out.dtype == DType::bf16) backward_typed<bf16>(p);
+    else backward_typed<float>(p);
+}
+
+}  // namespace
+
+const PoolKernels pool_kernels = {pool_forward_kernel, pool_backward_kernel};
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE

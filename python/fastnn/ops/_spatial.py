@@ -1,0 +1,65 @@
+"""Helpers shared by the 2-D spatial ops (pooling, convolution): argument
+pairs, PyTorch's output-size rule, and outputs allocated in the input's
+memory format (channels-last in, channels-last out, as torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _backend as B
+
+
+def pair(value, name: str) -> tuple[int, int]:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a pair of ints, got bool")
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    try:
+        a, b = value
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (a, b)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return int(a), int(b)
+
+
+def pooled_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """torch's pooling_output_shape."""
+    span = size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
+    out = span // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def is_channels_last(x) -> bool:
+    st, sh = x.strides if isinstance(x, np.ndarray) else x.stride(), x.shape
+    if isinstance(x, np.ndarray):
+        st = tuple(s // x.itemsize for s in st)
+    return len(sh) == 4 and sh[1] > 1 and st[1] == 1 and st[3] == sh[1]
+
+
+def empty_nchw(like, shape, dtype=None):
+    """An (N, C, H, W) output in like's framework, channels-last when like is."""
+    if B.is_torch(like):
+        torch = B.torch_module()
+        fmt = torch.channels_last if is_channels_last(like) else torch.contiguous_format
+        return torch.empty(shape, dtype=like.dtype if dtype is None else dtype, device=like.device,
+                           memory_format=fmt)
+    if isinstance(like, np.ndarray):
+        dt = like.dtype if dtype is None else dtype
+        if is_channels_last(like):
+            n, c, h, w = shape
+            return np.empty((n, h, w, c), dtype=dt).transpose(0, 3, 1, 2)
+        return np.empty(shape, dtype=dt)
+    raise TypeError(f"x must be a torch.Tensor or numpy.ndarray, got {type(like).__name__}")
+
+
+def batched(x, name: str):
+    """(x as (N, C, H, W), whether a batch dim was added); raises for other ranks."""
+    B.device_of(x, name)
+    if len(x.shape) == 3:
+        return x[None], True
+    if len(x.shape) != 4:
+        raise ValueError(f"{name} must be (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
+    return x, False

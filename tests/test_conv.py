@@ -1,0 +1,152 @@
+"""conv2d forward and backward (dx, dw, db) against torch in float64, on every
+ISA path: odd channel counts, stride/dilation/padding/groups combinations
+(depthwise included), 'same'/'valid', NCHW and channels-last, strided
+NaN-gapped inputs, bfloat16."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastnn
+from fastnn.testing import assert_close
+from helpers import nan_gapped, randn
+
+
+def check(x, w, b, channels_last=False, **kw):
+    """Forward and all three gradients of fastnn.conv2d against torch."""
+    xs = x.to(memory_format=torch.channels_last) if channels_last else x
+    xf = xs.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+    wf = w.detach().clone().requires_grad_()
+    bf = None if b is None else b.detach().clone().requires_grad_()
+    out = fastnn.conv2d(xf, wf, bf, **kw)
+    if channels_last and out.shape[1] > 1:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn(out.shape).to(x.dtype)
+    out.backward(g)
+    results = []
+    for dtype in (x.dtype, torch.float64):
+        ts = [None if t is None else t.detach().to(dtype).requires_grad_() for t in (x, w, b)]
+        ot = F.conv2d(*ts, **kw)
+        ot.backward(g.to(dtype))
+        results.append([ot.detach()] + [None if t is None else t.grad for t in ts])
+    mine = [out.detach(), xf.grad, wf.grad, None if bf is None else bf.grad]
+    for name, a, base, ref in zip(("out", "dx", "dw", "db"), mine, *results):
+        if ref is not None:
+            assert_close(a, base, ref, name)
+
+
+CASES = [
+    # (N, C, H, W, K, R, S, kwargs)
+    (2, 3, 11, 9, 5, 3, 3, dict(padding=1)),
+    (1, 17, 10, 13, 33, 3, 3, dict(stride=2, padding=(1, 0))),
+    (2, 8, 12, 12, 6, 3, 2, dict(dilation=(2, 1), padding=2, groups=2)),
+    (1, 12, 9, 9, 12, 3, 3, dict(padding=1, groups=12)),       # depthwise
+    (1, 6, 9, 9, 12, 3, 3, dict(padding="same", groups=6)),    # depthwise, multiplier 2
+    (2, 19, 7, 7, 21, 1, 1, dict()),                          # 1x1 as GEMM
+    (1, 16, 8, 8, 7, 1, 1, dict(stride=2)),
+    (1, 5, 8, 10, 7, 4, 4, dict(padding="same")),             # even kernel: asymmetric padding
+    (1, 4, 9, 8, 3, 5, 3, dict(padding="valid", stride=(1, 3), dilation=2)),
+    (1, 64, 14, 14, 64, 3, 3, dict(padding=1)),
+]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("N,C,H,W,K,R,S,kw", CASES)
+def test_conv_cases(N, C, H, W, K, R, S, kw, channels_last, rng):
+    groups = kw.get("groups", 1)
+    x, w, b = randn((N, C, H, W), torch.float32, rng), randn((K, C // groups, R, S), torch.float32, rng), \
+        randn((K,), torch.float32, rng)
+    check(x, w, b, channels_last, **kw)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv_bfloat16(channels_last, rng):
+    x, w, b = (randn(s, torch.bfloat16, rng) for s in [(2, 9, 10, 10), (14, 9, 3, 3), (14,)])
+    check(x, w, b, channels_last, padding=1, stride=2)
+    check(x, w[:12, :3], None, channels_last, groups=3)
+
+
+def test_conv_strided_nan_gapped_and_unbatched(rng):
+    x, w, b = randn((2, 6, 9, 11), torch.float32, rng), randn((4, 6, 3, 3), torch.float32, rng), \
+        randn((4,), torch.float32, rng)
+    xs, ws, bs = nan_gapped(x, 2, transpose=True), nan_gapped(w, 3), nan_gapped(b, 2)
+    out = fastnn.conv2d(xs, ws, bs, padding=1)
+    assert_close(out, F.conv2d(x, w, b, padding=1), F.conv2d(x.double(), w.double(), b.double(), padding=1))
+    out = fastnn.conv2d(x[0], w, b)
+    assert out.shape == (4, 7, 9)
+    assert_close(out, F.conv2d(x[0], w, b), F.conv2d(x[0].double(), w.double(), b.double()))
+    res = fastnn.conv2d(x.numpy(), w.numpy())
+    assert isinstance(res, np.ndarray)
+    assert_close(torch.from_numpy(res), F.conv2d(x, w), F.conv2d(x.double(), w.double()))
+
+
+def test_conv_weight_only_and_input_only_grads(rng):
+    x, w = randn((1, 4, 6, 6), torch.float32, rng), randn((3, 4, 3, 3), torch.float32, rng).requires_grad_()
+    fastnn.conv2d(x, w).sum().backward()
+    x.requires_grad_()
+    w2 = w.detach()
+    fastnn.conv2d(x, w2, padding=1).sum().backward()
+    ref = torch.autograd.grad(F.conv2d(x, w2, padding=1).sum(), x)[0]
+    torch.testing.assert_close(x.grad, ref)
+
+
+@settings(max_examples=8, deadline=None)
+@given(N=st.integers(1, 2), G=st.sampled_from([1, 2, 3]), cg=st.integers(1, 6), kg=st.integers(1, 6),
+       H=st.integers(3, 12), W=st.integers(3, 12), R=st.integers(1, 3), S=st.integers(1, 3), sh=st.integers(1, 3),
+       sw=st.integers(1, 3), p=st.integers(0, 2), d=st.integers(1, 2), cl=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_conv_random(N, G, cg, kg, H, W, R, S, sh, sw, p, d, cl, seed):
+    if H + 2 * p < d * (R - 1) + 1 or W + 2 * p < d * (S - 1) + 1:
+        return
+    gen = torch.Generator().manual_seed(seed)
+    x, w, b = (torch.randn(s, generator=gen) for s in [(N, G * cg, H, W), (G * kg, cg, R, S), (G * kg,)])
+    check(x, w, b, cl, stride=(sh, sw), padding=p, dilation=d, groups=G)
+
+
+def test_conv_deterministic_and_zero_batch(rng):
+    x = randn((2, 8, 10, 10), torch.float32, rng).requires_grad_()
+    w = randn((8, 8, 3, 3), torch.float32, rng).requires_grad_()
+    grads = []
+    for _ in range(2):
+        x.grad = w.grad = None
+        fastnn.conv2d(x, w, padding=1).square().sum().backward()
+        grads.append((x.grad.clone(), w.grad.clone()))
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    assert fastnn.conv2d(torch.empty(0, 8, 5, 5), w.detach()).shape == (0, 8, 3, 3)
+
+
+def test_conv_bad_inputs():
+    x, w = torch.randn(1, 4, 8, 8), torch.randn(6, 4, 3, 3)
+    with pytest.raises(TypeError, match="x must be float32 or bfloat16"):
+        fastnn.conv2d(x.double(), w.double())
+    with pytest.raises(TypeError, match="weight must have the dtype of x"):
+        fastnn.conv2d(x, w.bfloat16())
+    with pytest.raises(ValueError, match=r"weight must be \(K, C / groups, R, S\)"):
+        fastnn.conv2d(x, torch.randn(6, 3, 3, 3))
+    with pytest.raises(ValueError, match="not divisible by groups"):
+        fastnn.conv2d(x, torch.randn(5, 2, 3, 3), groups=2)
+    with pytest.raises(ValueError, match="groups must be >= 1"):
+        fastnn.conv2d(x, w, groups=0)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        fastnn.conv2d(x, w, stride=0)
+    with pytest.raises(ValueError, match="dilation must be >= 1"):
+        fastnn.conv2d(x, w, dilation=(1, -1))
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        fastnn.conv2d(x, w, padding=-1)
+    with pytest.raises(ValueError, match="padding='same' requires stride 1"):
+        fastnn.conv2d(x, w, padding="same", stride=2)
+    with pytest.raises(ValueError, match="padding must be an int, a pair"):
+        fastnn.conv2d(x, w, padding="full")
+    with pytest.raises(ValueError, match=r"bias must be \(K,\)"):
+        fastnn.conv2d(x, w, torch.randn(5))
+    with pytest.raises(ValueError, match="smaller than the dilated kernel"):
+        fastnn.conv2d(torch.randn(1, 4, 2, 2), w)
+    with pytest.raises(ValueError, match=r"x must be \(N, C, H, W\)"):
+        fastnn.conv2d(x[0, 0], w)
+    with pytest.raises(TypeError, match="stride must be an int or a pair"):
+        fastnn.conv2d(x, w, stride=(1, 2, 3))

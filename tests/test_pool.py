@@ -1,0 +1,153 @@
+"""max_pool2d / avg_pool2d / adaptive_avg_pool2d forward and backward against
+PyTorch in float64, on every ISA path: NCHW and channels-last, strided
+NaN-gapped inputs, kernel/stride/padding/dilation/ceil_mode combinations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastnn
+from fastnn.testing import assert_close
+from helpers import nan_gapped, randn
+
+LAYOUT_DTYPES = [("nchw", torch.float32), ("nhwc", torch.float32), ("nchw", torch.bfloat16),
+                 ("nhwc", torch.bfloat16)]
+
+
+def check(fast_fn, torch_fn, x, layout="nchw"):
+    """Forward and input gradient of fast_fn against torch_fn (same kwargs)."""
+    xs = x.to(memory_format=torch.channels_last) if layout == "nhwc" else x
+    xf = xs.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+    out = fast_fn(xf)
+    if layout == "nhwc" and out.dim() == 4 and out.shape[1] > 1:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn(out.shape).to(x.dtype)
+    out.backward(g)
+    results = []
+    for dtype in (x.dtype, torch.float64):
+        xt = x.detach().to(dtype).requires_grad_()
+        ot = torch_fn(xt)
+        ot.backward(g.to(dtype))
+        results.append((ot.detach(), xt.grad))
+    assert_close(out.detach(), results[0][0], results[1][0], "out")
+    assert_close(xf.grad, results[0][1], results[1][1], "grad")
+
+
+POOL_CASES = [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), ceil_mode=True),
+    dict(kernel_size=5, stride=3, padding=2, ceil_mode=True),
+]
+
+
+@pytest.mark.parametrize("layout,dtype", LAYOUT_DTYPES)
+@pytest.mark.parametrize("kw", POOL_CASES)
+def test_max_pool(kw, layout, dtype, rng):
+    x = randn((2, 67, 13, 17), dtype, rng)
+    check(lambda t: fastnn.max_pool2d(t, **kw), lambda t: F.max_pool2d(t, **kw), x, layout)
+    check(lambda t: fastnn.max_pool2d(t, dilation=2, **kw), lambda t: F.max_pool2d(t, dilation=2, **kw), x, layout)
+
+
+@pytest.mark.parametrize("layout,dtype", LAYOUT_DTYPES)
+@pytest.mark.parametrize("kw", POOL_CASES)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool(kw, count_include_pad, layout, dtype, rng):
+    x = randn((2, 5, 15, 11), dtype, rng)
+    kw = dict(kw, count_include_pad=count_include_pad)
+    check(lambda t: fastnn.avg_pool2d(t, **kw), lambda t: F.avg_pool2d(t, **kw), x, layout)
+
+
+def test_avg_pool_divisor_override(rng):
+    x = randn((1, 3, 9, 9), torch.float32, rng)
+    kw = dict(kernel_size=3, stride=2, padding=1, divisor_override=7)
+    check(lambda t: fastnn.avg_pool2d(t, **kw), lambda t: F.avg_pool2d(t, **kw), x)
+
+
+@pytest.mark.parametrize("layout,dtype", LAYOUT_DTYPES)
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (10, 4), (None, 2)])
+def test_adaptive_avg_pool(size, layout, dtype, rng):
+    x = randn((2, 70, 9, 13), dtype, rng)
+    check(lambda t: fastnn.adaptive_avg_pool2d(t, size), lambda t: F.adaptive_avg_pool2d(t, size), x, layout)
+
+
+def test_pool_unbatched_strided_nan_gapped_and_numpy(rng):
+    x = randn((3, 10, 12), torch.float32, rng)
+    xg = nan_gapped(x, 2, transpose=True)
+    assert torch.equal(fastnn.max_pool2d(xg, 3, 2, 1), F.max_pool2d(x, 3, 2, 1))
+    out = fastnn.avg_pool2d(xg, 2)
+    assert_close(out, F.avg_pool2d(x, 2), F.avg_pool2d(x.double(), 2))
+    xn = x.numpy()[None]
+    res = fastnn.adaptive_avg_pool2d(xn, 3)
+    assert isinstance(res, np.ndarray)
+    assert_close(torch.from_numpy(res), F.adaptive_avg_pool2d(x[None], 3), F.adaptive_avg_pool2d(x[None].double(), 3))
+    out, idx = fastnn.max_pool2d(x, 2, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, 2, return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+
+
+def test_max_pool_nan_inf_and_indices():
+    x = torch.tensor([[[[1.0, float("nan"), -float("inf"), -float("inf")],
+                        [2.0, 0.5, -float("inf"), -float("inf")]]]])
+    out, idx = fastnn.max_pool2d(x, 2, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, 2, return_indices=True)
+    torch.testing.assert_close(out, ref, equal_nan=True, rtol=0, atol=0)
+    assert torch.equal(idx, ref_idx)
+
+
+@settings(max_examples=6, deadline=None)
+@given(k=st.integers(1, 4), s=st.integers(1, 3), p=st.integers(0, 2), d=st.integers(1, 2), ceil=st.booleans(),
+       h=st.integers(5, 14), w=st.integers(5, 14), c=st.integers(1, 9), nhwc=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_pool_random(k, s, p, d, ceil, h, w, c, nhwc, seed):
+    p = min(p, k // 2)
+    x = torch.randn((2, c, h, w), generator=torch.Generator().manual_seed(seed))
+    layout = "nhwc" if nhwc else "nchw"
+    kw = dict(kernel_size=k, stride=s, padding=p, ceil_mode=ceil)
+    if (h + 2 * p - d * (k - 1) - 1) >= 0 and (w + 2 * p - d * (k - 1) - 1) >= 0:
+        check(lambda t: fastnn.max_pool2d(t, dilation=d, **kw), lambda t: F.max_pool2d(t, dilation=d, **kw), x,
+              layout)
+    check(lambda t: fastnn.avg_pool2d(t, **kw), lambda t: F.avg_pool2d(t, **kw), x, layout)
+
+
+def test_pool_deterministic_and_zero_size(rng):
+    x = randn((2, 4, 9, 9), torch.float32, rng).requires_grad_()
+    grads = []
+    for _ in range(2):
+        x.grad = None
+        fastnn.avg_pool2d(x, 3, 1, 1).sum().backward()
+        grads.append(x.grad.clone())
+    assert torch.equal(*grads)
+    assert fastnn.max_pool2d(torch.empty(0, 3, 8, 8), 2).shape == (0, 3, 4, 4)
+    assert fastnn.avg_pool2d(torch.empty(2, 0, 8, 8), 2).shape == (2, 0, 4, 4)
+
+
+def test_pool_bad_inputs():
+    x = torch.randn(1, 2, 8, 8)
+    with pytest.raises(TypeError, match="x must be float32 or bfloat16"):
+        fastnn.max_pool2d(x.double(), 2)
+    with pytest.raises(ValueError, match=r"x must be \(N, C, H, W\)"):
+        fastnn.max_pool2d(x[0, 0], 2)
+    with pytest.raises(ValueError, match="kernel_size must be positive"):
+        fastnn.max_pool2d(x, 0)
+    with pytest.raises(ValueError, match="stride must be positive"):
+        fastnn.avg_pool2d(x, 2, stride=-1)
+    with pytest.raises(ValueError, match="padding must be at most half"):
+        fastnn.max_pool2d(x, 2, padding=2)
+    with pytest.raises(ValueError, match="padding must be non-negative"):
+        fastnn.avg_pool2d(x, 3, padding=-1)
+    with pytest.raises(ValueError, match="dilation must be positive"):
+        fastnn.max_pool2d(x, 2, dilation=0)
+    with pytest.raises(ValueError, match="too small"):
+        fastnn.max_pool2d(torch.randn(1, 1, 2, 2), 3)
+    with pytest.raises(TypeError, match="kernel_size must be an int or a pair"):
+        fastnn.max_pool2d(x, "2")
+    with pytest.raises(ValueError, match="output_size must be positive"):
+        fastnn.adaptive_avg_pool2d(x, 0)
+    with pytest.raises(ValueError, match="divisor_override"):
+        fastnn.avg_pool2d(x, 2, divisor_override=0)
