@@ -17,6 +17,8 @@ import torch
 import fastnn
 from fastnn import _C
 
+from conftest import ISAS
+
 pytestmark = pytest.mark.single_isa
 
 
@@ -170,3 +172,20 @@ def test_repeated_calls_do_not_leak():
     gc.collect()
     assert rss_kb() - before < 2048
     assert (sys.getrefcount(x), sys.getrefcount(t), sys.getrefcount(out)) == refs
+
+
+@pytest.mark.parametrize("path", ISAS)
+def test_roofline_probes_follow_the_active_path(path):
+    """Each compute probe runs where its instruction is available on the
+    active path and reports 0.0 (not a made-up figure) where it is not."""
+    previous = _C.isa_active()
+    try:
+        _C.set_isa(path)
+        assert _C.fma_peak_gflops(0.01) > 0
+        bf16 = _C.bf16_dot_peak_gflops(0.01)
+        if path == "avx512" and "avx512_bf16" in cpu_flags():
+            assert bf16 > 0
+        else:
+            assert bf16 == 0.0
+    finally:
+        _C.set_isa(previous)

@@ -63,6 +63,13 @@ void bind_runtime(nb::module_& m) {
         },
         nb::arg("seconds") = 0.2);
     m.def(
+        "bf16_dot_peak_gflops",
+        [](double seconds) {
+            nb::gil_scoped_release release;
+            return measure_bf16_dot_peak_gflops(seconds);
+        },
+        nb::arg("seconds") = 0.2, "vdpbf16ps peak of the pool's threads; 0.0 where the active path lacks it");
+    m.def(
         "copy_bandwidth_gbps",
         [](std::size_t bytes, int repeats) {
             nb::gil_scoped_release release;

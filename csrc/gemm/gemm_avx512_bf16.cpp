@@ -95,4 +95,31 @@ void gemm_bf16_dot(const GemmParams& p, const CacheSizes& caches) {
     gemm_detail::gemm_typed<Bf16DotKernel, bf16>(p, caches);
 }
 
+// Twelve independent accumulator chains cover vdpbf16ps's latency times its
+// throughput on current cores. Inline assembly: from intrinsics GCC copies
+// or spills the accumulators inside the loop, which would time the copies.
+float dot_peak_loop(long iterations, int seed) {
+    static_assert(kDotPeakChains == 12, "the loop below names twelve accumulators");
+    if (iterations < 1) return 0.0f;
+    __m512 c[kDotPeakChains];
+    for (int i = 0; i < kDotPeakChains; ++i) c[i] = _mm512_set1_ps(static_cast<float>(seed + i));
+    // Products of ~1e-3 keep the sums finite and normal for any iteration count.
+    const __m512i a = _mm512_set1_epi16(0x3a83), b = _mm512_set1_epi16(0x3a83);
+    asm volatile(
+        "1:\n\t"
+        "vdpbf16ps %[b], %[a], %[c0]\n\t" "vdpbf16ps %[b], %[a], %[c1]\n\t" "vdpbf16ps %[b], %[a], %[c2]\n\t"
+        "vdpbf16ps %[b], %[a], %[c3]\n\t" "vdpbf16ps %[b], %[a], %[c4]\n\t" "vdpbf16ps %[b], %[a], %[c5]\n\t"
+        "vdpbf16ps %[b], %[a], %[c6]\n\t" "vdpbf16ps %[b], %[a], %[c7]\n\t" "vdpbf16ps %[b], %[a], %[c8]\n\t"
+        "vdpbf16ps %[b], %[a], %[c9]\n\t" "vdpbf16ps %[b], %[a], %[c10]\n\t" "vdpbf16ps %[b], %[a], %[c11]\n\t"
+        "dec %[n]\n\t"
+        "jnz 1b"
+        : [c0] "+v"(c[0]), [c1] "+v"(c[1]), [c2] "+v"(c[2]), [c3] "+v"(c[3]), [c4] "+v"(c[4]), [c5] "+v"(c[5]),
+          [c6] "+v"(c[6]), [c7] "+v"(c[7]), [c8] "+v"(c[8]), [c9] "+v"(c[9]), [c10] "+v"(c[10]),
+          [c11] "+v"(c[11]), [n] "+r"(iterations)
+        : [a] "v"(a), [b] "v"(b));
+    __m512 sum = c[0];
+    for (int i = 1; i < kDotPeakChains; ++i) sum = _mm512_add_ps(sum, c[i]);
+    return _mm512_reduce_add_ps(sum);
+}
+
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE

@@ -6,13 +6,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <new>
 
 #include "fastnn/cpu_features.h"
 #include "fastnn/parallel.h"
+#include "fastnn/roofline.h"
 #include "quant_workspace.h"
 
 namespace fastnn {
@@ -83,33 +83,7 @@ double measure_int8_vnni_peak_gops(double seconds) {
                                : f.avx_vnni && detected_isa() >= Isa::avx2    ? &avx2_vnni::int8_gemm_kernels
                                                                               : nullptr;
     if (!k) return 0.0;
-    using clock = std::chrono::steady_clock;
-    auto elapsed = [](clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); };
-    // Short trials, best of many: on a shared machine a trial longer than a
-    // scheduler time slice measures the other processes too.
-    constexpr double kTrialSeconds = 5e-4;
-    long iterations = 1 << 8;
-    for (;;) {  // calibrate on one thread
-        const auto t0 = clock::now();
-        volatile int32_t sink = k->peak_loop(iterations, 1);
-        (void)sink;
-        if (elapsed(t0) > kTrialSeconds || iterations > (1L << 40)) break;
-        iterations *= 2;
-    }
-    const int threads = num_threads();
-    double best = 0.0;
-    const auto start = clock::now();
-    for (int trial = 0; trial < 10 || elapsed(start) < seconds; ++trial) {
-        const auto t0 = clock::now();
-        parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t t = begin; t < end; ++t) {
-                volatile int32_t sink = k->peak_loop(iterations, static_cast<int32_t>(t));
-                (void)sink;
-            }
-        });
-        best = std::max(best, static_cast<double>(k->ops_per_iteration) * iterations * threads / elapsed(t0) / 1e9);
-    }
-    return best;
+    return measure_loop_peak(k->peak_loop, k->ops_per_iteration, seconds);
 #else
     (void)seconds;
     return 0.0;

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 
+#include "fastnn/gemm.h"
 #include "fastnn/parallel.h"
 
 namespace fastnn {
@@ -23,29 +24,17 @@ struct FreeDeleter {
 
 double measure_fma_peak_gflops(double seconds) {
     const RooflineKernels& k = FASTNN_SELECT_KERNELS(roofline_kernels);
-    const int threads = num_threads();
-    // Calibrate the iteration count on one thread, then run all threads.
-    long iterations = 1 << 16;
-    for (;;) {
-        const auto t0 = std::chrono::steady_clock::now();
-        volatile float sink = k.fma_loop(iterations, 1.0f);
-        (void)sink;
-        if (seconds_since(t0) > seconds / 10 || iterations > (1L << 40)) break;
-        iterations *= 2;
-    }
-    double best = 0.0;
-    for (int trial = 0; trial < 5; ++trial) {
-        const auto t0 = std::chrono::steady_clock::now();
-        parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t t = begin; t < end; ++t) {
-                volatile float sink = k.fma_loop(iterations, 1.0f + static_cast<float>(t));
-                (void)sink;
-            }
-        });
-        const double elapsed = seconds_since(t0);
-        best = std::max(best, static_cast<double>(k.flops_per_iteration) * iterations * threads / elapsed / 1e9);
-    }
-    return best;
+    return measure_loop_peak([&k](long iterations, int seed) { return k.fma_loop(iterations, 1.0f + seed); },
+                             k.flops_per_iteration, seconds);
+}
+
+double measure_bf16_dot_peak_gflops(double seconds) {
+#if FASTNN_X86_KERNELS
+    if (active_isa() == Isa::avx512 && cpu_features().avx512_bf16)
+        return measure_loop_peak(avx512_bf16::dot_peak_loop, avx512_bf16::kDotPeakFlopsPerIteration, seconds);
+#endif
+    (void)seconds;
+    return 0.0;
 }
 
 double measure_copy_bandwidth_gbps(std::size_t bytes, int repeats) {

@@ -54,7 +54,12 @@ FASTNN_DECLARE_KERNEL_TABLE(GemmKernels, gemm_kernels)
 // cpu_features().avx512_bf16.
 namespace avx512_bf16 {
 void gemm_bf16_dot(const GemmParams& p, const CacheSizes& caches);
-}
+// Register-only vdpbf16ps throughput probe for the bench's bf16 peak:
+// iterations x kDotPeakFlopsPerIteration FLOPs on the calling thread.
+float dot_peak_loop(long iterations, int seed);
+constexpr int kDotPeakChains = 12;
+constexpr double kDotPeakFlopsPerIteration = kDotPeakChains * 16 * 2 * 2;
+}  // namespace avx512_bf16
 #endif
 
 }  // namespace fastnn

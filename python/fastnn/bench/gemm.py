@@ -4,7 +4,18 @@ flatter a kernel that reads each operand O(N) times from cache anyway)."""
 
 from __future__ import annotations
 
+import functools
+
 from .harness import Case, Workload, register
+
+
+@functools.cache
+def bf16_dot_peak_gflops() -> float | None:
+    """vdpbf16ps peak of this machine's threads, None without AVX512_BF16
+    (bf16 GEMM then runs on float32 FMAs and the fp32 peak applies)."""
+    from .. import _C
+
+    return _C.bf16_dot_peak_gflops(0.3) or None
 
 
 def _square_sizes(quick: bool):
@@ -59,7 +70,8 @@ def _matmul(device, n, dtype_name):
         fastnn=lambda i: fastnn.matmul(a, b, out=c_fast),
         torch=lambda i: torch.mm(a, b, out=c_torch),
         numpy=numpy_run,
-        flops=2.0 * n**3, bytes=3.0 * n * n * dtype.itemsize, accuracy=accuracy)
+        flops=2.0 * n**3, bytes=3.0 * n * n * dtype.itemsize, accuracy=accuracy,
+        peak_gops=bf16_dot_peak_gflops() if dtype == torch.bfloat16 else None, peak_unit="GFLOP/s")
 
 
 def _linear_fwd(device, tokens, n_in, n_out):

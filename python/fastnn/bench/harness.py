@@ -22,9 +22,11 @@ class Workload:
     numpy: Optional[Runner] = None
     torch_backends: dict[str, Runner] = field(default_factory=dict)  # timed as torch_<name>_ms
     flops: Optional[float] = None   # useful floating-point work, for compute-bound ops
-    # Peak of the unit `flops` runs on when it is not the fp32 FMA (e.g. int8
-    # VNNI ops), in G/s; throughput is then reported in GOP/s against it.
+    # Peak of the unit `flops` runs on when it is not the fp32 FMA (int8 VNNI
+    # ops, bf16 dot products), in G/s; throughput is then reported in
+    # `peak_unit` against it.
     peak_gops: Optional[float] = None
+    peak_unit: str = "GOP/s"
     bytes: float = 0.0              # minimum bytes moved (read + written)
     rotations: int = 1
     # Returns (fastnn error, torch error, floor) against a float64 reference.

@@ -106,7 +106,7 @@ def _run_case(case, device, timer, roofline) -> dict:
     ms = timer.time(runners, w.rotations)
     seconds = ms["fastnn"] * 1e-3
     if w.flops:
-        throughput, unit = w.flops / seconds / 1e9, "GOP/s" if w.peak_gops else "GFLOP/s"
+        throughput, unit = w.flops / seconds / 1e9, w.peak_unit if w.peak_gops else "GFLOP/s"
     else:
         throughput, unit = w.bytes / seconds / 1e9, "GB/s"
     compute_peak = w.peak_gops or roofline["fp32_GFLOPs"]
