@@ -36,6 +36,8 @@ __device__ __forceinline__ int64_t strided_offset(const StridedLayout& layout, i
     return offset;
 }
 
+__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 // Enough blocks to fill the GPU a few times over; grid-stride loops do the rest.
 inline unsigned grid_for(int64_t work_items, int threads_per_block) {
     const int64_t blocks = (work_items + threads_per_block - 1) / threads_per_block;

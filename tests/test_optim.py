@@ -306,7 +306,7 @@ def test_bad_inputs():
         p = torch.zeros(3, dtype=torch.float64)
         p.grad = torch.zeros_like(p)
         fo.SGD([p]).step()
-    with pytest.raises(RuntimeError, match="runs on the CPU"):
+    with pytest.raises(RuntimeError, match="runs on the CPU or CUDA"):
         p = torch.zeros(3, device="meta")
         p.grad = torch.zeros_like(p)
         fo.RMSprop([p]).step()
@@ -355,18 +355,6 @@ def test_bad_inputs():
         _C.adam_step([p], [g], [m], [v], None, [torch.zeros(())], [torch.zeros(8)], **hyper)
     with pytest.raises(ValueError, match="norm_type must be > 0"):
         _C.grad_norm_reduce([g], 0.0)
-
-
-@pytest.mark.cuda
-@pytest.mark.single_isa
-def test_cuda_params_raise_clearly():
-    p = torch.zeros(4, device="cuda", requires_grad=True)
-    p.grad = torch.zeros_like(p)
-    for cls in (fo.Adam, fo.AdamW, fo.SGD, fo.RMSprop):
-        with pytest.raises(RuntimeError, match="CUDA optimizer kernels are not available"):
-            cls([p]).step()
-    with pytest.raises(RuntimeError, match="CUDA optimizer kernels are not available"):
-        fo.clip_grad_norm_([p], 1.0)
 
 
 def test_found_inf_and_grad_scale_in_kernel(rng):

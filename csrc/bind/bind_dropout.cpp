@@ -1,22 +1,14 @@
 #include "bindings.h"
-#include "checks.h"
-#include "fastnn/dropout.h"
+#include "dropout_args.h"
 
 namespace fastnn::bind {
 namespace {
 
 void dropout_py(nb::handle x, nb::handle out, double p, uint64_t seed, uint64_t offset, const char* x_name) {
-    if (!(p >= 0.0 && p <= 1.0)) throw_value_error(cat("p must be in [0, 1], got ", p));
-    const ArrayArg X(x, x_name, false), Y(out, "out", true);
-    require_cpu(X);
-    require_dtype(X, {DType::f32, DType::bf16});
-    require_same_device(X, Y);
-    require_same_dtype(X, Y);
-    require_same_shape(X, Y);
-    require_output(Y, {&X}, Alias::exact_allowed);
-    const DropoutParams params{X.view(), Y.view(), p, seed, offset};
-    nb::gil_scoped_release release;
-    dropout_apply(params);
+    dropout_args::call(require_cpu, [](const DropoutParams& params, const ArrayArg&) {
+        nb::gil_scoped_release release;
+        dropout_apply(params);
+    }, x, out, p, seed, offset, x_name);
 }
 
 }  // namespace

@@ -1,92 +1,40 @@
 #include "bindings.h"
-#include "checks.h"
-#include "fastnn/loss.h"
+#include "loss_args.h"
 
 namespace fastnn::bind {
 namespace {
 
-Reduction parse_reduction(const std::string& s) {
-    if (s == "mean") return Reduction::mean;
-    if (s == "sum") return Reduction::sum;
-    if (s == "none") return Reduction::none;
-    throw_value_error(cat("reduction must be 'mean', 'sum' or 'none', got '", s, "'"));
-}
+using loss_args::parse_reduction;
+using loss_args::require_loss_shape;
 
-void require_loss_shape(const ArrayArg& loss, Reduction r, const ArrayArg& per_element) {
-    if (r == Reduction::none) return require_same_shape(per_element, loss);
-    if (loss.ndim() != 0)
-        throw_value_error(cat(loss.name(), " must be a 0-dimensional array for a reduced loss, got shape ",
-                              loss.shape_str()));
-}
-
-// logits (N, C) float32/bfloat16; target (N,) int64 in [0, C) or == ignore_index.
-void check_cross_entropy(const ArrayArg& logits, const ArrayArg& target, int64_t ignore_index,
-                         double label_smoothing) {
-    require_cpu(logits);
-    require_dtype(logits, {DType::f32, DType::bf16});
-    if (logits.ndim() != 2) throw_value_error(cat("logits must be (N, C), got shape ", logits.shape_str()));
-    require_same_device(logits, target);
-    require_dtype(target, {DType::i64});
-    if (target.ndim() != 1 || target.size(0) != logits.size(0))
-        throw_value_error(cat("target must be (N,) = (", logits.size(0), ",) to match logits ", logits.shape_str(),
-                              ", got ", target.shape_str()));
-    if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
-        throw_value_error(cat("label_smoothing must be in [0, 1], got ", label_smoothing));
-    const auto* t = static_cast<const int64_t*>(target.view().data);
-    const int64_t classes = logits.size(1), stride = target.view().strides[0];
-    for (int64_t i = 0; i < target.size(0); ++i) {
-        const int64_t v = t[i * stride];
+// Targets in [0, C) or == ignore_index; read here on the host.
+void require_targets_in_range(const TensorView& target, int64_t classes, int64_t ignore_index) {
+    const auto* t = static_cast<const int64_t*>(target.data);
+    for (int64_t i = 0; i < target.shape[0]; ++i) {
+        const int64_t v = t[i * target.strides[0]];
         if (v != ignore_index && (v < 0 || v >= classes))
             throw_value_error(cat("target[", i, "] = ", v, " is out of range: classes are [0, ", classes,
                                   ") and ignore_index is ", ignore_index));
     }
 }
 
-// stats: (N, 2) float64, the row maximum and log-sum-exp around it.
-void require_stats(const ArrayArg& stats, const ArrayArg& target) {
-    require_same_device(target, stats);
-    require_dtype(stats, {DType::f64});
-    if (stats.ndim() != 2 || stats.size(0) != target.size(0) || stats.size(1) != 2)
-        throw_value_error(cat("stats must be (N, 2) = (", target.size(0), ", 2), got ", stats.shape_str()));
-}
-
 void cross_entropy_forward_py(nb::handle logits, nb::handle target, nb::handle loss, nb::handle stats,
                               const std::string& reduction, int64_t ignore_index, double label_smoothing) {
-    const Reduction r = parse_reduction(reduction);
-    const ArrayArg X(logits, "logits", false), T(target, "target", false), L(loss, "out", true),
-        S(stats, "stats", true);
-    check_cross_entropy(X, T, ignore_index, label_smoothing);
-    require_same_device(X, L);
-    require_same_dtype(X, L);
-    require_loss_shape(L, r, T);
-    require_stats(S, T);
-    require_output(L, {&X, &T}, Alias::forbidden);
-    require_output(S, {&X, &T, &L}, Alias::forbidden);
-    const CrossEntropyParams p{X.view(), T.view(), L.view(), S.view(), r, ignore_index,
-                               static_cast<float>(label_smoothing)};
-    nb::gil_scoped_release release;
-    cross_entropy_forward(p);
+    loss_args::cross_entropy_forward_call(require_cpu, [](const CrossEntropyParams& p, const ArrayArg&) {
+        require_targets_in_range(p.target, p.logits.shape[1], p.ignore_index);
+        nb::gil_scoped_release release;
+        cross_entropy_forward(p);
+    }, logits, target, loss, stats, reduction, ignore_index, label_smoothing);
 }
 
 void cross_entropy_backward_py(nb::handle logits, nb::handle target, nb::handle stats, nb::handle grad_loss,
                                nb::handle out, const std::string& reduction, int64_t ignore_index,
                                double label_smoothing) {
-    const Reduction r = parse_reduction(reduction);
-    const ArrayArg X(logits, "logits", false), T(target, "target", false), S(stats, "stats", false),
-        G(grad_loss, "grad_loss", false), R(out, "out", true);
-    check_cross_entropy(X, T, ignore_index, label_smoothing);
-    require_stats(S, T);
-    require_same_device(X, G);
-    require_same_dtype(X, G);
-    require_loss_shape(G, r, T);
-    require_same_device(X, R);
-    require_same_dtype(X, R);
-    require_same_shape(X, R);
-    require_output(R, {&X, &T, &S, &G}, Alias::forbidden);
-    const CrossEntropyBackwardParams p{X.view(), T.view(), S.view(), G.view(), R.view(), r, ignore_index,
-                                       static_cast<float>(label_smoothing)};
-    nb::gil_scoped_release release;
-    cross_entropy_backward(p);
+    loss_args::cross_entropy_backward_call(require_cpu, [](const CrossEntropyBackwardParams& p, const ArrayArg&) {
+        require_targets_in_range(p.target, p.logits.shape[1], p.ignore_index);
+        nb::gil_scoped_release release;
+        cross_entropy_backward(p);
+    }, logits, target, stats, grad_loss, out, reduction, ignore_index, label_smoothing);
 }
 
 void check_mse_inputs(const ArrayArg& x, const ArrayArg& target) {

@@ -1,40 +1,26 @@
 #include <cmath>
-#include <optional>
 
 #include "bindings.h"
-#include "checks.h"
-#include "fastnn/quant.h"
+#include "quant_args.h"
 
 namespace fastnn::bind {
 namespace {
 
-std::optional<ArrayArg> optional_arg(nb::handle obj, const char* name) {
-    if (obj.is_none()) return std::nullopt;
-    return std::optional<ArrayArg>(std::in_place, obj, name, false);
-}
-
-TensorView view_or_empty(const std::optional<ArrayArg>& a) { return a ? a->view() : TensorView{}; }
+using quant_args::optional_arg;
+using quant_args::parse_axis;
+using quant_args::view_or_empty;
 
 void require_matrix(const ArrayArg& a, std::initializer_list<DType> dtypes) {
-    require_cpu(a);
-    require_dtype(a, dtypes);
-    if (a.ndim() != 2) throw_value_error(cat(a.name(), " must be 2-D, got shape ", a.shape_str()));
+    quant_args::require_matrix(require_cpu, a, dtypes);
 }
 
 void require_vector(const ArrayArg& v, int64_t n, const char* what) {
-    require_cpu(v);
-    require_dtype(v, {DType::f32});
-    if (v.ndim() != 1 || v.size(0) != n)
-        throw_value_error(cat(v.name(), " must have shape (", n, ",) (", what, "), got ", v.shape_str()));
+    quant_args::require_vector(require_cpu, v, n, what);
 }
 
 void require_out_matrix(const ArrayArg& out, int64_t rows, int64_t cols, std::initializer_list<DType> dtypes,
                         std::initializer_list<const ArrayArg*> inputs) {
-    require_cpu(out);
-    require_dtype(out, dtypes);
-    if (out.ndim() != 2 || out.size(0) != rows || out.size(1) != cols)
-        throw_value_error(cat(out.name(), " must have shape (", rows, ", ", cols, "), got ", out.shape_str()));
-    require_output(out, inputs, Alias::forbidden);
+    quant_args::require_out_matrix(require_cpu, out, rows, cols, dtypes, inputs);
 }
 
 void require_k(int64_t k) {
@@ -43,26 +29,12 @@ void require_k(int64_t k) {
                               ", the largest K whose int8 dot products are guaranteed to fit int32"));
 }
 
-QuantAxis parse_axis(int axis) {
-    if (axis == -1) return QuantAxis::tensor;
-    if (axis == 0) return QuantAxis::rows;
-    if (axis == 1) return QuantAxis::cols;
-    throw_value_error(cat("axis must be None, 0 or 1, got ", axis));
-}
-
 // Scales are read element by element here (they are short): each must be a
 // positive finite float, or 1 / scale is not a quantization step.
-void require_scales(const ArrayArg& scale, QuantAxis axis, const ArrayArg& matrix) {
-    const int64_t n = axis == QuantAxis::tensor ? 1 : matrix.size(axis == QuantAxis::rows ? 0 : 1);
-    require_cpu(scale);
-    require_dtype(scale, {DType::f32});
-    const bool ok = axis == QuantAxis::tensor ? scale.numel() == 1 : (scale.ndim() == 1 && scale.size(0) == n);
-    if (!ok)
-        throw_value_error(cat("scale must have ", n, " element", n == 1 ? "" : "s",
-                              axis == QuantAxis::tensor ? " (per tensor)" : " (one per index of axis)", ", got shape ",
-                              scale.shape_str()));
-    const auto* p = static_cast<const float*>(scale.view().data);
-    const int64_t stride = scale.ndim() ? scale.view().strides[0] : 0;
+void require_positive_scales(const TensorView& scale, QuantAxis axis, const TensorView& matrix) {
+    const int64_t n = axis == QuantAxis::tensor ? 1 : matrix.shape[axis == QuantAxis::rows ? 0 : 1];
+    const auto* p = static_cast<const float*>(scale.data);
+    const int64_t stride = scale.ndim ? scale.strides[0] : 0;
     for (int64_t i = 0; i < n; ++i)
         if (!(p[i * stride] > 0.0f) || !std::isfinite(p[i * stride]))
             throw_value_error(cat("scale must be positive and finite, got ", p[i * stride], " at index ", i));
@@ -75,42 +47,26 @@ QuantWeightLayout parse_layout(const std::string& mode) {
 }
 
 void quantize_py(nb::handle x, nb::handle scale, int axis, nb::handle out) {
-    const ArrayArg X(x, "x", false), S(scale, "scale", false), Q(out, "out", true);
-    require_matrix(X, {DType::f32, DType::bf16});
-    const QuantAxis ax = parse_axis(axis);
-    require_scales(S, ax, X);
-    require_out_matrix(Q, X.size(0), X.size(1), {DType::i8}, {&X, &S});
-    const QuantizeParams p{X.view(), S.view(), ax, Q.view()};
-    nb::gil_scoped_release release;
-    quantize(p);
+    quant_args::quantize_call(require_cpu, [](const QuantizeParams& p, const ArrayArg&) {
+        require_positive_scales(p.scale, p.axis, p.x);
+        nb::gil_scoped_release release;
+        quantize(p);
+    }, x, scale, axis, out);
 }
 
 void dequantize_py(nb::handle q, nb::handle scale, int axis, nb::handle out) {
-    const ArrayArg Q(q, "q", false), S(scale, "scale", false), X(out, "out", true);
-    require_matrix(Q, {DType::i8});
-    const QuantAxis ax = parse_axis(axis);
-    require_scales(S, ax, Q);
-    require_out_matrix(X, Q.size(0), Q.size(1), {DType::f32, DType::bf16}, {&Q, &S});
-    const DequantizeParams p{Q.view(), S.view(), ax, X.view()};
-    nb::gil_scoped_release release;
-    dequantize(p);
+    quant_args::dequantize_call(require_cpu, [](const DequantizeParams& p, const ArrayArg&) {
+        require_positive_scales(p.scale, p.axis, p.q);
+        nb::gil_scoped_release release;
+        dequantize(p);
+    }, q, scale, axis, out);
 }
 
 void quantize_rows_py(nb::handle x, nb::handle smooth_inv, nb::handle q, nb::handle scale) {
-    const ArrayArg X(x, "x", false), Q(q, "q", true), S(scale, "scale", true);
-    const std::optional<ArrayArg> Sm = optional_arg(smooth_inv, "smooth_inv");
-    require_matrix(X, {DType::f32, DType::bf16});
-    if (Sm) require_vector(*Sm, X.size(1), "one per column of x");
-    require_out_matrix(Q, X.size(0), X.size(1), {DType::i8}, {&X});
-    require_vector(S, X.size(0), "one per row of x");
-    require_output(S, {&X, &Q}, Alias::forbidden);
-    if (Sm) {
-        require_output(Q, {&*Sm}, Alias::forbidden);
-        require_output(S, {&*Sm}, Alias::forbidden);
-    }
-    const QuantizeRowsParams p{X.view(), view_or_empty(Sm), Q.view(), S.view()};
-    nb::gil_scoped_release release;
-    quantize_rows(p);
+    quant_args::quantize_rows_call(require_cpu, [](const QuantizeRowsParams& p, const ArrayArg&) {
+        nb::gil_scoped_release release;
+        quantize_rows(p);
+    }, x, smooth_inv, q, scale);
 }
 
 void int8_mm_py(nb::handle a, nb::handle b, nb::handle row_scale, nb::handle col_scale, nb::handle bias,

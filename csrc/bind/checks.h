@@ -61,6 +61,9 @@ private:
 };
 
 void require_cpu(const ArrayArg& a);
+// A module's device check (require_cpu here, require_cuda in fastnn._cuda):
+// the argument checks the two modules share (csrc/bind/*_args.h) take it.
+using RequireDevice = void (*)(const ArrayArg&);
 void require_dtype(const ArrayArg& a, std::initializer_list<DType> allowed);
 void require_same_dtype(const ArrayArg& a, const ArrayArg& b);
 void require_same_shape(const ArrayArg& a, const ArrayArg& b);

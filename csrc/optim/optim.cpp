@@ -8,12 +8,11 @@
 #include "fastnn/optim.h"
 
 namespace fastnn {
-namespace {
 
-OptimCoeffs make_coeffs(const OptimStepParams& p) {
+OptimCoeffs optim_coeffs(const OptimStepParams& p) {
     OptimCoeffs c{};
     c.grad_sign = p.maximize ? -1.0f : 1.0f;
-    c.inv_grad_scale = p.grad_scale ? 1.0f / *p.grad_scale : 1.0f;
+    c.inv_grad_scale = 1.0f;
     const bool decay = p.weight_decay != 0.0;
     c.decoupled = decay && p.kind == OptimKind::adam && p.decoupled_weight_decay;
     c.l2 = decay && !c.decoupled;
@@ -34,6 +33,8 @@ OptimCoeffs make_coeffs(const OptimStepParams& p) {
     }
     return c;
 }
+
+namespace {
 
 // Increments every row's step count and, for Adam, derives the bias
 // corrections from it: in double, as torch.optim's Python does, once per
@@ -62,7 +63,8 @@ std::vector<AdamRowCoeffs> advance_steps(const OptimStepParams& p) {
 
 void optim_step(const OptimStepParams& p) {
     if (p.found_inf && *p.found_inf != 0.0f) return;
-    OptimCoeffs c = make_coeffs(p);
+    OptimCoeffs c = optim_coeffs(p);
+    if (p.grad_scale) c.inv_grad_scale = 1.0f / *p.grad_scale;
     const std::vector<AdamRowCoeffs> adam_rows = advance_steps(p);
     c.adam_rows = adam_rows.data();
     FASTNN_SELECT_KERNELS(optim_kernels).step(p, c);

@@ -18,6 +18,8 @@ inline void require_cuda(const ArrayArg& a) {
     if (a.device_type() != 2) throw_value_error(cat(a.name(), " must be on a CUDA device, got ", a.device_str()));
 }
 
+inline cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
+
 // Launches on the array's own device and restores the caller's current device.
 class DeviceGuard {
 public:
@@ -34,7 +36,17 @@ private:
 };
 
 // One registration function per CUDA kernel family; module.cpp calls them.
+// Each binds its kernels under the names and argument order of their
+// fastnn._C counterparts, plus a trailing `stream` (the raw cudaStream_t the
+// kernels run on), with the same checks (csrc/bind/*_args.h).
+void bind_activation(nb::module_& m);
 void bind_attention(nb::module_& m);
+void bind_dropout(nb::module_& m);
 void bind_gemm(nb::module_& m);
+void bind_loss(nb::module_& m);
+void bind_norm(nb::module_& m);
+void bind_optim(nb::module_& m);
+void bind_quant(nb::module_& m);
+void bind_softmax(nb::module_& m);
 
 }  // namespace fastnn::bind

@@ -117,6 +117,10 @@ struct GradScaleParams {
 };
 
 void optim_step(const OptimStepParams& p);
+// The coefficients of p that depend on the hyperparameters only: everything
+// but inv_grad_scale (1 here) and adam_rows (null), which read tensors. The
+// CUDA optimizers share it with the CPU path.
+OptimCoeffs optim_coeffs(const OptimStepParams& p);
 // sum |g|^p over all elements (max |g| for inf), before the 1/p root. The
 // reduction order depends on the element count and the ISA, never on the
 // thread count.

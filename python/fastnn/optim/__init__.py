@@ -1,4 +1,4 @@
-"""Fused CPU optimizers, drop-in for torch.optim: Adam, AdamW, SGD, RMSprop
+"""Fused CPU and CUDA optimizers, drop-in for torch.optim: Adam, AdamW, SGD, RMSprop
 (param groups, schedulers, state_dict in both directions, GradScaler,
 bfloat16 parameters with float32 state), and clip_grad_norm_."""
 

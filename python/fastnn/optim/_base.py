@@ -1,7 +1,9 @@
 """What every fastnn optimizer shares: gathering a group's parameters and state
 into the lists one fused kernel call takes, step counting, GradScaler support,
 bfloat16 parameters with float32 state (optionally a float32 master copy), and
-state_dict compatibility with torch.optim."""
+state_dict compatibility with torch.optim. CPU parameters run on fastnn._C,
+CUDA parameters on fastnn._cuda (one multi-tensor launch per table of
+tensors, on the current stream); there is no per-tensor fallback."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from itertools import chain
 
 import torch
 from torch.utils.dlpack import to_dlpack
+
+from .. import _backend, _C
 
 _PARAM_DTYPES = (torch.float32, torch.bfloat16)
 # State that is float32 whatever the parameter dtype; torch.optim's
@@ -18,9 +22,21 @@ _MASTER_KEY = "master_param"
 
 def _device_error(what: str, device) -> str:
     if device.type == "cuda":
-        return (f"{what}: a tensor is on {device}, and fastnn's CUDA optimizer kernels are not available; "
-                "use torch.optim for parameters on the GPU")
-    return f"{what} runs on the CPU, got a tensor on {device}"
+        return (f"{what}: a tensor is on {device}, and fastnn's CUDA optimizer kernels are not available "
+                f"({_backend._cuda_import_error}); use torch.optim for parameters on the GPU")
+    return f"{what} runs on the CPU or CUDA, got a tensor on {device}"
+
+
+def _supported(device) -> bool:
+    return device.type == "cpu" or (device.type == "cuda" and _backend._cuda is not None)
+
+
+def _kernels(device):
+    """The kernel module for tensors on `device` and the extra keyword
+    arguments of its calls: the current CUDA stream for fastnn._cuda."""
+    if device.type == "cpu":
+        return _C, {}
+    return _backend.cuda_kernels(), {"stream": torch.cuda.current_stream(device).cuda_stream}
 
 
 def _dl(tensors) -> list:
@@ -76,7 +92,7 @@ class FusedOptimizerMixin:
                 continue
             if g.is_sparse:
                 raise RuntimeError(f"fastnn.optim.{name} does not support sparse gradients")
-            if p.device.type != "cpu":
+            if not _supported(p.device):
                 raise RuntimeError(_device_error(f"fastnn.optim.{name}", p.device))
             if p.dtype not in _PARAM_DTYPES:
                 raise TypeError(f"fastnn.optim.{name} supports float32 and bfloat16 parameters, got {p.dtype}")
@@ -113,10 +129,11 @@ class FusedOptimizerMixin:
         return [(idx, k) for k, idx in parts.items()]
 
     @staticmethod
-    def _new_step() -> torch.Tensor:
-        # torch.optim's CPU step counter: a float32 scalar, incremented (and
-        # read for the bias corrections) by the kernel call.
-        return torch.zeros((), dtype=torch.float32)
+    def _new_step(p) -> torch.Tensor:
+        # A float32 scalar on the parameter's device (torch.optim's CPU step
+        # counter; on CUDA, as torch's fused optimizers keep it), incremented
+        # and read for the bias corrections by the kernel call itself.
+        return torch.zeros((), dtype=torch.float32, device=p.device)
 
     def load_state_dict(self, state_dict) -> None:
         """torch.optim's load_state_dict (so state saved by torch.optim loads
@@ -135,6 +152,10 @@ class FusedOptimizerMixin:
             for key in self._STATE_KEYS + (_MASTER_KEY,):
                 if key in values:
                     state[key] = values[key].to(device=p.device, dtype=torch.float32, copy=True)
-        for state in self.state.values():  # a float64 default dtype makes float64 steps
-            if isinstance(state.get("step"), torch.Tensor) and state["step"].dtype != torch.float32:
-                state["step"] = state["step"].to(torch.float32)
+        # A float64 default dtype makes float64 steps, and torch.optim keeps
+        # CPU steps for CUDA parameters: the kernels want float32 on the
+        # parameter's device.
+        for p, state in self.state.items():
+            step = state.get("step")
+            if isinstance(step, torch.Tensor) and (step.dtype != torch.float32 or step.device != p.device):
+                state["step"] = step.to(dtype=torch.float32, device=p.device)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _C
-from ._base import FusedOptimizerMixin, _dl, _scalar
+from ._base import FusedOptimizerMixin, _dl, _kernels, _scalar
 
 
 class Adam(FusedOptimizerMixin, torch.optim.Adam):
@@ -36,7 +35,7 @@ class Adam(FusedOptimizerMixin, torch.optim.Adam):
         for p in params:
             state = self.state[p]
             if "exp_avg" not in state:
-                state["step"] = self._new_step()
+                state["step"] = self._new_step(p)
                 state["exp_avg"] = self._new_state(p)
                 state["exp_avg_sq"] = self._new_state(p)
             if amsgrad and "max_exp_avg_sq" not in state:
@@ -47,11 +46,13 @@ class Adam(FusedOptimizerMixin, torch.optim.Adam):
                      weight_decay=group["weight_decay"], amsgrad=amsgrad, maximize=group["maximize"],
                      decoupled_weight_decay=group.get("decoupled_weight_decay", False),
                      grad_scale=grad_scale, found_inf=found_inf)
-        for idx, _ in self._partition(params, lambda i: params[i].dtype):
+        for idx, (device, _) in self._partition(params, lambda i: (params[i].device, params[i].dtype)):
             ps, ss = [params[i] for i in idx], [states[i] for i in idx]
-            _C.adam_step(_dl(ps), _dl([p.grad for p in ps]), _dl([s["exp_avg"] for s in ss]),
-                         _dl([s["exp_avg_sq"] for s in ss]), _dl([s["max_exp_avg_sq"] for s in ss]) if amsgrad else None,
-                         _dl([s["step"] for s in ss]), self._masters(ps), **hyper)
+            kernels, extra = _kernels(device)
+            kernels.adam_step(_dl(ps), _dl([p.grad for p in ps]), _dl([s["exp_avg"] for s in ss]),
+                              _dl([s["exp_avg_sq"] for s in ss]),
+                              _dl([s["max_exp_avg_sq"] for s in ss]) if amsgrad else None,
+                              _dl([s["step"] for s in ss]), self._masters(ps), **hyper, **extra)
 
 
 class AdamW(Adam):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _C
-from ._base import FusedOptimizerMixin, _dl, _scalar
+from ._base import FusedOptimizerMixin, _dl, _kernels, _scalar
 
 
 class RMSprop(FusedOptimizerMixin, torch.optim.RMSprop):
@@ -33,7 +32,7 @@ class RMSprop(FusedOptimizerMixin, torch.optim.RMSprop):
         for p in params:
             state = self.state[p]
             if "square_avg" not in state:
-                state["step"] = self._new_step()
+                state["step"] = self._new_step(p)
                 state["square_avg"] = self._new_state(p)
             if momentum > 0 and "momentum_buffer" not in state:
                 state["momentum_buffer"] = self._new_state(p)
@@ -43,9 +42,10 @@ class RMSprop(FusedOptimizerMixin, torch.optim.RMSprop):
         hyper = dict(lr=_scalar(group["lr"]), alpha=group["alpha"], eps=group["eps"],
                      weight_decay=group["weight_decay"], momentum=momentum, centered=centered,
                      maximize=group["maximize"], grad_scale=grad_scale, found_inf=found_inf)
-        for idx, _ in self._partition(params, lambda i: params[i].dtype):
+        for idx, (device, _) in self._partition(params, lambda i: (params[i].device, params[i].dtype)):
             ps, ss = [params[i] for i in idx], [states[i] for i in idx]
-            _C.rmsprop_step(_dl(ps), _dl([p.grad for p in ps]), _dl([s["square_avg"] for s in ss]),
-                            _dl([s["momentum_buffer"] for s in ss]) if momentum > 0 else None,
-                            _dl([s["grad_avg"] for s in ss]) if centered else None, _dl([s["step"] for s in ss]),
-                            self._masters(ps), **hyper)
+            kernels, extra = _kernels(device)
+            kernels.rmsprop_step(_dl(ps), _dl([p.grad for p in ps]), _dl([s["square_avg"] for s in ss]),
+                                 _dl([s["momentum_buffer"] for s in ss]) if momentum > 0 else None,
+                                 _dl([s["grad_avg"] for s in ss]) if centered else None,
+                                 _dl([s["step"] for s in ss]), self._masters(ps), **hyper, **extra)

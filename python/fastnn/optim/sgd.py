@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _C
-from ._base import FusedOptimizerMixin, _dl, _scalar
+from ._base import FusedOptimizerMixin, _dl, _kernels, _scalar
 
 
 class SGD(FusedOptimizerMixin, torch.optim.SGD):
@@ -29,11 +28,14 @@ class SGD(FusedOptimizerMixin, torch.optim.SGD):
         params = self._params_with_grad(group)
         if not params:
             return
-        if found_inf is not None and float(found_inf) != 0.0:
-            # The kernel would skip too; returning here also leaves new
-            # momentum buffers unallocated, as a skipped torch step does.
-            return
         momentum = group["momentum"]
+        allocates = momentum != 0 and any("momentum_buffer" not in self.state[p] for p in params)
+        if allocates and found_inf is not None and float(found_inf) != 0.0:
+            # The kernel skips the step by itself; a step that would create
+            # momentum buffers must also leave them uncreated, as a skipped
+            # torch step does, so only then is found_inf read here (on CUDA a
+            # synchronization, on the first step alone).
+            return
         buffers, fresh = [None] * len(params), [False] * len(params)
         if momentum != 0:
             for i, p in enumerate(params):
@@ -46,7 +48,10 @@ class SGD(FusedOptimizerMixin, torch.optim.SGD):
         hyper = dict(lr=_scalar(group["lr"]), momentum=momentum, dampening=group["dampening"],
                      weight_decay=_scalar(group["weight_decay"]), nesterov=group["nesterov"],
                      maximize=group["maximize"], grad_scale=grad_scale, found_inf=found_inf)
-        for idx, (_, init) in self._partition(params, lambda i: (params[i].dtype, fresh[i])):
+        key = lambda i: (params[i].device, params[i].dtype, fresh[i])  # noqa: E731
+        for idx, (device, _, init) in self._partition(params, key):
             ps = [params[i] for i in idx]
             bufs = _dl([buffers[i] for i in idx]) if momentum != 0 else None
-            _C.sgd_step(_dl(ps), _dl([p.grad for p in ps]), bufs, self._masters(ps), momentum_init=init, **hyper)
+            kernels, extra = _kernels(device)
+            kernels.sgd_step(_dl(ps), _dl([p.grad for p in ps]), bufs, self._masters(ps), momentum_init=init, **hyper,
+                             **extra)
