@@ -4,7 +4,8 @@ also as a fraction of this machine's roofline measured in the same run."""
 
 from __future__ import annotations
 
-from . import activation, attention, attention_cuda, conv, gemm, gemm_cuda, optim, quant  # noqa: F401  (register their cases)
+from . import (activation, attention, attention_cuda, conv, gemm, gemm_cuda, loss, norm, optim,  # noqa: F401
+               quant, softmax)  # (importing a family registers its cases)
 from .harness import REGISTRY, Case, Workload, register
 from .runner import run_bench
 
