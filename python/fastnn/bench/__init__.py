@@ -4,8 +4,9 @@ also as a fraction of this machine's roofline measured in the same run."""
 
 from __future__ import annotations
 
-from . import activation, attention, attention_cuda, conv, gemm, gemm_cuda, optim, quant  # noqa: F401  (register their cases)
-from . import activation_cuda, cross_entropy_cuda, norm_cuda, optim_cuda  # noqa: F401
+# Importing a family registers its cases.
+from . import (activation, activation_cuda, attention, attention_cuda, conv, cross_entropy_cuda,  # noqa: F401
+               gemm, gemm_cuda, loss, norm, norm_cuda, optim, optim_cuda, quant, softmax)
 from .harness import REGISTRY, Case, Workload, register
 from .runner import run_bench
 
