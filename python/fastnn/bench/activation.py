@@ -127,22 +127,34 @@ def _dropout(device, rows, cols, dtype, backward):
     import torch
 
     import fastnn
+    from fastnn.testing import compare
 
     nbytes = rows * cols * dtype.itemsize
     moved = 2 * nbytes
     n = rotations_for(moved)
     xs = [torch.randn(rows, cols, device=device).to(dtype) for _ in range(n)]
     scale = 1.0 / (1.0 - _DROPOUT_P)
+
+    def accuracy():
+        # The mask is fastnn's (seed 7); what is compared is the scaling of
+        # the kept elements: torch applies the same mask in the working
+        # precision, the reference in float64.
+        x = torch.randn(rows, cols, device=device).to(dtype)
+        keep = fastnn.dropout(torch.ones_like(x), _DROPOUT_P, seed=7) != 0
+        fast = fastnn.dropout_backward(x, _DROPOUT_P, seed=7) if backward else fastnn.dropout(x, _DROPOUT_P, seed=7)
+        return compare(fast, torch.ops.aten.native_dropout_backward(x, keep, scale),
+                       x.double() * keep * scale)
+
     if backward:
         masks = [torch.rand(rows, cols, device=device) >= _DROPOUT_P for _ in range(n)]
         return Workload(
             fastnn=lambda i: fastnn.dropout_backward(xs[i % n], _DROPOUT_P, seed=i, offset=0),
             torch=lambda i: torch.ops.aten.native_dropout_backward(xs[i % n], masks[i % n], scale),
-            bytes=moved, rotations=n)
+            bytes=moved, rotations=n, accuracy=accuracy)
 
     def torch_run(i):
         with torch.no_grad():
             return torch.ops.aten.native_dropout(xs[i % n], _DROPOUT_P, True)
 
     return Workload(fastnn=lambda i: fastnn.dropout(xs[i % n], _DROPOUT_P, seed=i), torch=torch_run,
-                    bytes=moved, rotations=n)
+                    bytes=moved, rotations=n, accuracy=accuracy)
