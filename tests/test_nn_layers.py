@@ -197,6 +197,22 @@ def test_twin_is_a_torch_layer_with_torch_constructor(name):
     assert inspect.signature(twin) == inspect.signature(torch_type)
 
 
+def test_twin_can_be_subclassed(rng):
+    class Scaled(fastnn.nn.Linear):
+        def __init__(self, in_features, out_features, scale):
+            super().__init__(in_features, out_features)
+            self.scale = scale
+
+        def forward(self, input):
+            return super().forward(input) * self.scale
+
+    layer = Scaled(6, 3, 2.0)
+    x = randn((4, 6), torch.float32, rng)
+    assert Scaled.torch_type is torch.nn.Linear
+    assert torch.equal(layer(x), fastnn.nn.functional.linear(x, layer.weight, layer.bias) * 2.0)
+    assert fastnn.convert(torch.nn.Sequential(layer)).skipped[0].reason == "already a fastnn layer"
+
+
 def test_from_torch_shares_parameters_and_hooks(rng):
     layer = torch.nn.Linear(9, 4)
     calls = []

@@ -18,20 +18,27 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
 
 class Twin:
+    """Base of `class X(Twin, torch.nn.X)`; X defines no __init__ of its own
+    (torch's runs, then the configuration check). Subclasses of X (a user's)
+    are ordinary subclasses."""
+
     torch_type: type  # the torch.nn class this layer subclasses
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.torch_type = next(b for b in cls.__bases__ if issubclass(b, torch.nn.Module) and not issubclass(b, Twin))
+        torch_bases = [b for b in cls.__bases__ if issubclass(b, torch.nn.Module) and not issubclass(b, Twin)]
+        if not torch_bases:
+            return
+        torch_type = cls.torch_type = torch_bases[0]
 
         def __init__(self, *args, **kw):
-            cls.torch_type.__init__(self, *args, **kw)
-            reason = cls.config_reason(self)
+            torch_type.__init__(self, *args, **kw)
+            reason = type(self).config_reason(self)
             if reason is not None:
                 raise ValueError(f"fastnn.nn.{cls.__name__}: {reason}")
 
         # help() and inspect.signature show torch's constructor, which is this one's.
-        cls.__init__ = functools.update_wrapper(__init__, cls.torch_type.__init__)
+        cls.__init__ = functools.update_wrapper(__init__, torch_type.__init__)
 
     @staticmethod
     def config_reason(module) -> str | None:

@@ -12,6 +12,8 @@ input. What the fused kernel cannot do is refused, never approximated:
   eval works. convert() leaves such layers as torch so a model keeps
   training.
 - add_bias_kv, add_zero_attn: refused at construction (and by convert).
+- a float attn_mask that requires grad (a learned bias): the attention op
+  raises; the kernel does not differentiate the mask.
 A query whose every key is masked attends to nothing (zeros before the
 out-projection), as in torch. Outputs for batch_first=False are (L, N, E)
 views of batch-major memory (torch's batch_first outputs are such views too).

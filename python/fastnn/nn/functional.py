@@ -47,7 +47,7 @@ def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace:
     its seed from torch's default generator, so torch.manual_seed makes runs
     reproducible (the masks differ from torch's own). Not training, or
     p == 0, returns input itself, as torch."""
-    if inplace and _writes_in_place(input):
+    if inplace and training and _writes_in_place(input):
         return ops.dropout(input, p, training, out=input)
     return ops.dropout(input, p, training)
 
