@@ -1,12 +1,15 @@
 """Array plumbing shared by every op: which device an array lives on, which
-compiled module runs it, how outputs are allocated, and which CUDA stream to
-use. No framework is imported here; torch is used only when the caller's
-arrays are torch tensors (and so torch is already imported)."""
+compiled module runs a kernel (launch, the one place), how outputs are
+allocated, which CUDA stream to use, and when a call on torch tensors goes
+through fastnn's torch custom operators. No framework is imported here;
+torch is used only when the caller's arrays are torch tensors (and so torch
+is already imported)."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import sys
 
 import numpy as np
@@ -79,15 +82,6 @@ def cuda_function(module, name: str):
     return fn
 
 
-def kernels_for(x, name: str = "x"):
-    dev_type, _ = device_of(x, name)
-    if dev_type == _DLPACK_CPU:
-        return _C
-    if dev_type == _DLPACK_CUDA:
-        return cuda_kernels()
-    raise ValueError(f"{name} is on DLPack device type {dev_type}; fastnn runs on cpu and cuda")
-
-
 def current_stream(x) -> int:
     """The caller's current CUDA stream for x's device, as a raw handle."""
     if is_torch(x):
@@ -96,6 +90,23 @@ def current_stream(x) -> int:
     if cupy is not None and isinstance(x, cupy.ndarray):
         return cupy.cuda.get_current_stream().ptr
     return 0  # the legacy default stream, for frameworks without a stream API
+
+
+def launch(kernel: str, first, *args, name: str = "x") -> None:
+    """Runs `kernel` on the device of `first` (the argument called `name`):
+    _C.<kernel>(*args) for CPU arrays, _cuda.<kernel>(*args, stream) for CUDA
+    arrays, on the caller's current stream. Every CUDA binding takes its _C
+    twin's arguments plus that trailing stream, so this is the only place the
+    devices differ. Torch tensors that require grad are detached: autograd is
+    recorded by the caller (the custom operators), never by a kernel."""
+    dev_type, _ = device_of(first, name)
+    args = [for_kernel(a) for a in args]
+    if dev_type == _DLPACK_CPU:
+        getattr(_C, kernel)(*args)
+    elif dev_type == _DLPACK_CUDA:
+        cuda_function(cuda_kernels(), kernel)(*args, current_stream(first))
+    else:
+        raise ValueError(f"{name} is on DLPack device type {dev_type}; fastnn runs on cpu and cuda")
 
 
 def empty_like(x, name: str = "x"):
@@ -116,13 +127,68 @@ def empty_like(x, name: str = "x"):
     raise TypeError(f"cannot allocate an output like {name} ({type(x).__name__}); pass out=")
 
 
-def needs_torch_op(x) -> bool:
-    """True when a call on x must go through fastnn's torch custom operator:
-    x requires grad (autograd must record it) or torch.compile is tracing."""
-    if not is_torch(x):
-        return False
+def output_like(first, out, name: str = "x"):
+    """out, checked, when the caller passed one; else a new array like first."""
+    if out is None:
+        return empty_like(first, name)
+    check_out(out)
+    return out
+
+
+def empty(like, shape, dtype: str | None = None, name: str = "x"):
+    """An uninitialized contiguous array of `shape` on like's device, in
+    like's framework; dtype is a name ("float32", "int64", ...) or None for
+    like's dtype. Works on torch's fake tensors, so a custom operator's fake
+    implementation allocates exactly what its kernel launcher does."""
+    if is_torch(like):
+        torch = torch_module()
+        return torch.empty(shape, dtype=like.dtype if dtype is None else getattr(torch, dtype), device=like.device)
+    if isinstance(like, np.ndarray):
+        if dtype == "bfloat16":
+            raise TypeError("bfloat16 outputs need torch tensors (NumPy has no bfloat16); pass out=")
+        return np.empty(shape, dtype=like.dtype if dtype is None else dtype)
+    raise TypeError(f"cannot allocate an output like {name} ({type(like).__name__}): pass torch tensors or NumPy "
+                    "arrays, or out= where the op takes one")
+
+
+def needs_torch_op(*arrays) -> bool:
+    """True when a call on these arrays must go through fastnn's torch custom
+    operator: torch.compile is tracing, or one of them requires grad (autograd
+    must record the call). None entries (absent optional arguments) are
+    skipped."""
     torch = torch_module()
-    return (x.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()
+    tensors = [a for a in arrays if torch is not None and isinstance(a, torch.Tensor)]
+    if not tensors:
+        return False
+    if torch.compiler.is_compiling():
+        return True
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def torch_op(name: str):
+    """fastnn's torch custom operator torch.ops.fastnn.<name>."""
+    return getattr(torch_module().ops.fastnn, name)
+
+
+def flat_rows(x, name: str = "x"):
+    """x (..., features) as a (rows, features) view (a copy only when the
+    leading dims cannot be merged, as torch.reshape)."""
+    if x.ndim == 2:
+        return x
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have at least 1 dimension, got a scalar")
+    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
+
+
+def absent_as_empty(arrays, like) -> tuple:
+    """A torch custom operator cannot return None: the outputs not asked for
+    (gradients of arguments that need none) come back as zero-element tensors
+    like `like`, and absent_as_none restores them."""
+    return tuple(like.new_empty(0) if a is None else a for a in arrays)
+
+
+def absent_as_none(arrays, wanted) -> tuple:
+    return tuple(a if w else None for a, w in zip(arrays, wanted))
 
 
 def for_kernel(x):

@@ -1,4 +1,4 @@
-"""The `fastnn` command: info, bench, check."""
+"""The `fastnn` command: info, bench, check, demo."""
 
 from __future__ import annotations
 
@@ -45,6 +45,13 @@ def _cmd_check(args) -> int:
     return 1 if failed else 0
 
 
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo("cnn" if args.cnn else "text", steps=args.steps, device=args.device, out=args.out, seed=args.seed)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastnn", description="fastnn: hand-written CPU and CUDA NN kernels")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +71,17 @@ def main(argv=None) -> int:
     p = sub.add_parser("check", help="run every op once against PyTorch and print the error table")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.set_defaults(fn=_cmd_check)
+
+    p = sub.add_parser("demo", help="train a small GPT (or --cnn: a CNN) with fastnn and with PyTorch side by side, "
+                                    "then quantize it to int8")
+    p.add_argument("--steps", type=int, help="optimizer steps per run (default: 300)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: CUDA when there is a GPU fastnn can train on, else the CPU")
+    p.add_argument("--out", default="fastnn-demo", metavar="DIR",
+                   help="folder for the loss-curve PNG and the results JSON (default: ./fastnn-demo)")
+    p.add_argument("--cnn", action="store_true", help="a small CNN on procedurally drawn shapes instead of the GPT")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, the batches and the sample")
+    p.set_defaults(fn=_cmd_demo)
 
     args = parser.parse_args(argv)
     try:

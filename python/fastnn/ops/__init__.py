@@ -1,11 +1,28 @@
 """Functional ops. Each takes any DLPack array (torch, numpy, ...) without
 copying, allocates its output with the input's framework unless out= is
-given, and runs on the input's device. Activations are also torch custom
-operators (torch.ops.fastnn.*) with fake implementations and autograd
-formulas, used when autograd must record the call or torch.compile traces;
-the other families use torch.autograd.Function for now."""
+given, and runs on the input's device: every kernel call goes through
+_backend.launch, which picks _C or _cuda (with the caller's stream).
 
-from . import activation
+Every op is also a torch custom operator (torch.ops.fastnn.*, registered on
+import) with a fake implementation and, where it has a gradient, an autograd
+formula that runs fastnn's own backward kernels (themselves custom operators).
+A call on torch tensors goes through the operator when autograd must record
+it or torch.compile traces, so torch.compile(fullgraph=True) sees opaque ops
+and no graph break. Calls with out= run the kernel directly: they are for
+eager code (torch.compile breaks the graph there)."""
+
+# The family modules, bound before the function imports below rebind
+# `softmax` and `dropout` to the functions of those names.
+from . import activation as _activation
+from . import attention as _attention
+from . import conv as _conv
+from . import dropout as _dropout
+from . import gemm as _gemm
+from . import loss as _loss
+from . import norm as _norm
+from . import pool as _pool
+from . import quant as _quant
+from . import softmax as _softmax
 from .activation import (gelu, gelu_backward, relu, relu_backward, sigmoid, sigmoid_backward, silu,
                          silu_backward, tanh, tanh_backward)
 from .attention import scaled_dot_product_attention
@@ -19,7 +36,7 @@ from .quant import (dequantize, int8_mm, int8_mm_dequant, quantize_per_channel, 
                     quantize_rows)
 from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
 
-_FAMILIES = (activation,)
+_FAMILIES = (_activation, _softmax, _gemm, _norm, _loss, _dropout, _attention, _conv, _pool, _quant)
 
 
 def register_torch_ops(torch) -> None:

@@ -33,22 +33,41 @@ def pooled_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> i
 
 
 def is_channels_last(x) -> bool:
-    st, sh = x.strides if isinstance(x, np.ndarray) else x.stride(), x.shape
-    if isinstance(x, np.ndarray):
-        st = tuple(s // x.itemsize for s in st)
-    return len(sh) == 4 and sh[1] > 1 and st[1] == 1 and st[3] == sh[1]
+    """Whether x's strides are channels-last, by torch's own rule
+    (suggest_memory_format): walking C, W, H, N each stride is at least the
+    extent of the previous dims. Strides of size-1 dims count, so a
+    (N, 1, H, W) tensor made with .to(memory_format=torch.channels_last)
+    gives a channels-last output, as in torch."""
+    sh = tuple(x.shape)
+    if len(sh) != 4:
+        return False
+    st = tuple(s // x.itemsize for s in x.strides) if isinstance(x, np.ndarray) else tuple(x.stride())
+    if st[1] == 0:
+        return False
+    extent = 0
+    for d in (1, 3, 2, 0):
+        if sh[d] == 0 or st[d] < extent:
+            return False
+        if d == 0 and extent == st[1]:  # N111: ambiguous, contiguous as torch
+            return False
+        extent = st[d] * sh[d] if sh[d] > 1 else st[d]
+    return True
 
 
-def empty_nchw(like, shape, dtype=None):
-    """An (N, C, H, W) output in like's framework, channels-last when like is."""
+def empty_nchw(like, shape, dtype: str | None = None, channels_last: bool | None = None):
+    """An (N, C, H, W) output in like's framework and on its device (dtype a
+    name, or None for like's), channels-last when like is (or as told).
+    Works on torch's fake tensors, for the custom operators' fake kernels."""
+    if channels_last is None:
+        channels_last = is_channels_last(like)
     if B.is_torch(like):
         torch = B.torch_module()
-        fmt = torch.channels_last if is_channels_last(like) else torch.contiguous_format
-        return torch.empty(shape, dtype=like.dtype if dtype is None else dtype, device=like.device,
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return torch.empty(shape, dtype=like.dtype if dtype is None else getattr(torch, dtype), device=like.device,
                            memory_format=fmt)
     if isinstance(like, np.ndarray):
         dt = like.dtype if dtype is None else dtype
-        if is_channels_last(like):
+        if channels_last:
             n, c, h, w = shape
             return np.empty((n, h, w, c), dtype=dt).transpose(0, 3, 1, 2)
         return np.empty(shape, dtype=dt)

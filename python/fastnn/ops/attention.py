@@ -1,12 +1,13 @@
-"""Fused scaled-dot-product attention (flash style, CPU): launcher plus, for
-torch tensors that require grad, an autograd function whose backward is
-fastnn's own kernel. Matches torch.nn.functional.scaled_dot_product_attention
-(top-left causal alignment, boolean masks True = attend, float masks added to
-the scaled scores), except that dropout is not supported."""
+"""Fused scaled-dot-product attention (flash style): launcher, then for
+torch tensors the custom operators fastnn::scaled_dot_product_attention
+(which also returns each query row's float32 log-sum-exp) and its backward,
+whose autograd formula is fastnn's own kernel. Matches
+torch.nn.functional.scaled_dot_product_attention (top-left causal alignment,
+boolean masks True = attend, float masks added to the scaled scores), except
+that dropout is not supported."""
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -16,22 +17,14 @@ from .. import _backend as B
 _LAYOUTS = ("bhsd", "bshd")
 
 
-def _empty(like, shape, dtype=None):
-    if B.is_torch(like):
-        torch = B.torch_module()
-        return torch.empty(shape, dtype=like.dtype if dtype is None else getattr(torch, dtype), device=like.device)
-    if isinstance(like, np.ndarray):
-        return np.empty(shape, dtype=like.dtype if dtype is None else dtype)
-    raise TypeError(f"q must be a torch.Tensor or numpy.ndarray, got {type(like).__name__}")
-
-
 def _to_bhsd(x, layout):
     return x if layout == "bhsd" else x.swapaxes(1, 2)
 
 
 def _prepare(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa, layout):
     """Validates what the kernel cannot see (layout, dropout, GQA opt-in,
-    mask broadcasting) and returns (B, H, S, D) views plus the scale."""
+    mask broadcasting) and returns the mask broadcast to (B, Hq, Sq, Skv)
+    (a view) and the scale."""
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be 'bhsd' or 'bshd', got {layout!r}")
     if dropout_p != 0.0:
@@ -57,16 +50,31 @@ def _prepare(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa, layout
         except (RuntimeError, ValueError) as exc:
             raise ValueError(f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to "
                              f"(B, Hq, Sq, Skv) = {target}") from exc
-    return qv, kv, vv, mask, float(scale)
+    return mask, float(scale)
 
 
-def _forward(qv, kv, vv, mask, scale, is_causal, q, layout):
-    out = _empty(q, q.shape)
-    lse = _empty(q, (qv.shape[0], qv.shape[1], qv.shape[2]), "float32")
-    args = [B.for_kernel(a) for a in (qv, kv, vv)]
-    B._C.attention_forward(*args, None if mask is None else B.for_kernel(mask), _to_bhsd(out, layout), lse,
-                           scale, is_causal)
+def _outputs(q, layout):
+    """out in q's shape (and layout), lse float32 (B, H, Sq)."""
+    b, h, sq, _ = _to_bhsd(q, layout).shape
+    return B.empty(q, tuple(q.shape), name="q"), B.empty(q, (b, h, sq), "float32", name="q")
+
+
+def _attention(q, k, v, mask, scale, is_causal, layout):
+    out, lse = _outputs(q, layout)
+    qv, kv, vv, ov = (_to_bhsd(x, layout) for x in (q, k, v, out))
+    B.launch("attention_forward", q, qv, kv, vv, mask, ov, lse, scale, is_causal, name="q")
     return out, lse
+
+
+def _grads(q, k, v):
+    return tuple(B.empty(q, tuple(x.shape), name="q") for x in (q, k, v))
+
+
+def _attention_backward(grad_out, q, k, v, out, lse, mask, scale, is_causal, layout):
+    dq, dk, dv = _grads(q, k, v)
+    B.launch("attention_backward", q, *(_to_bhsd(x, layout) for x in (q, k, v, out, grad_out)), lse, mask,
+             *(_to_bhsd(x, layout) for x in (dq, dk, dv)), scale, is_causal, name="q")
+    return dq, dk, dv
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -79,38 +87,49 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     they differ). attn_mask broadcasts to (B, Hq, Sq, Skv): bool (True =
     attend) or q's dtype (added). is_causal keeps key j for query i when
     j <= i (top-left, as torch). Rows with every key masked give zeros and
-    zero gradients, as torch. Returns q's shape, layout and dtype.
+    zero gradients, as torch. Returns q's shape, layout and dtype. For torch
+    tensors that require grad (or under torch.compile) this is the custom
+    operator fastnn::scaled_dot_product_attention, whose backward is fastnn's.
     """
-    qv, kv, vv, mask, scale = _prepare(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa, layout)
-    if B.is_torch(q) and B.torch_module().is_grad_enabled() and any(
-            B.is_torch(x) and x.requires_grad for x in (q, k, v)):
-        if mask is not None and B.is_torch(mask) and mask.requires_grad:
+    mask, scale = _prepare(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa, layout)
+    if B.needs_torch_op(q, k, v):
+        if B.is_torch(mask) and mask.requires_grad:
             raise ValueError("attn_mask requires grad; fastnn's attention does not differentiate the mask")
-        return _attention_autograd().apply(q, k, v, mask, scale, is_causal, layout)
-    return _forward(qv, kv, vv, mask, scale, is_causal, q, layout)[0]
+        return B.torch_op("scaled_dot_product_attention")(q, k, v, mask, scale, bool(is_causal), layout)[0]
+    return _attention(q, k, v, mask, scale, is_causal, layout)[0]
 
 
-@functools.cache
-def _attention_autograd():
-    torch = B.torch_module()
+def register_torch_ops(torch):
+    @torch.library.custom_op("fastnn::scaled_dot_product_attention", mutates_args=(),
+                             schema="(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float scale, bool is_causal, "
+                                    "str layout) -> (Tensor out, Tensor lse)")
+    def attention_op(q, k, v, attn_mask, scale, is_causal, layout):
+        return _attention(q, k, v, attn_mask, scale, is_causal, layout)
 
-    class AttentionFunction(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, q, k, v, mask, scale, is_causal, layout):
-            qv, kv, vv = (_to_bhsd(x.detach(), layout) for x in (q, k, v))
-            out, lse = _forward(qv, kv, vv, mask, scale, is_causal, q, layout)
-            ctx.save_for_backward(q, k, v, out, lse)
-            ctx.mask, ctx.scale, ctx.is_causal, ctx.layout = mask, scale, is_causal, layout
-            return out
+    @attention_op.register_fake
+    def _(q, k, v, attn_mask, scale, is_causal, layout):
+        return _outputs(q, layout)
 
-        @staticmethod
-        def backward(ctx, grad_out):
-            q, k, v, out, lse = ctx.saved_tensors
-            qv, kv, vv = (_to_bhsd(x.detach(), ctx.layout) for x in (q, k, v))
-            dq, dk, dv = (torch.empty(x.shape, dtype=x.dtype) for x in (q, k, v))
-            B._C.attention_backward(qv, kv, vv, _to_bhsd(out, ctx.layout), _to_bhsd(grad_out, ctx.layout), lse,
-                                    ctx.mask, *(_to_bhsd(x, ctx.layout) for x in (dq, dk, dv)), ctx.scale,
-                                    ctx.is_causal)
-            return dq, dk, dv, None, None, None, None
+    @torch.library.custom_op("fastnn::scaled_dot_product_attention_backward", mutates_args=(),
+                             schema="(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+                                    "Tensor? attn_mask, float scale, bool is_causal, str layout) "
+                                    "-> (Tensor dq, Tensor dk, Tensor dv)")
+    def attention_backward_op(grad_out, q, k, v, out, lse, attn_mask, scale, is_causal, layout):
+        return _attention_backward(grad_out, q, k, v, out, lse, attn_mask, scale, is_causal, layout)
 
-    return AttentionFunction
+    @attention_backward_op.register_fake
+    def _(grad_out, q, k, v, out, lse, attn_mask, scale, is_causal, layout):
+        return _grads(q, k, v)
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, mask, ctx.scale, ctx.is_causal, ctx.layout = inputs
+        out, lse = output
+        ctx.save_for_backward(q, k, v, mask, out, lse)
+        ctx.mark_non_differentiable(lse)
+
+    def backward(ctx, grad_out, _grad_lse):
+        q, k, v, mask, out, lse = ctx.saved_tensors
+        grads = attention_backward_op(grad_out, q, k, v, out, lse, mask, ctx.scale, ctx.is_causal, ctx.layout)
+        return (*B.absent_as_none(grads, ctx.needs_input_grad[:3]), None, None, None, None)
+
+    attention_op.register_autograd(backward, setup_context=setup_context)

@@ -1,10 +1,10 @@
 """2-D convolution with PyTorch's conv2d semantics (stride, padding as ints,
-pairs, 'same' or 'valid', dilation, groups), NCHW or channels-last: launcher
-plus an autograd function whose backward is fastnn's own kernel."""
+pairs, 'same' or 'valid', dilation, groups), NCHW or channels-last: launcher,
+then for torch tensors the custom operators fastnn::conv2d and
+conv2d_backward, whose autograd formula is fastnn's own kernel. The
+operators take the resolved geometry: padding as (before, after) pairs."""
 
 from __future__ import annotations
-
-import functools
 
 from .. import _backend as B
 from ._spatial import batched, empty_nchw, pair
@@ -29,7 +29,8 @@ def _padding(padding, kernel, dilation, stride):
     return p, p
 
 
-def _geometry(x4, weight, stride, padding, dilation, groups):
+def _geometry(weight, stride, padding, dilation, groups):
+    """(stride, pad_before, pad_after, dilation, groups), validated."""
     if isinstance(groups, bool) or not isinstance(groups, int):
         raise TypeError(f"groups must be an int, got {type(groups).__name__}")
     if groups < 1:
@@ -41,52 +42,86 @@ def _geometry(x4, weight, stride, padding, dilation, groups):
     if len(weight.shape) != 4:
         raise ValueError(f"weight must be (K, C / groups, R, S), got shape {tuple(weight.shape)}")
     before, after = _padding(padding, tuple(weight.shape[2:]), d, s)
-    out_hw = tuple((x4.shape[2 + a] + before[a] + after[a] - d[a] * (weight.shape[2 + a] - 1) - 1) // s[a] + 1
-                   for a in range(2))
-    return (s, before, after, d, groups), out_hw
+    return s, before, after, d, groups
 
 
-def _forward(x4, weight, bias, geo, out_hw):
-    out = empty_nchw(x4, (x4.shape[0], weight.shape[0]) + tuple(max(v, 0) for v in out_hw))
-    B._C.conv2d_forward(B.for_kernel(x4), B.for_kernel(weight), None if bias is None else B.for_kernel(bias), out,
-                        *geo)
+def _output(x4, weight, stride, before, after, dilation):
+    """(N, K, OH, OW) in x's layout; a negative size (kernel larger than the
+    padded input) becomes 0 for the kernel to refuse with its message."""
+    out_hw = tuple(max((x4.shape[2 + a] + before[a] + after[a] - dilation[a] * (weight.shape[2 + a] - 1) - 1)
+                       // stride[a] + 1, 0) for a in range(2))
+    return empty_nchw(x4, (x4.shape[0], weight.shape[0]) + out_hw)
+
+
+def _conv2d(x4, weight, bias, stride, before, after, dilation, groups):
+    geo = (tuple(stride), tuple(before), tuple(after), tuple(dilation), groups)
+    out = _output(x4, weight, *geo[:4])
+    B.launch("conv2d_forward", x4, x4, weight, bias, out, *geo)
     return out
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """torch.nn.functional.conv2d: x (N, C, H, W) or (C, H, W), weight
     (K, C / groups, R, S), bias (K,) or None; float32 or bfloat16 (float32
-    accumulation); NCHW or channels-last x (the output follows x's layout)."""
+    accumulation); NCHW or channels-last x (the output follows x's layout).
+    For torch tensors that require grad (or under torch.compile) this is the
+    custom operator fastnn::conv2d, whose backward is fastnn's."""
     x4, added = batched(x, "x")
     B.device_of(weight, "weight")
-    geo, out_hw = _geometry(x4, weight, stride, padding, dilation, groups)
-    if B.is_torch(x) and B.torch_module().is_grad_enabled() and any(
-            B.is_torch(t) and t.requires_grad for t in (x, weight, bias) if t is not None):
-        out = _conv_autograd().apply(x4, weight, bias, geo, out_hw)
+    geo = _geometry(weight, stride, padding, dilation, groups)
+    if B.needs_torch_op(x4, weight, bias):
+        out = B.torch_op("conv2d")(x4, weight, bias, *geo)
     else:
-        out = _forward(x4, weight, bias, geo, out_hw)
+        out = _conv2d(x4, weight, bias, *geo)
     return out[0] if added else out
 
 
-@functools.cache
-def _conv_autograd():
-    torch = B.torch_module()
+def _grads(x, weight, wanted):
+    grad_x = empty_nchw(x, tuple(x.shape)) if wanted[0] else None
+    grad_w = B.empty(weight, tuple(weight.shape), name="weight") if wanted[1] else None
+    grad_b = B.empty(weight, (weight.shape[0],), name="weight") if wanted[2] else None
+    return grad_x, grad_w, grad_b
 
-    class Conv2dFunction(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, weight, bias, geo, out_hw):
-            ctx.save_for_backward(x, weight)
-            ctx.geo, ctx.has_bias = geo, bias is not None
-            return _forward(x.detach(), weight.detach(), None if bias is None else bias.detach(), geo, out_hw)
 
-        @staticmethod
-        def backward(ctx, grad_out):
-            x, weight = ctx.saved_tensors
-            need_x, need_w, need_b = ctx.needs_input_grad[:3]
-            grad_x = empty_nchw(x, tuple(x.shape)) if need_x else None
-            grad_w = torch.empty(weight.shape, dtype=weight.dtype) if need_w else None
-            grad_b = torch.empty(weight.shape[0], dtype=weight.dtype) if need_b and ctx.has_bias else None
-            B._C.conv2d_backward(x.detach(), weight.detach(), grad_out, grad_x, grad_w, grad_b, *ctx.geo)
-            return grad_x, grad_w, grad_b, None, None
+def _conv2d_backward(grad_out, x, weight, stride, before, after, dilation, groups, wanted):
+    grads = _grads(x, weight, wanted)
+    B.launch("conv2d_backward", x, x, weight, grad_out, *grads, tuple(stride), tuple(before), tuple(after),
+             tuple(dilation), groups)
+    return grads
 
-    return Conv2dFunction
+
+def register_torch_ops(torch):
+    geometry = "int[2] stride, int[2] pad_before, int[2] pad_after, int[2] dilation, int groups"
+
+    @torch.library.custom_op("fastnn::conv2d", mutates_args=(),
+                             schema=f"(Tensor x, Tensor weight, Tensor? bias, {geometry}) -> Tensor")
+    def conv2d_op(x, weight, bias, stride, pad_before, pad_after, dilation, groups):
+        return _conv2d(x, weight, bias, stride, pad_before, pad_after, dilation, groups)
+
+    @conv2d_op.register_fake
+    def _(x, weight, bias, stride, pad_before, pad_after, dilation, groups):
+        return _output(x, weight, stride, pad_before, pad_after, dilation)
+
+    @torch.library.custom_op("fastnn::conv2d_backward", mutates_args=(),
+                             schema=f"(Tensor grad_out, Tensor x, Tensor weight, {geometry}, bool input_grad, "
+                                    "bool weight_grad, bool bias_grad) "
+                                    "-> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)")
+    def conv2d_backward_op(grad_out, x, weight, stride, pad_before, pad_after, dilation, groups, *wanted):
+        return B.absent_as_empty(_conv2d_backward(grad_out, x, weight, stride, pad_before, pad_after, dilation,
+                                                  groups, wanted), weight)
+
+    @conv2d_backward_op.register_fake
+    def _(grad_out, x, weight, stride, pad_before, pad_after, dilation, groups, *wanted):
+        return B.absent_as_empty(_grads(x, weight, wanted), weight)
+
+    def setup_context(ctx, inputs, output):
+        x, weight, _, *ctx.geo = inputs
+        ctx.save_for_backward(x, weight)
+
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        wanted = ctx.needs_input_grad[:3]
+        grads = conv2d_backward_op(grad_out, x, weight, *ctx.geo, *wanted)
+        return (*B.absent_as_none(grads, wanted), None, None, None, None, None)
+
+    conv2d_op.register_autograd(backward, setup_context=setup_context)

@@ -1,25 +1,14 @@
-"""GEMM and Linear: kernel launchers plus, for torch tensors that require
-grad, an autograd function whose backward is fastnn's own GEMMs.
+"""GEMM and Linear, in layers: kernel launchers (any DLPack array), then for
+torch tensors the custom operators fastnn::matmul (no autograd),
+fastnn::linear and fastnn::linear_backward, whose autograd formula is
+fastnn's own GEMMs.
 
 Transposes are views: `fastnn.matmul(a.T, b)` reads a's memory in place (the
 kernel packs from any strides), so there is never a `.contiguous()` here."""
 
 from __future__ import annotations
 
-import functools
-
-import numpy as np
-
-from .. import _C
 from .. import _backend as B
-
-def _empty(like, shape, dtype=None):
-    """An uninitialized array of `shape` from like's framework (and dtype)."""
-    if B.is_torch(like):
-        return B.torch_module().empty(shape, dtype=dtype or like.dtype, device=like.device)
-    if isinstance(like, np.ndarray):
-        return np.empty(shape, dtype=dtype or like.dtype)
-    raise TypeError(f"cannot allocate an output like a {type(like).__name__}; pass out=")
 
 
 def matmul(a, b, *, out=None, alpha: float = 1.0, beta: float = 0.0, bias=None, activation: str | None = None):
@@ -33,7 +22,7 @@ def matmul(a, b, *, out=None, alpha: float = 1.0, beta: float = 0.0, bias=None, 
     torch.nn.functional. beta != 0 needs out=; beta == 0 never reads out.
     No autograd (use fastnn.linear for a trainable layer).
     """
-    for name, x in (("a", a), ("b", b)):
+    for name, x in (("a", a), ("b", b), ("bias", bias)):
         if getattr(x, "requires_grad", False) and B.torch_module().is_grad_enabled():
             raise TypeError(f"{name} requires grad, and fastnn.matmul has no autograd: use fastnn.linear, "
                             "or detach it")
@@ -47,25 +36,25 @@ def matmul(a, b, *, out=None, alpha: float = 1.0, beta: float = 0.0, bias=None, 
                                     f"got {type(x).__name__}")
                 raise ValueError(f"{name} must be 2-D (rows, cols) or 3-D (batch, rows, cols), "
                                  f"got shape {tuple(x.shape)}")
-        if a.ndim == 3 or b.ndim == 3:
-            batch = max(a.shape[0] if a.ndim == 3 else 1, b.shape[0] if b.ndim == 3 else 1)
-            out = _empty(a, (batch, a.shape[-2], b.shape[-1]))
-        else:
-            out = _empty(a, (a.shape[0], b.shape[1]))
-    else:
-        B.check_out(out)
-    _C.gemm(a, b, out, bias, alpha, beta, activation)
+        if B.needs_torch_op(a, b):
+            return B.torch_op("matmul")(a, b, bias, float(alpha), activation)
+        return _matmul(a, b, bias, alpha, activation)
+    B.check_out(out)
+    B.launch("gemm", a, a, b, out, bias, alpha, beta, activation, name="a")
     return out
 
 
-def _flat_rows(x, name):
-    """x (..., features) as a (rows, features) view (a copy only when the
-    leading dims cannot be merged, as torch.reshape)."""
-    if x.ndim == 2:
-        return x
-    if x.ndim < 1:
-        raise ValueError(f"{name} must have at least 1 dimension, got a scalar")
-    return x.reshape(-1, x.shape[-1])
+def _matmul_output(a, b):
+    if a.ndim == 3 or b.ndim == 3:
+        batch = max(a.shape[0] if a.ndim == 3 else 1, b.shape[0] if b.ndim == 3 else 1)
+        return B.empty(a, (batch, a.shape[-2], b.shape[-1]), name="a")
+    return B.empty(a, (a.shape[0], b.shape[1]), name="a")
+
+
+def _matmul(a, b, bias, alpha, activation):
+    out = _matmul_output(a, b)
+    B.launch("gemm", a, a, b, out, bias, alpha, 0.0, activation, name="a")
+    return out
 
 
 def _check_weight(weight):
@@ -73,12 +62,16 @@ def _check_weight(weight):
         raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
 
 
-def _linear_forward(x, weight, bias):
+def _linear_output(x, weight):
+    return B.empty(x, (*x.shape[:-1], weight.shape[0]))
+
+
+def _linear(x, weight, bias):
     _check_weight(weight)
-    x2 = _flat_rows(x, "x")
-    y = _empty(x, (x2.shape[0], weight.shape[0]))
-    _C.linear(x2, weight, bias, y)
-    return y if x.ndim == 2 else y.reshape(*x.shape[:-1], weight.shape[0])
+    x2 = B.flat_rows(x, "x")
+    y = _linear_output(x, weight)
+    B.launch("linear", x, x2, weight, bias, B.flat_rows(y, "out"))
+    return y
 
 
 def linear(x, weight, bias=None):
@@ -86,13 +79,12 @@ def linear(x, weight, bias=None):
 
     x (..., in_features), weight (out_features, in_features), bias
     (out_features,) or None; float32 or bfloat16. For torch tensors that
-    require grad the result carries a grad_fn whose backward runs
-    linear_backward.
+    require grad (or under torch.compile) this is the custom operator
+    fastnn::linear, whose backward runs linear_backward.
     """
-    if B.is_torch(x) and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)) \
-            and B.torch_module().is_grad_enabled():
-        return _linear_autograd().apply(x, weight, bias)
-    return _linear_forward(x, weight, bias)
+    if B.needs_torch_op(x, weight, bias):
+        return B.torch_op("linear")(x, weight, bias)
+    return _linear(x, weight, bias)
 
 
 def linear_backward(grad_out, x, weight, *, input_grad: bool = True, weight_grad: bool = True,
@@ -103,33 +95,64 @@ def linear_backward(grad_out, x, weight, *, input_grad: bool = True, weight_grad
     grad_x = grad_out @ weight, grad_weight = grad_out.T @ x, grad_bias =
     grad_out summed over all rows; grad_out (..., out_features) like y.
     """
-    _check_weight(weight)
-    g2, x2 = _flat_rows(grad_out, "grad_out"), _flat_rows(x, "x")
-    grad_x = _empty(g2, (g2.shape[0], weight.shape[1])) if input_grad else None
-    grad_w = _empty(g2, tuple(weight.shape)) if weight_grad else None
-    grad_b = _empty(g2, (g2.shape[1],)) if bias_grad else None
-    _C.linear_backward(g2, x2, weight, grad_x, grad_w, grad_b)
-    if grad_x is not None and x.ndim != 2:
-        grad_x = grad_x.reshape(x.shape)
+    wanted = (bool(input_grad), bool(weight_grad), bool(bias_grad))
+    if B.needs_torch_op(grad_out, x, weight):
+        return B.absent_as_none(B.torch_op("linear_backward")(grad_out, x, weight, *wanted), wanted)
+    return _linear_backward(grad_out, x, weight, wanted)
+
+
+def _linear_backward_outputs(grad_out, x, weight, wanted):
+    grad_x = B.empty(grad_out, tuple(x.shape), name="grad_out") if wanted[0] else None
+    grad_w = B.empty(grad_out, tuple(weight.shape), name="grad_out") if wanted[1] else None
+    grad_b = B.empty(grad_out, (grad_out.shape[-1],), name="grad_out") if wanted[2] else None
     return grad_x, grad_w, grad_b
 
 
-@functools.cache
-def _linear_autograd():
-    torch = B.torch_module()
+def _linear_backward(grad_out, x, weight, wanted):
+    _check_weight(weight)
+    g2, x2 = B.flat_rows(grad_out, "grad_out"), B.flat_rows(x, "x")
+    grad_x, grad_w, grad_b = _linear_backward_outputs(grad_out, x, weight, wanted)
+    B.launch("linear_backward", grad_out, g2, x2, weight, None if grad_x is None else B.flat_rows(grad_x, "grad_x"),
+             grad_w, grad_b, name="grad_out")
+    return grad_x, grad_w, grad_b
 
-    class LinearFunction(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, weight, bias):
-            ctx.save_for_backward(x, weight)
-            ctx.has_bias = bias is not None
-            return _linear_forward(x.detach(), weight.detach(), None if bias is None else bias.detach())
 
-        @staticmethod
-        def backward(ctx, grad_out):
-            x, weight = ctx.saved_tensors
-            need_x, need_w, need_b = ctx.needs_input_grad
-            return linear_backward(grad_out, x, weight, input_grad=need_x, weight_grad=need_w,
-                                   bias_grad=need_b and ctx.has_bias)
+def register_torch_ops(torch):
+    @torch.library.custom_op("fastnn::matmul", mutates_args=(),
+                             schema="(Tensor a, Tensor b, Tensor? bias, float alpha, str? activation) -> Tensor")
+    def matmul_op(a, b, bias, alpha, activation):
+        return _matmul(a, b, bias, alpha, activation)
 
-    return LinearFunction
+    @matmul_op.register_fake
+    def _(a, b, bias, alpha, activation):
+        return _matmul_output(a, b)
+
+    @torch.library.custom_op("fastnn::linear", mutates_args=(),
+                             schema="(Tensor x, Tensor weight, Tensor? bias) -> Tensor")
+    def linear_op(x, weight, bias):
+        return _linear(x, weight, bias)
+
+    @linear_op.register_fake
+    def _(x, weight, bias):
+        return _linear_output(x, weight)
+
+    @torch.library.custom_op("fastnn::linear_backward", mutates_args=(),
+                             schema="(Tensor grad_out, Tensor x, Tensor weight, bool input_grad, bool weight_grad, "
+                                    "bool bias_grad) -> (Tensor, Tensor, Tensor)")
+    def linear_backward_op(grad_out, x, weight, *wanted):
+        return B.absent_as_empty(_linear_backward(grad_out, x, weight, wanted), grad_out)
+
+    @linear_backward_op.register_fake
+    def _(grad_out, x, weight, *wanted):
+        return B.absent_as_empty(_linear_backward_outputs(grad_out, x, weight, wanted), grad_out)
+
+    def setup_context(ctx, inputs, output):
+        x, weight, _ = inputs
+        ctx.save_for_backward(x, weight)
+
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        wanted = ctx.needs_input_grad
+        return B.absent_as_none(linear_backward_op(grad, x, weight, *wanted), wanted)
+
+    linear_op.register_autograd(backward, setup_context=setup_context)

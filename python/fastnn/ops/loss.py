@@ -1,27 +1,18 @@
 """Losses: fused softmax cross-entropy (the probabilities are never stored;
 backward recomputes them from the logits and each row's saved max and
-log-sum-exp)
-and mean squared error, each with an autograd function for torch tensors
-that require grad."""
+log-sum-exp) and mean squared error. Kernel launchers, then the custom
+operators fastnn::cross_entropy (which also returns those float64 row
+statistics) and fastnn::mse_loss with their backwards, whose autograd
+formulas run fastnn's own kernels."""
 
 from __future__ import annotations
 
-import functools
-
 from .. import _backend as B
-from .. import _C
 
 
-def _torch():
-    torch = B.torch_module()
-    if torch is None:
+def _check_torch():
+    if B.torch_module() is None:
         raise TypeError("losses return torch tensors; pass torch tensors (import torch)")
-    return torch
-
-
-def _check_cpu(x, name):
-    if B.kernels_for(x, name) is not _C:
-        raise RuntimeError("fastnn's losses have no CUDA kernel yet; move the arrays to the CPU")
 
 
 def _loss_shape(reduction, per_element):
@@ -34,19 +25,26 @@ def cross_entropy(logits, target, reduction: str = "mean", ignore_index: int = -
     against int64 class indices target (N,), as torch.nn.functional.cross_entropy:
     reduction 'mean' (over rows whose target is not ignore_index), 'sum' or
     'none'; label_smoothing in [0, 1]. Targets outside [0, C) other than
-    ignore_index raise ValueError. Returns a torch tensor in the logits' dtype."""
-    torch = _torch()
-    _check_cpu(logits, "logits")
-    if logits.requires_grad and torch.is_grad_enabled():
-        return _cross_entropy_autograd().apply(logits, target, reduction, ignore_index, label_smoothing)
-    return _cross_entropy_forward(torch, logits, target, reduction, ignore_index, label_smoothing)[0]
+    ignore_index raise ValueError. Returns a torch tensor in the logits' dtype.
+    For logits that require grad (or under torch.compile) this is the custom
+    operator fastnn::cross_entropy, whose backward runs cross_entropy_backward."""
+    _check_torch()
+    args = (reduction, int(ignore_index), float(label_smoothing))
+    if B.needs_torch_op(logits):
+        return B.torch_op("cross_entropy")(logits, target, *args)[0]
+    return _cross_entropy(logits, target, *args)[0]
 
 
-def _cross_entropy_forward(torch, logits, target, reduction, ignore_index, label_smoothing):
-    loss = torch.empty(_loss_shape(reduction, target), dtype=logits.dtype)
-    stats = torch.empty((target.shape[0], 2), dtype=torch.float64)
-    _C.cross_entropy_forward(B.for_kernel(logits), target, loss, stats, reduction, int(ignore_index),
-                             float(label_smoothing))
+def _cross_entropy_outputs(logits, target, reduction):
+    loss = B.empty(logits, _loss_shape(reduction, target), name="logits")
+    stats = B.empty(logits, (*target.shape[:1], 2), "float64", name="logits")
+    return loss, stats
+
+
+def _cross_entropy(logits, target, reduction, ignore_index, label_smoothing):
+    loss, stats = _cross_entropy_outputs(logits, target, reduction)
+    B.launch("cross_entropy_forward", logits, logits, target, loss, stats, reduction, ignore_index, label_smoothing,
+             name="logits")
     return loss, stats
 
 
@@ -55,78 +53,115 @@ def cross_entropy_backward(grad_loss, logits, target, stats, reduction: str = "m
     """dlogits from the loss gradient, the logits and the forward's row
     statistics stats (N, 2) float64: each row's max and log(sum(exp(x - max))).
     Written in one pass over the logits."""
-    if out is None:
-        out = B.empty_like(logits, "logits")
-    else:
-        B.check_out(out)
-    _C.cross_entropy_backward(B.for_kernel(logits), target, stats, grad_loss, out, reduction, int(ignore_index),
-                              float(label_smoothing))
+    args = (reduction, int(ignore_index), float(label_smoothing))
+    if out is None and B.needs_torch_op(grad_loss, logits):
+        return B.torch_op("cross_entropy_backward")(grad_loss, logits, target, stats, *args)
+    return _cross_entropy_backward(grad_loss, logits, target, stats, *args, out)
+
+
+def _cross_entropy_backward(grad_loss, logits, target, stats, reduction, ignore_index, label_smoothing, out):
+    out = B.output_like(logits, out, "logits")
+    B.launch("cross_entropy_backward", logits, logits, target, stats, grad_loss, out, reduction, ignore_index,
+             label_smoothing, name="logits")
     return out
 
 
 def mse_loss(x, target, reduction: str = "mean"):
     """(x - target)^2 (reduction 'none'), or its mean or sum; float32 or
-    bfloat16, any strides, as torch.nn.functional.mse_loss without broadcasting."""
-    torch = _torch()
-    _check_cpu(x, "x")
-    if (x.requires_grad or target.requires_grad) and torch.is_grad_enabled():
-        return _mse_autograd().apply(x, target, reduction)
-    return _mse_forward(torch, x, target, reduction)
+    bfloat16, any strides, as torch.nn.functional.mse_loss without
+    broadcasting. For torch tensors that require grad (or under
+    torch.compile) this is the custom operator fastnn::mse_loss, whose
+    backward runs mse_loss_backward."""
+    _check_torch()
+    if B.needs_torch_op(x, target):
+        return B.torch_op("mse_loss")(x, target, reduction)
+    return _mse(x, target, reduction)
 
 
-def _mse_forward(torch, x, target, reduction):
-    loss = torch.empty(_loss_shape(reduction, x), dtype=x.dtype)
-    _C.mse_forward(B.for_kernel(x), B.for_kernel(target), loss, reduction)
+def _mse_output(x, reduction):
+    return B.empty(x, _loss_shape(reduction, x))
+
+
+def _mse(x, target, reduction):
+    loss = _mse_output(x, reduction)
+    B.launch("mse_forward", x, x, target, loss, reduction)
     return loss
 
 
 def mse_loss_backward(grad_loss, x, target, reduction: str = "mean", out=None):
-    """Gradient of mse_loss with respect to x (that of target is its negation)."""
-    if out is None:
-        out = B.empty_like(x, "x")
-    else:
-        B.check_out(out)
-    _C.mse_backward(B.for_kernel(x), B.for_kernel(target), grad_loss, out, reduction)
+    """Gradient of mse_loss with respect to x. That of target is
+    mse_loss_backward(grad_loss, target, x): the same formula with the
+    arguments swapped, bit for bit the negation."""
+    if out is None and B.needs_torch_op(grad_loss, x, target):
+        return B.torch_op("mse_loss_backward")(grad_loss, x, target, reduction)
+    return _mse_backward(grad_loss, x, target, reduction, out)
+
+
+def _mse_backward(grad_loss, x, target, reduction, out):
+    out = B.output_like(x, out)
+    B.launch("mse_backward", x, x, target, grad_loss, out, reduction)
     return out
 
 
-@functools.cache
-def _cross_entropy_autograd():
-    torch = B.torch_module()
+def register_torch_ops(torch):
+    @torch.library.custom_op("fastnn::cross_entropy", mutates_args=(),
+                             schema="(Tensor logits, Tensor target, str reduction, int ignore_index, "
+                                    "float label_smoothing) -> (Tensor loss, Tensor stats)")
+    def cross_entropy_op(logits, target, reduction, ignore_index, label_smoothing):
+        return _cross_entropy(logits, target, reduction, ignore_index, label_smoothing)
 
-    class CrossEntropyFunction(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, logits, target, reduction, ignore_index, label_smoothing):
-            loss, stats = _cross_entropy_forward(torch, logits, target, reduction, ignore_index, label_smoothing)
-            ctx.save_for_backward(logits, target, stats)
-            ctx.args = (reduction, ignore_index, label_smoothing)
-            return loss
+    @cross_entropy_op.register_fake
+    def _(logits, target, reduction, ignore_index, label_smoothing):
+        return _cross_entropy_outputs(logits, target, reduction)
 
-        @staticmethod
-        def backward(ctx, grad_loss):
-            logits, target, stats = ctx.saved_tensors
-            grad = cross_entropy_backward(grad_loss, logits, target, stats, *ctx.args)
-            return grad, None, None, None, None
+    @torch.library.custom_op("fastnn::cross_entropy_backward", mutates_args=(),
+                             schema="(Tensor grad_loss, Tensor logits, Tensor target, Tensor stats, str reduction, "
+                                    "int ignore_index, float label_smoothing) -> Tensor")
+    def cross_entropy_backward_op(grad_loss, logits, target, stats, reduction, ignore_index, label_smoothing):
+        return _cross_entropy_backward(grad_loss, logits, target, stats, reduction, ignore_index, label_smoothing,
+                                       None)
 
-    return CrossEntropyFunction
+    @cross_entropy_backward_op.register_fake
+    def _(grad_loss, logits, target, stats, reduction, ignore_index, label_smoothing):
+        return torch.empty_like(logits)
 
+    def cross_entropy_setup(ctx, inputs, output):
+        logits, target, *ctx.args = inputs
+        ctx.save_for_backward(logits, target, output[1])
+        ctx.mark_non_differentiable(output[1])
 
-@functools.cache
-def _mse_autograd():
-    torch = B.torch_module()
+    def cross_entropy_autograd(ctx, grad_loss, _grad_stats):
+        logits, target, stats = ctx.saved_tensors
+        return cross_entropy_backward_op(grad_loss, logits, target, stats, *ctx.args), None, None, None, None
 
-    class MseLossFunction(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, target, reduction):
-            ctx.save_for_backward(x, target)
-            ctx.reduction = reduction
-            return _mse_forward(torch, x, target, reduction)
+    cross_entropy_op.register_autograd(cross_entropy_autograd, setup_context=cross_entropy_setup)
 
-        @staticmethod
-        def backward(ctx, grad_loss):
-            x, target = ctx.saved_tensors
-            grad = mse_loss_backward(grad_loss, x, target, ctx.reduction)
-            return (grad if ctx.needs_input_grad[0] else None,
-                    -grad if ctx.needs_input_grad[1] else None, None)
+    @torch.library.custom_op("fastnn::mse_loss", mutates_args=(),
+                             schema="(Tensor x, Tensor target, str reduction) -> Tensor")
+    def mse_op(x, target, reduction):
+        return _mse(x, target, reduction)
 
-    return MseLossFunction
+    @mse_op.register_fake
+    def _(x, target, reduction):
+        return _mse_output(x, reduction)
+
+    @torch.library.custom_op("fastnn::mse_loss_backward", mutates_args=(),
+                             schema="(Tensor grad_loss, Tensor x, Tensor target, str reduction) -> Tensor")
+    def mse_backward_op(grad_loss, x, target, reduction):
+        return _mse_backward(grad_loss, x, target, reduction, None)
+
+    @mse_backward_op.register_fake
+    def _(grad_loss, x, target, reduction):
+        return torch.empty_like(x)
+
+    def mse_setup(ctx, inputs, output):
+        x, target, ctx.reduction = inputs
+        ctx.save_for_backward(x, target)
+
+    def mse_autograd(ctx, grad_loss):
+        x, target = ctx.saved_tensors
+        need_x, need_target, _ = ctx.needs_input_grad
+        return (mse_backward_op(grad_loss, x, target, ctx.reduction) if need_x else None,
+                mse_backward_op(grad_loss, target, x, ctx.reduction) if need_target else None, None)
+
+    mse_op.register_autograd(mse_autograd, setup_context=mse_setup)

@@ -1,12 +1,17 @@
 """2-D pooling (max, average, adaptive average) with PyTorch's semantics:
-launchers plus autograd functions whose backward is fastnn's own kernel."""
+launchers, then for torch tensors the custom operators fastnn::max_pool2d
+(which also returns the int64 argmax indices its backward reads),
+avg_pool2d and adaptive_avg_pool2d with their backwards, whose autograd
+formulas are fastnn's own kernels. The backwards take the input's size and
+layout instead of the input itself, so pooling saves no activation."""
 
 from __future__ import annotations
 
-import functools
-
 from .. import _backend as B
-from ._spatial import batched, empty_nchw, pair, pooled_size
+from ._spatial import batched, empty_nchw, is_channels_last, pair, pooled_size
+
+# What the adaptive kernel ignores: it derives its windows from the sizes.
+_NO_WINDOW = ((1, 1), (1, 1), (0, 0), (1, 1))
 
 
 def _window(kernel_size, stride, padding, dilation):
@@ -21,52 +26,67 @@ def _window(kernel_size, stride, padding, dilation):
     return k, s, p, d
 
 
-def _run(kind, x, out_hw, win, ceil_mode, count_include_pad, divisor_override):
-    k, s, p, d = win
-    out = empty_nchw(x, (x.shape[0], x.shape[1]) + tuple(out_hw))
-    indices = None
-    if kind == "max":
-        indices = empty_nchw(x, tuple(out.shape), B.torch_module().int64) if B.is_torch(x) else \
-            empty_nchw(x, tuple(out.shape), "int64")
-    B._C.pool_forward(kind, B.for_kernel(x), out, indices, k, s, p, d, ceil_mode, count_include_pad,
-                      divisor_override or 0)
+def _windowed_hw(x4, k, s, p, d, ceil_mode):
+    """The output size; one that is not positive becomes 0 for the kernel to
+    refuse with its message."""
+    return tuple(max(pooled_size(x4.shape[2 + a], k[a], s[a], p[a], d[a], ceil_mode), 0) for a in range(2))
+
+
+def _outputs(kind, x4, out_hw):
+    out = empty_nchw(x4, (x4.shape[0], x4.shape[1]) + tuple(out_hw))
+    indices = empty_nchw(x4, tuple(out.shape), "int64") if kind == "max" else None
     return out, indices
 
 
-def _pool(kind, x, out_hw_fn, win, ceil_mode=False, count_include_pad=True, divisor_override=None,
-          return_indices=False):
-    x4, added = batched(x, "x")
-    if divisor_override is not None and (not isinstance(divisor_override, int) or divisor_override <= 0):
-        raise ValueError(f"divisor_override must be a positive int, got {divisor_override!r}")
-    out_hw = out_hw_fn(x4)
-    args = (kind, win, ceil_mode, count_include_pad, divisor_override)
-    if B.is_torch(x) and x.requires_grad and B.torch_module().is_grad_enabled():
-        out, indices = _pool_autograd().apply(x4, out_hw, *args)
-    else:
-        out, indices = _run(kind, x4, out_hw, win, ceil_mode, count_include_pad, divisor_override)
-    if added:
-        out = out[0]
-        indices = None if indices is None else indices[0]
-    return (out, indices) if return_indices else out
+def _pool(kind, x4, out_hw, window, ceil_mode, count_include_pad, divisor_override):
+    out, indices = _outputs(kind, x4, out_hw)
+    B.launch("pool_forward", x4, kind, x4, out, indices, *(tuple(v) for v in window), ceil_mode, count_include_pad,
+             divisor_override)
+    return out, indices
 
 
-def _windowed_hw(win, ceil_mode):
-    k, s, p, d = win
-    return lambda x: tuple(pooled_size(x.shape[2 + a], k[a], s[a], p[a], d[a], ceil_mode) for a in range(2))
+def _grad_in(grad_out, input_size, channels_last):
+    return empty_nchw(grad_out, tuple(input_size), channels_last=channels_last)
+
+
+def _pool_backward(kind, grad_out, indices, input_size, channels_last, window, ceil_mode, count_include_pad,
+                   divisor_override):
+    grad_in = _grad_in(grad_out, input_size, channels_last)
+    B.launch("pool_backward", grad_out, kind, grad_out, indices, grad_in, *(tuple(v) for v in window), ceil_mode,
+             count_include_pad, divisor_override, name="grad_out")
+    return grad_in
+
+
+def _unbatched(out, added):
+    return out[0] if added else out
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """torch.nn.functional.max_pool2d: (N, C, H, W) or (C, H, W), NCHW or
     channels-last, float32 or bfloat16; NaN propagates."""
-    win = _window(kernel_size, stride, padding, dilation)
-    return _pool("max", x, _windowed_hw(win, ceil_mode), win, ceil_mode, return_indices=return_indices)
+    window = _window(kernel_size, stride, padding, dilation)
+    x4, added = batched(x, "x")
+    if B.needs_torch_op(x4):
+        out, indices = B.torch_op("max_pool2d")(x4, *window, bool(ceil_mode))
+    else:
+        out, indices = _pool("max", x4, _windowed_hw(x4, *window, ceil_mode), window, ceil_mode, True, 0)
+    out, indices = _unbatched(out, added), _unbatched(indices, added)
+    return (out, indices) if return_indices else out
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     """torch.nn.functional.avg_pool2d, same layouts and dtypes as max_pool2d."""
-    win = _window(kernel_size, stride, padding, 1)
-    return _pool("avg", x, _windowed_hw(win, ceil_mode), win, ceil_mode, count_include_pad, divisor_override)
+    k, s, p, _ = _window(kernel_size, stride, padding, 1)
+    x4, added = batched(x, "x")
+    if divisor_override is not None and (not isinstance(divisor_override, int) or divisor_override <= 0):
+        raise ValueError(f"divisor_override must be a positive int, got {divisor_override!r}")
+    args = (bool(ceil_mode), bool(count_include_pad), divisor_override or 0)
+    if B.needs_torch_op(x4):
+        out = B.torch_op("avg_pool2d")(x4, k, s, p, *args)
+    else:
+        out = _pool("avg", x4, _windowed_hw(x4, k, s, p, (1, 1), ceil_mode), (k, s, p, (1, 1)), *args)[0]
+    return _unbatched(out, added)
 
 
 def adaptive_avg_pool2d(x, output_size):
@@ -76,41 +96,125 @@ def adaptive_avg_pool2d(x, output_size):
         want = output_size
     else:
         want = pair(output_size, "output_size")
+    x4, added = batched(x, "x")
+    hw = tuple(x4.shape[2 + a] if want[a] is None else want[a] for a in range(2))
+    pair(hw, "output_size")
+    if min(hw) <= 0:
+        raise ValueError(f"output_size must be positive, got {output_size!r}")
+    if B.needs_torch_op(x4):
+        out = B.torch_op("adaptive_avg_pool2d")(x4, hw)
+    else:
+        out = _pool("adaptive_avg", x4, hw, _NO_WINDOW, False, True, 0)[0]
+    return _unbatched(out, added)
 
-    def out_hw(x4):
-        hw = tuple(x4.shape[2 + a] if want[a] is None else want[a] for a in range(2))
-        pair(hw, "output_size")
-        if min(hw) <= 0:
-            raise ValueError(f"output_size must be positive, got {output_size!r}")
-        return hw
 
-    return _pool("adaptive_avg", x, out_hw, ((1, 1), (1, 1), (0, 0), (1, 1)))
+def register_torch_ops(torch):
+    _register_max(torch)
+    _register_avg(torch)
+    _register_adaptive_avg(torch)
 
 
-@functools.cache
-def _pool_autograd():
-    torch = B.torch_module()
+def _input_layout(ctx, x4):
+    ctx.input_size, ctx.channels_last = tuple(x4.shape), is_channels_last(x4)
 
-    class PoolFunction(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, out_hw, kind, win, ceil_mode, count_include_pad, divisor_override):
-            out, indices = _run(kind, x.detach(), out_hw, win, ceil_mode, count_include_pad, divisor_override)
-            ctx.args = (kind, win, ceil_mode, count_include_pad, divisor_override)
-            ctx.x_shape, ctx.x_channels_last = tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last) \
-                and not x.is_contiguous()
-            if indices is not None:
-                ctx.save_for_backward(indices)
-                ctx.mark_non_differentiable(indices)
-            return out, indices
 
-        @staticmethod
-        def backward(ctx, grad_out, _grad_indices):
-            kind, (k, s, p, d), ceil_mode, count_include_pad, divisor_override = ctx.args
-            fmt = torch.channels_last if ctx.x_channels_last else torch.contiguous_format
-            grad_in = torch.empty(ctx.x_shape, dtype=grad_out.dtype, memory_format=fmt)
-            indices = ctx.saved_tensors[0] if kind == "max" else None
-            B._C.pool_backward(kind, grad_out, indices, grad_in, k, s, p, d, ceil_mode, count_include_pad,
-                               divisor_override or 0)
-            return grad_in, None, None, None, None, None, None
+def _register_max(torch):
+    window = "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation"
 
-    return PoolFunction
+    @torch.library.custom_op("fastnn::max_pool2d", mutates_args=(),
+                             schema=f"(Tensor x, {window}, bool ceil_mode) -> (Tensor out, Tensor indices)")
+    def forward_op(x, kernel_size, stride, padding, dilation, ceil_mode):
+        win = (kernel_size, stride, padding, dilation)
+        return _pool("max", x, _windowed_hw(x, *win, ceil_mode), win, ceil_mode, True, 0)
+
+    @forward_op.register_fake
+    def _(x, kernel_size, stride, padding, dilation, ceil_mode):
+        return _outputs("max", x, _windowed_hw(x, kernel_size, stride, padding, dilation, ceil_mode))
+
+    @torch.library.custom_op("fastnn::max_pool2d_backward", mutates_args=(),
+                             schema=f"(Tensor grad_out, Tensor indices, SymInt[4] input_size, bool channels_last, "
+                                    f"{window}, bool ceil_mode) -> Tensor")
+    def backward_op(grad_out, indices, input_size, channels_last, kernel_size, stride, padding, dilation,
+                    ceil_mode):
+        return _pool_backward("max", grad_out, indices, input_size, channels_last,
+                              (kernel_size, stride, padding, dilation), ceil_mode, True, 0)
+
+    @backward_op.register_fake
+    def _(grad_out, indices, input_size, channels_last, kernel_size, stride, padding, dilation, ceil_mode):
+        return _grad_in(grad_out, input_size, channels_last)
+
+    def setup_context(ctx, inputs, output):
+        x, *ctx.args = inputs
+        _input_layout(ctx, x)
+        ctx.save_for_backward(output[1])
+        ctx.mark_non_differentiable(output[1])
+
+    def backward(ctx, grad_out, _grad_indices):
+        (indices,) = ctx.saved_tensors
+        return backward_op(grad_out, indices, ctx.input_size, ctx.channels_last, *ctx.args), *(None,) * 5
+
+    forward_op.register_autograd(backward, setup_context=setup_context)
+
+
+def _register_avg(torch):
+    options = "int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, bool count_include_pad, " \
+              "int divisor_override"
+
+    @torch.library.custom_op("fastnn::avg_pool2d", mutates_args=(), schema=f"(Tensor x, {options}) -> Tensor")
+    def forward_op(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+        win = (kernel_size, stride, padding, (1, 1))
+        return _pool("avg", x, _windowed_hw(x, *win, ceil_mode), win, ceil_mode, count_include_pad,
+                     divisor_override)[0]
+
+    @forward_op.register_fake
+    def _(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+        return _outputs("avg", x, _windowed_hw(x, kernel_size, stride, padding, (1, 1), ceil_mode))[0]
+
+    @torch.library.custom_op("fastnn::avg_pool2d_backward", mutates_args=(),
+                             schema=f"(Tensor grad_out, SymInt[4] input_size, bool channels_last, {options}) "
+                                    "-> Tensor")
+    def backward_op(grad_out, input_size, channels_last, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                    divisor_override):
+        return _pool_backward("avg", grad_out, None, input_size, channels_last, (kernel_size, stride, padding, (1, 1)),
+                              ceil_mode, count_include_pad, divisor_override)
+
+    @backward_op.register_fake
+    def _(grad_out, input_size, channels_last, *options):
+        return _grad_in(grad_out, input_size, channels_last)
+
+    def setup_context(ctx, inputs, output):
+        x, *ctx.args = inputs
+        _input_layout(ctx, x)
+
+    def backward(ctx, grad_out):
+        return backward_op(grad_out, ctx.input_size, ctx.channels_last, *ctx.args), *(None,) * 6
+
+    forward_op.register_autograd(backward, setup_context=setup_context)
+
+
+def _register_adaptive_avg(torch):
+    @torch.library.custom_op("fastnn::adaptive_avg_pool2d", mutates_args=(),
+                             schema="(Tensor x, int[2] output_size) -> Tensor")
+    def forward_op(x, output_size):
+        return _pool("adaptive_avg", x, output_size, _NO_WINDOW, False, True, 0)[0]
+
+    @forward_op.register_fake
+    def _(x, output_size):
+        return _outputs("adaptive_avg", x, output_size)[0]
+
+    @torch.library.custom_op("fastnn::adaptive_avg_pool2d_backward", mutates_args=(),
+                             schema="(Tensor grad_out, SymInt[4] input_size, bool channels_last) -> Tensor")
+    def backward_op(grad_out, input_size, channels_last):
+        return _pool_backward("adaptive_avg", grad_out, None, input_size, channels_last, _NO_WINDOW, False, True, 0)
+
+    @backward_op.register_fake
+    def _(grad_out, input_size, channels_last):
+        return _grad_in(grad_out, input_size, channels_last)
+
+    def setup_context(ctx, inputs, output):
+        _input_layout(ctx, inputs[0])
+
+    def backward(ctx, grad_out):
+        return backward_op(grad_out, ctx.input_size, ctx.channels_last), None
+
+    forward_op.register_autograd(backward, setup_context=setup_context)
