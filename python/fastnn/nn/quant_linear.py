@@ -18,12 +18,10 @@ rebuilt on load. Inference only: inputs that require grad are refused.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .. import _C
-from ..ops.quant import quantize_per_channel
+from ..ops.quant import quant_linear, quantize_per_channel
 
 MODES = ("dynamic", "weight_only")
 
@@ -98,11 +96,8 @@ class QuantLinear(torch.nn.Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"x must have {self.in_features} features in its last dimension, got shape "
                              f"{tuple(x.shape)}")
-        rows = math.prod(x.shape[:-1])
-        x2 = x.reshape(rows, self.in_features)  # a view whenever torch can make one
-        out = torch.empty(x2.shape[0], self.out_features, dtype=x.dtype)
-        _C.quant_linear(x2, self.packed, self.mode, self.weight_scale, self.bias, self.smooth_inv, out)
-        return out.reshape(*x.shape[:-1], self.out_features)
+        # The custom op (fastnn::quant_linear), so torch.compile traces it.
+        return quant_linear(x, self.packed, self.mode, self.weight_scale, self.bias, self.smooth_inv)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
