@@ -1,4 +1,4 @@
-"""fastnn's fused CUDA attention kernels (fastnn._cuda.attention_forward /
+"""fastnn's fused CUDA attention kernels (fastnn._cuda.flash_attention_forward /
 attention_backward), called directly: forward output, log-sum-exp and every
 gradient against torch's SDPA in float64, with the 2x-of-torch's-own-error
 rule (torch's bf16/fp16 SDPA on the same inputs sets the scale). Outputs are
@@ -140,15 +140,16 @@ def torch_attention(case: Case, dtype, dout=None):
 def fastnn_forward(case: Case):
     out = torch.full_like(case.q, float("nan"))
     lse = torch.full(case.lse_shape(), float("nan"), dtype=torch.float32, device="cuda")
-    kernels().attention_forward(case.q, case.k, case.v, out, lse, **case.kwargs())
+    kernels().flash_attention_forward(case.q, case.k, case.v, out, lse, **case.kwargs())
     return out, lse
 
 
 def fastnn_backward(case: Case, out, lse, dout, deterministic=False):
     dq, dk, dv = (torch.full_like(t, float("nan")) for t in (case.q, case.k, case.v))
-    size = kernels().attention_backward_workspace_size(case.q, cu_seqlens_q=case.cu_q, deterministic=deterministic)
+    size = kernels().flash_attention_backward_workspace_size(case.q, cu_seqlens_q=case.cu_q,
+                                                             deterministic=deterministic)
     workspace = torch.full((size,), 0xFF, dtype=torch.uint8, device="cuda")  # NaN bit patterns as float32
-    kernels().attention_backward(case.q, case.k, case.v, out, dout, lse, dq, dk, dv, workspace,
+    kernels().flash_attention_backward(case.q, case.k, case.v, out, dout, lse, dq, dk, dv, workspace,
                                  deterministic=deterministic, **case.kwargs())
     return dq, dk, dv
 
@@ -299,7 +300,7 @@ def test_bad_arguments_raise_naming_them(rng):
     case = make_case(rng, torch.bfloat16, 1, 16, 16, 4, 2, 64)
     out = torch.empty_like(case.q)
     lse = torch.empty(case.lse_shape(), dtype=torch.float32, device="cuda")
-    fwd = kernels().attention_forward
+    fwd = kernels().flash_attention_forward
     with pytest.raises(TypeError, match="k must have the dtype of q"):
         fwd(case.q, case.k.half(), case.v, out, lse, stream=stream())
     with pytest.raises(ValueError, match=r"q must be \(B, S, H, D\)"):
@@ -327,5 +328,5 @@ def test_bad_arguments_raise_naming_them(rng):
             key_padding_mask=torch.ones(1, 15, dtype=torch.bool, device="cuda"))
     with pytest.raises(ValueError, match="workspace must hold"):
         dq, dk, dv = torch.empty_like(case.q), torch.empty_like(case.k), torch.empty_like(case.v)
-        kernels().attention_backward(case.q, case.k, case.v, out, out.clone(), lse, dq, dk, dv,
+        kernels().flash_attention_backward(case.q, case.k, case.v, out, out.clone(), lse, dq, dk, dv,
                                      torch.empty(16, dtype=torch.uint8, device="cuda"), stream=stream())

@@ -16,10 +16,11 @@ from fastnn import _C
 
 pytestmark = pytest.mark.single_isa
 
-# The families that follow the contract (GEMM and attention have their own,
-# CUDA-only signatures; the roofline probes are not kernels).
+# The kernels that follow the contract. Attention's CUDA kernels have their
+# own, CUDA-only contract (varlen, key padding) under other names; the
+# roofline probes are not kernels.
 SHARED = [
-    "relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gelu_tanh_forward", "gelu_tanh_backward",
+    "gemm", "relu_forward", "relu_backward", "gelu_forward", "gelu_backward", "gelu_tanh_forward", "gelu_tanh_backward",
     "silu_forward", "silu_backward", "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
     "dropout_forward", "dropout_backward", "layer_norm_forward", "layer_norm_backward", "rms_norm_forward",
     "rms_norm_backward", "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
@@ -45,6 +46,16 @@ def argument_names(fn) -> list[str]:
 def test_same_arguments_plus_stream(name):
     cuda = cuda_module()
     assert argument_names(getattr(cuda, name)) == argument_names(getattr(_C, name)) + ["stream"]
+
+
+def test_no_other_shared_name():
+    """A _cuda function named like a _C kernel is what the launcher calls for
+    CUDA arrays, so each such name must be in SHARED (and so follow the
+    contract); a CUDA kernel with another contract needs another name."""
+    cuda = cuda_module()
+    probes = {"fma_peak_gflops", "copy_bandwidth_gbps"}
+    common = {n for n in dir(cuda) if not n.startswith("_") and callable(getattr(cuda, n)) and hasattr(_C, n)}
+    assert common - probes == set(SHARED)
 
 
 def test_host_arrays_are_refused_by_name():

@@ -1,4 +1,4 @@
-// fastnn._cuda.attention_forward / attention_backward: validate every argument
+// fastnn._cuda.flash_attention_forward / flash_attention_backward: validate every argument
 // (errors name it), fill cuda::AttentionParams, launch on the caller's stream.
 //
 // Layouts: q, out, grad_out, dq are (B, S_q, H_q, D) and k, v, dk, dv are
@@ -188,7 +188,7 @@ void require_like(const ArrayArg& a, const ArrayArg& like) {
     require_unit_last_stride(a);
 }
 
-void attention_forward(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle out_, nb::handle lse_,
+void flash_attention_forward(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle out_, nb::handle lse_,
                        uintptr_t stream, const Options& o) {
     const ArrayArg q(q_, "q", false), k(k_, "k", false), v(v_, "v", false);
     const ArrayArg out(out_, "out", true), lse(lse_, "lse", true);
@@ -273,7 +273,8 @@ void attention_backward(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle 
     if (workspace.ndim() != 1 || (workspace.numel() > 1 && workspace.view().strides[0] != 1))
         throw_value_error(cat("workspace must be a contiguous 1-D array, got shape ", workspace.shape_str()));
     if (have < need)
-        throw_value_error(cat("workspace must hold at least ", need, " bytes (attention_backward_workspace_size), got ",
+        throw_value_error(cat("workspace must hold at least ", need,
+                              " bytes (flash_attention_backward_workspace_size), got ",
                               have));
     if (reinterpret_cast<uintptr_t>(workspace.view().data) % 256 != 0)
         throw_value_error("workspace must be 256-byte aligned (a fresh allocation is)");
@@ -291,11 +292,11 @@ void attention_backward(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle 
 }  // namespace
 
 void bind_attention(nb::module_& m) {
-    m.def("attention_forward",
+    m.def("flash_attention_forward",
           [](nb::handle q, nb::handle k, nb::handle v, nb::handle out, nb::handle lse, uintptr_t stream,
              std::optional<double> scale, bool causal, nb::handle key_padding_mask, nb::handle cu_seqlens_q,
              nb::handle cu_seqlens_kv, std::optional<int64_t> max_seqlen_q, std::optional<int64_t> max_seqlen_kv) {
-              attention_forward(q, k, v, out, lse, stream,
+              flash_attention_forward(q, k, v, out, lse, stream,
                                 {scale, causal, key_padding_mask, cu_seqlens_q, cu_seqlens_kv, max_seqlen_q,
                                  max_seqlen_kv});
           },
@@ -305,10 +306,10 @@ void bind_attention(nb::module_& m) {
           nb::arg("cu_seqlens_kv") = nb::none(), nb::arg("max_seqlen_q") = nb::none(),
           nb::arg("max_seqlen_kv") = nb::none(),
           "Fused attention forward: writes out and lse (see cuda/bind/bind_attention.cpp for layouts).");
-    m.def("attention_backward_workspace_size", &workspace_size, nb::arg("q"), nb::kw_only(),
+    m.def("flash_attention_backward_workspace_size", &workspace_size, nb::arg("q"), nb::kw_only(),
           nb::arg("cu_seqlens_q") = nb::none(), nb::arg("deterministic") = false,
           "Bytes of device scratch attention_backward needs for this q.");
-    m.def("attention_backward",
+    m.def("flash_attention_backward",
           [](nb::handle q, nb::handle k, nb::handle v, nb::handle out, nb::handle grad_out, nb::handle lse,
              nb::handle dq, nb::handle dk, nb::handle dv, nb::handle workspace, uintptr_t stream,
              std::optional<double> scale, bool causal, nb::handle key_padding_mask, nb::handle cu_seqlens_q,
@@ -325,7 +326,8 @@ void bind_attention(nb::module_& m) {
           nb::arg("cu_seqlens_q") = nb::none(), nb::arg("cu_seqlens_kv") = nb::none(),
           nb::arg("max_seqlen_q") = nb::none(), nb::arg("max_seqlen_kv") = nb::none(),
           nb::arg("deterministic") = false,
-          "Fused attention backward: writes dq, dk, dv; workspace holds attention_backward_workspace_size bytes.");
+          "Fused attention backward: writes dq, dk, dv; workspace holds "
+          "flash_attention_backward_workspace_size bytes.");
 }
 
 }  // namespace fastnn::bind

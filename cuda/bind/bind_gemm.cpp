@@ -1,6 +1,7 @@
 // Bindings for the CUDA GEMMs: every argument validated here (errors name
 // it), then one GemmParams / Int8GemmParams filled and launched on the
 // caller's stream. Outputs are allocated by the caller.
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string_view.h>
 
 #include <optional>
@@ -70,8 +71,10 @@ void check_vector(const ArrayArg& v, const ArrayArg& ref, int64_t length, std::i
     require_size(v, 0, length, what);
 }
 
+// _C.gemm's arguments plus the stream (so fastnn.matmul reaches it through the
+// shared launcher), then the CUDA-only tf32 opt-in.
 void gemm(nb::handle a, nb::handle b, nb::handle out, nb::handle bias, float alpha, float beta,
-          std::string_view activation, bool allow_tf32, uintptr_t stream) {
+          std::optional<std::string_view> activation, uintptr_t stream, bool allow_tf32) {
     const ArrayArg A(a, "a", false), B(b, "b", false), C(out, "out", true);
     const std::optional<ArrayArg> bias_arg = optional_array(bias, "bias");
     for (const ArrayArg* x : {&A, &B, &C}) {
@@ -110,7 +113,7 @@ void gemm(nb::handle a, nb::handle b, nb::handle out, nb::handle bias, float alp
     }
     p.alpha = alpha;
     p.beta = beta;
-    p.activation = parse_activation(activation);
+    p.activation = parse_activation(activation.value_or("none"));
     p.allow_tf32 = allow_tf32;
 
     DeviceGuard guard(A.device_id());
@@ -177,8 +180,8 @@ void int8_gemm(nb::handle a, nb::handle b, nb::handle out, nb::handle row_scale,
 
 void bind_gemm(nb::module_& m) {
     m.def("gemm", &gemm, nb::arg("a"), nb::arg("b"), nb::arg("out"), nb::arg("bias").none() = nb::none(),
-          nb::arg("alpha") = 1.0f, nb::arg("beta") = 0.0f, nb::arg("activation") = "none",
-          nb::arg("allow_tf32") = false, nb::arg("stream") = 0,
+          nb::arg("alpha") = 1.0f, nb::arg("beta") = 0.0f, nb::arg("activation").none() = nb::none(),
+          nb::arg("stream") = 0, nb::arg("allow_tf32") = false,
           "out = act(alpha * a @ b + beta * out + bias) on the caller's stream; a (M, K) or (batch, M, K), "
           "b (K, N) or (batch, K, N), any strides (transposes are views)");
     m.def("int8_gemm", &int8_gemm, nb::arg("a"), nb::arg("b"), nb::arg("out"),

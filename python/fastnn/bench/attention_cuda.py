@@ -70,7 +70,7 @@ def _fastnn_forward(q, k, v, out, lse, causal):
 
     from .. import _backend
 
-    _backend.cuda_kernels().attention_forward(q, k, v, out, lse, causal=causal,
+    _backend.cuda_kernels().flash_attention_forward(q, k, v, out, lse, causal=causal,
                                               stream=torch.cuda.current_stream().cuda_stream)
 
 
@@ -99,8 +99,8 @@ def _accuracy(b, s, h, d, causal, backward):
     their_grads = torch.autograd.grad(theirs, leaves, dout)
     grads = [torch.empty_like(t) for t in (q, k, v)]
     kernels = _backend.cuda_kernels()
-    workspace = torch.empty(kernels.attention_backward_workspace_size(q), dtype=torch.uint8, device="cuda")
-    kernels.attention_backward(q, k, v, out, dout, lse, *grads, workspace, causal=causal,
+    workspace = torch.empty(kernels.flash_attention_backward_workspace_size(q), dtype=torch.uint8, device="cuda")
+    kernels.flash_attention_backward(q, k, v, out, dout, lse, *grads, workspace, causal=causal,
                                stream=torch.cuda.current_stream().cuda_stream)
     results = [compare(g, tg, rg) for g, tg, rg in zip(grads, their_grads, ref_grads)]
     return max(results, key=lambda r: (r[0] + r[2]) / (r[1] + r[2]))
@@ -139,10 +139,10 @@ def _backward(b, s, h, d, causal):
     dout = torch.randn_like(q)
     grads = [torch.empty_like(t) for t in (q, k, v)]
     kernels = _backend.cuda_kernels()
-    workspace = torch.empty(kernels.attention_backward_workspace_size(q), dtype=torch.uint8, device="cuda")
+    workspace = torch.empty(kernels.flash_attention_backward_workspace_size(q), dtype=torch.uint8, device="cuda")
 
     def fastnn_run(_i):
-        kernels.attention_backward(q, k, v, out, dout, lse, *grads, workspace, causal=causal,
+        kernels.flash_attention_backward(q, k, v, out, dout, lse, *grads, workspace, causal=causal,
                                    stream=torch.cuda.current_stream().cuda_stream)
 
     def torch_run(backend):
