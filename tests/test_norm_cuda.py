@@ -144,7 +144,7 @@ def test_hidden_sizes(kind, n, dtype, param_dtype, rng):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("affine", ["none", "weight", "bias"])
-@pytest.mark.parametrize("shape", [(7,), (1, 1), (2, 3, 65), (1, 1, 1024), (5, 3001)])
+@pytest.mark.parametrize("shape", [(1031,), (64, 1), (2, 3, 65), (1, 1, 1024), (5, 3001)])
 def test_shapes_and_affine(kind, affine, shape, rng):
     if kind == "rms" and affine == "bias":
         pytest.skip("rms_norm has no bias")

@@ -38,8 +38,11 @@ __global__ void __launch_bounds__(kThreads) activation_dense_kernel(StridedLayou
     S* out = reinterpret_cast<S*>(layout.base[0]);
     for (int64_t v = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; v < nvec; v += stride) {
         S in[2][kVec];
-        for (int k = 0; k < nin; ++k)
-            *reinterpret_cast<uint4*>(in[k]) = reinterpret_cast<const uint4*>(layout.base[k + 1])[v];
+        // Unrolled over both inputs (a run-time bound would put the arrays
+        // in local memory).
+#pragma unroll
+        for (int k = 0; k < 2; ++k)
+            if (k < nin) *reinterpret_cast<uint4*>(in[k]) = reinterpret_cast<const uint4*>(layout.base[k + 1])[v];
         S result[kVec];
 #pragma unroll
         for (int j = 0; j < kVec; ++j) {
@@ -50,7 +53,9 @@ __global__ void __launch_bounds__(kThreads) activation_dense_kernel(StridedLayou
     }
     for (int64_t i = nvec * kVec + blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += stride) {
         float x[2] = {0.0f, 0.0f};
-        for (int k = 0; k < nin; ++k) x[k] = to_float(reinterpret_cast<const S*>(layout.base[k + 1])[i]);
+#pragma unroll
+        for (int k = 0; k < 2; ++k)
+            if (k < nin) x[k] = to_float(reinterpret_cast<const S*>(layout.base[k + 1])[i]);
         out[i] = from_float<S>(apply<Op>(x, nin));
     }
 }
@@ -60,8 +65,10 @@ __global__ void __launch_bounds__(kThreads) activation_strided_kernel(StridedLay
     const int64_t stride = int64_t(blockDim.x) * gridDim.x;
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < layout.numel; i += stride) {
         float x[2] = {0.0f, 0.0f};
-        for (int k = 0; k < nin; ++k)
-            x[k] = to_float(*reinterpret_cast<const S*>(layout.base[k + 1] + strided_offset(layout, k + 1, i)));
+#pragma unroll
+        for (int k = 0; k < 2; ++k)
+            if (k < nin)
+                x[k] = to_float(*reinterpret_cast<const S*>(layout.base[k + 1] + strided_offset(layout, k + 1, i)));
         *reinterpret_cast<S*>(layout.base[0] + strided_offset(layout, 0, i)) = from_float<S>(apply<Op>(x, nin));
     }
 }

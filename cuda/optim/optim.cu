@@ -18,9 +18,9 @@
 // when every pointer of the tensor is aligned, one by one otherwise.
 //
 // Step counts and GradScaler live on the device: a tiny kernel per table
-// first increments the steps (unless found_inf), then each block derives its
-// tensor's Adam bias corrections from the new count in float64, as the CPU
-// path does on the host; grad_scale and found_inf are read by every block.
+// first increments the steps (unless found_inf) and derives each tensor's
+// Adam bias corrections from the new count in float64, as the CPU path does
+// on the host; grad_scale and found_inf are read by every block.
 //
 // Gradient norm: each chunk's partial in a fixed order (float32 within a
 // thread, float64 across), written to a workspace and summed by one block in
@@ -83,14 +83,25 @@ __device__ __forceinline__ float lerp(float start, float end, float weight) {
 // torch.maximum: NaN when either operand is.
 __device__ __forceinline__ float maximum_nan(float a, float b) { return a != a ? a : b != b ? b : fmaxf(a, b); }
 
-__global__ void advance_steps_kernel(const OptimTable t, const float* found_inf) {
-    if (found_inf && *found_inf != 0.0f) return;
+// Increments each row's step count (unless found_inf) and, for Adam, derives
+// the row's bias corrections from the new count in float64, as the CPU path
+// does on the host: {-lr / (1 - beta1^t), sqrt(1 - beta2^t)}.
+__global__ void advance_steps_kernel(const OptimTable t, const DeviceCoeffs dc, bool adam, float2* adam_rows) {
+    if (dc.found_inf && *dc.found_inf != 0.0f) return;
     const int i = threadIdx.x;
-    if (i < t.count) *t.step[i] += 1.0f;
+    if (i >= t.count) return;
+    const float step = *t.step[i] + 1.0f;
+    *t.step[i] = step;
+    if (!adam) return;
+    const double bias_correction1 = 1.0 - pow(dc.beta1, static_cast<double>(step));
+    const double bias_correction2 = 1.0 - pow(dc.beta2, static_cast<double>(step));
+    adam_rows[i] = make_float2(static_cast<float>(-(dc.lr / bias_correction1)),
+                               static_cast<float>(sqrt(bias_correction2)));
 }
 
 template <class S, OptimKind kKind, bool kMaster, bool kAmsgrad>
-__global__ void __launch_bounds__(kThreads) optim_step_kernel(const OptimTable t, const DeviceCoeffs dc) {
+__global__ void __launch_bounds__(kThreads)
+    optim_step_kernel(const OptimTable t, const DeviceCoeffs dc, const float2* adam_rows) {
     if (dc.found_inf && *dc.found_inf != 0.0f) return;
     constexpr int V = kPack<S>;
     const OptimCoeffs& c = dc.c;
@@ -108,11 +119,8 @@ __global__ void __launch_bounds__(kThreads) optim_step_kernel(const OptimTable t
     const float inv_grad_scale = dc.scaled ? 1.0f / *dc.grad_scale : 1.0f;
     float neg_step_size = c.neg_step_size, bias_correction2_sqrt = 1.0f;
     if constexpr (kKind == OptimKind::adam) {
-        const double step = *t.step[i];
-        const double bias_correction1 = 1.0 - pow(dc.beta1, step);
-        const double bias_correction2 = 1.0 - pow(dc.beta2, step);
-        neg_step_size = static_cast<float>(-(dc.lr / bias_correction1));
-        bias_correction2_sqrt = static_cast<float>(sqrt(bias_correction2));
+        neg_step_size = adam_rows[i].x;
+        bias_correction2_sqrt = adam_rows[i].y;
     }
 
     for (int64_t e = lo + int64_t(threadIdx.x) * V; e < hi; e += int64_t(kThreads) * V) {
@@ -222,17 +230,23 @@ int64_t fill_table(const OptimStepParams& p, int64_t first, int count, OptimTabl
 template <class S, OptimKind kKind, bool kMaster, bool kAmsgrad>
 cudaError_t step_tables(const OptimStepParams& p, const DeviceCoeffs& dc, cudaStream_t stream) {
     const bool has_steps = p.num_tensors > 0 && p.tensors[0].step != nullptr;
+    const int64_t tables = ceil_div(p.num_tensors, kTableRows);
+    constexpr bool kAdam = kKind == OptimKind::adam;
+    StreamScratch adam_rows(kAdam ? size_t(tables) * kTableRows * sizeof(float2) : 0, stream);
+    if (adam_rows.status() != cudaSuccess) return adam_rows.status();
     for (int64_t first = 0; first < p.num_tensors; first += kTableRows) {
         const int count = static_cast<int>(p.num_tensors - first < kTableRows ? p.num_tensors - first : kTableRows);
         OptimTable t{};
         const int64_t chunks = fill_table(p, first, count, &t);
         if (chunks > INT32_MAX) return cudaErrorInvalidValue;
+        float2* rows = kAdam ? adam_rows.as<float2>() + first : nullptr;
         if (has_steps) {
-            advance_steps_kernel<<<1, kTableRows, 0, stream>>>(t, p.found_inf);
+            advance_steps_kernel<<<1, kTableRows, 0, stream>>>(t, dc, kAdam, rows);
             if (const cudaError_t status = cudaGetLastError(); status != cudaSuccess) return status;
         }
         if (chunks == 0) continue;
-        optim_step_kernel<S, kKind, kMaster, kAmsgrad><<<static_cast<unsigned>(chunks), kThreads, 0, stream>>>(t, dc);
+        optim_step_kernel<S, kKind, kMaster, kAmsgrad>
+            <<<static_cast<unsigned>(chunks), kThreads, 0, stream>>>(t, dc, rows);
         if (const cudaError_t status = cudaGetLastError(); status != cudaSuccess) return status;
     }
     return cudaSuccess;
@@ -315,16 +329,20 @@ __global__ void __launch_bounds__(kThreads) grad_norm_partials_kernel(const Grad
     for_each_group(t, [&](const auto& src, int64_t e, int64_t hi) {
         float v[8];
         src.load(e, hi, 0.0f, v);
+        if constexpr (kOrder == NormOrder::p) {
+            // Rolled: pow is a call, and few values should stay live across it.
+#pragma unroll 1
+            for (int k = 0; k < 8; ++k) acc_p += pow(static_cast<double>(fabsf(v[k])), p);
+        } else {
 #pragma unroll
-        for (int k = 0; k < 8; ++k) {
-            const float a = fabsf(v[k]);
-            if constexpr (kOrder == NormOrder::two) acc = fmaf(v[k], v[k], acc);
-            else if constexpr (kOrder == NormOrder::one) acc += a;
-            else if constexpr (kOrder == NormOrder::inf) {
-                nan |= a != a;
-                acc = fmaxf(acc, a);
-            } else {
-                acc_p += pow(static_cast<double>(a), p);
+            for (int k = 0; k < 8; ++k) {
+                const float a = fabsf(v[k]);
+                if constexpr (kOrder == NormOrder::two) acc = fmaf(v[k], v[k], acc);
+                else if constexpr (kOrder == NormOrder::one) acc += a;
+                else {
+                    nan |= a != a;
+                    acc = fmaxf(acc, a);
+                }
             }
         }
     });
