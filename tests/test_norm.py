@@ -131,6 +131,19 @@ def test_large_mean_small_variance(kind, dtype, rng):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_variance_held_by_one_outlier(kind, dtype, rng):
+    # One element carries almost all of sum((x - mean)^2): a lane accumulating
+    # every square would add thousands of small terms to a huge one.
+    x = 1e4 + randn((64, 4099), torch.float32, rng)
+    x[:, 0] = -5e4
+    x[32:, 2000] = 7e4
+    x = x.to(dtype)
+    w, b = params(4099, dtype, None, rng)
+    check_forward_backward(kind, x, w, b, randn((64, 4099), dtype, rng))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_zero_variance_rows_stay_finite(kind, dtype, rng):
     x = torch.tensor([0.0, 1.0, -7.5, 3e38, 1e-40]).repeat_interleave(37).reshape(5, 37).to(dtype)
     w, b = params(37, dtype, None, rng)

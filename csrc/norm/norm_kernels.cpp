@@ -6,17 +6,14 @@
 // then normalize; sums then grad_x), so DRAM sees each tensor once and the
 // arithmetic (a few FMAs per element) hides under the loads.
 //
-// Statistics in one sweep. LayerNorm runs Welford's update on x - x[0]: in
-// kChains independent vector accumulators (to cover the FMA latency), all with
-// the same count, so merging them (and then their lanes) is the exact
-// equal-count case of Chan's formula; the remainder of fewer than kChains
-// vectors is summed twice in L1 and merged by Chan's formula. The shift keeps
-// rows with a large mean and a small variance (1e4 + randn) accurate: x - x[0]
-// is exact there (and a constant row gives exactly 0), and y is computed from
-// it, never from the rounded mean. The mean itself comes from a compensated
-// sum of x - x[0] (error-free TwoSum transformations, lanes added in double),
-// rounded once; Welford's running means are a few ulps worse.
-// RMSNorm needs only a sum of squares (positive terms, no cancellation).
+// Statistics in two sweeps over the row (the second from L1): the mean as a
+// compensated sum (as if summed exactly, then rounded once), then the sum of
+// squared deviations from it. The extended mean (rounded value plus the part
+// the rounding lost) keeps rows with a large mean and a small variance
+// (1e4 + randn) accurate: x - mean is exact there, and y is computed from it.
+// That is half the arithmetic of a one-sweep Welford update, which makes the
+// forward compute-bound on one core (bench/notes/norm.md). RMSNorm needs only
+// a sum of squares.
 //
 // Parameter gradients: each fixed block of rows accumulates its own float32
 // partial sums (the block size depends on the shape only), and the blocks are
@@ -27,6 +24,7 @@
 
 #include "fastnn/norm.h"
 #include "fastnn/parallel.h"
+#include "../softmax/row_ops.h"
 #include "norm_rows.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE {
@@ -97,137 +95,6 @@ void write_row(T* out, int64_t n, Fn&& fn) {
     if (i < n) fn(i, static_cast<int>(n - i)).store_partial(out + i, static_cast<int>(n - i));
 }
 
-// Count, mean and sum of squared deviations of a set of values.
-struct Moments {
-    double n = 0;
-    float mean = 0, m2 = 0;
-};
-
-Moments merge(const Moments& a, const Moments& b) {
-    const double n = a.n + b.n;
-    if (n == 0) return a;
-    const float delta = b.mean - a.mean;
-    const float wb = static_cast<float>(b.n / n), wab = static_cast<float>(a.n * b.n / n);
-    return {n, a.mean + delta * wb, a.m2 + b.m2 + delta * delta * wab};
-}
-
-// a + b = sum + returned error, exactly (Knuth's TwoSum).
-VecF32 two_sum(VecF32 a, VecF32 b, VecF32& sum) {
-    sum = a + b;
-    const VecF32 z = sum - a;
-    return (a - (sum - z)) + (b - z);
-}
-
-// Sum of x - s over vectors x, to the last bits (Ogita, Rump and Oishi's
-// Sum2): the rounding errors of each difference and of each addition are
-// recovered exactly by TwoSum and accumulated in `low`, whose own rounding is
-// second order; the sum is sum + low.
-struct DifferenceSum {
-    VecF32 sum = VecF32::zero(), low = VecF32::zero();
-    void add(VecF32 x, VecF32 s) {
-        VecF32 d;
-        const VecF32 lost = two_sum(x, VecF32::zero() - s, d);
-        low = low + (lost + two_sum(sum, d, sum));
-    }
-};
-
-// The chains' sums merged exactly into one vector (plus the low parts), then
-// the lanes added in double: a float reduction here would lose what the
-// compensation kept.
-template <int K>
-double sum_of(const DifferenceSum (&parts)[K]) {
-    VecF32 hi = parts[0].sum, lo = parts[0].low;
-    for (int c = 1; c < K; ++c) lo = lo + parts[c].low + two_sum(hi, parts[c].sum, hi);
-    float hi_lanes[W], lo_lanes[W];
-    hi.store(hi_lanes);
-    lo.store(lo_lanes);
-    double even = 0.0, odd = 0.0;
-    for (int j = 0; j < W; j += 2) {
-        even += static_cast<double>(hi_lanes[j]) + static_cast<double>(lo_lanes[j]);
-        odd += static_cast<double>(hi_lanes[j + 1]) + static_cast<double>(lo_lanes[j + 1]);
-    }
-    return even + odd;
-}
-
-// Moments of x[i] - shift: Welford's update gives m2; the mean comes from a
-// compensated sum instead, since Welford's running means (and the rounding of
-// x - shift) cost a few ulps that torch's summation does not.
-struct ShiftedMoments {
-    double mean;  // of x - shift
-    float m2;
-};
-
-template <class T>
-ShiftedMoments shifted_moments(const T* x, int64_t n, float shift) {
-    const VecF32 s = VecF32::broadcast(shift);
-    Moments total;
-    DifferenceSum sum[kChains];
-    int64_t i = 0;
-    if (n >= kGroup) {
-        VecF32 mean[kChains], m2[kChains];
-        for (int c = 0; c < kChains; ++c) mean[c] = m2[c] = VecF32::zero();
-        int64_t count = 0;
-        for (; i + kGroup <= n; i += kGroup) {
-            const VecF32 inv = VecF32::broadcast(1.0f / static_cast<float>(++count));
-            for (int c = 0; c < kChains; ++c) {
-                const VecF32 v = VecF32::load(x + i + c * W);
-                const VecF32 d = v - s;
-                const VecF32 delta = d - mean[c];
-                mean[c] = simd::fmadd(delta, inv, mean[c]);
-                m2[c] = simd::fmadd(delta, d - mean[c], m2[c]);
-                sum[c].add(v, s);
-            }
-        }
-        // k parts of equal count c merge to mean = avg(mean_k) and
-        // m2 = sum(m2_k) + c * sum((mean_k - mean)^2): first the chains, then
-        // the lanes.
-        VecF32 mean_sum = mean[0], m2_sum = m2[0];
-        for (int c = 1; c < kChains; ++c) {
-            mean_sum = mean_sum + mean[c];
-            m2_sum = m2_sum + m2[c];
-        }
-        const VecF32 lane_mean = mean_sum * VecF32::broadcast(1.0f / kChains);
-        VecF32 spread = VecF32::zero();
-        for (int c = 0; c < kChains; ++c) {
-            const VecF32 e = mean[c] - lane_mean;
-            spread = simd::fmadd(e, e, spread);
-        }
-        const VecF32 lane_m2 = simd::fmadd(spread, VecF32::broadcast(static_cast<float>(count)), m2_sum);
-        const float row_mean = simd::reduce_add(lane_mean) * (1.0f / W);
-        const VecF32 e = lane_mean - VecF32::broadcast(row_mean);
-        const float lane_spread = simd::reduce_add(e * e);
-        total.n = static_cast<double>(i);
-        total.mean = row_mean;
-        total.m2 = simd::reduce_add(lane_m2) + static_cast<float>(count * kChains) * lane_spread;
-    }
-    // Fewer than kGroup elements left (in L1): mean, then squared deviations.
-    // Lanes past the row are set to the shift, so they add 0.
-    Moments rest;
-    if (i < n) {
-        VecF32 rest_sum = VecF32::zero();
-        for (int64_t j = i; j < n; j += W) {
-            const int lanes = static_cast<int>(std::min<int64_t>(W, n - j));
-            VecF32 v = load_n(x + j, lanes);
-            if (lanes < W) v = simd::select(first_lanes(lanes), v, s);
-            rest_sum = rest_sum + (v - s);
-            sum[0].add(v, s);
-        }
-        rest.n = static_cast<double>(n - i);
-        rest.mean = simd::reduce_add(rest_sum) / static_cast<float>(n - i);
-        const VecF32 rm = VecF32::broadcast(rest.mean);
-        VecF32 sq = VecF32::zero();
-        for (int64_t j = i; j < n; j += W) {
-            const int lanes = static_cast<int>(std::min<int64_t>(W, n - j));
-            VecF32 e = load_n(x + j, lanes) - s - rm;
-            if (lanes < W) e = simd::select(first_lanes(lanes), e, VecF32::zero());
-            sq = simd::fmadd(e, e, sq);
-        }
-        rest.m2 = simd::reduce_add(sq);
-    }
-    const double mean = n > 0 ? sum_of(sum) / static_cast<double>(n) : 0.0;
-    return {mean, merge(total, rest).m2};
-}
-
 // acc + v * v rounded once. The portable fmadd rounds twice, which shows in
 // rstd of rows with a large mean; there each product is formed in double
 // (exact for floats) instead.
@@ -240,28 +107,41 @@ VecF32 add_square(VecF32 v, VecF32 acc) {
 #endif
 }
 
-template <class T>
-float sum_of_squares(const T* x, int64_t n) {
-    VecF32 acc[kChains];
-    for (int c = 0; c < kChains; ++c) acc[c] = VecF32::zero();
+// sum((x - hi - lo)^2), or sum(x^2) without kCentered, in two levels: each
+// chain's lanes sum kBlockGroups groups, and the block sums are added into a
+// second set of accumulators. A row whose squares span many magnitudes (one
+// outlier holding most of the variance) then loses low bits in ~2 sqrt(terms)
+// additions per lane instead of in every one, which keeps it within torch's
+// error (its moments are combined pairwise).
+constexpr int64_t kBlockGroups = 8;
+
+template <bool kCentered, class T>
+float sum_of_squares(const T* x, int64_t n, float hi, float lo) {
+    const VecF32 vhi = VecF32::broadcast(hi), vlo = VecF32::broadcast(lo);
+    auto deviation = [=](VecF32 v) { return kCentered ? (v - vhi) - vlo : v; };
+    VecF32 total[kChains], block[kChains];
+    for (int c = 0; c < kChains; ++c) total[c] = VecF32::zero();
     int64_t i = 0;
-    for (; i + kGroup <= n; i += kGroup)
-        for (int c = 0; c < kChains; ++c) {
-            const VecF32 v = VecF32::load(x + i + c * W);
-            acc[c] = add_square(v, acc[c]);
-        }
-    for (; i < n; i += W) {  // partial loads fill the missing lanes with 0
-        const VecF32 v = load_n(x + i, static_cast<int>(std::min<int64_t>(W, n - i)));
-        acc[0] = add_square(v, acc[0]);
+    while (i + kGroup <= n) {
+        for (int c = 0; c < kChains; ++c) block[c] = VecF32::zero();
+        for (int64_t g = 0; g < kBlockGroups && i + kGroup <= n; ++g, i += kGroup)
+            for (int c = 0; c < kChains; ++c) block[c] = add_square(deviation(VecF32::load(x + i + c * W)), block[c]);
+        for (int c = 0; c < kChains; ++c) total[c] = total[c] + block[c];
     }
-    for (int c = 1; c < kChains; ++c) acc[0] = acc[0] + acc[c];
-    return simd::reduce_add(acc[0]);
+    VecF32 rest = VecF32::zero();
+    for (; i < n; i += W) {
+        const int lanes = static_cast<int>(std::min<int64_t>(W, n - i));
+        VecF32 d = deviation(load_n(x + i, lanes));
+        if (kCentered && lanes < W) d = simd::select(first_lanes(lanes), d, VecF32::zero());
+        rest = add_square(d, rest);
+    }
+    for (int c = 1; c < kChains; ++c) total[0] = total[0] + total[c];
+    return simd::reduce_add(total[0] + rest);
 }
 
-struct RowStats {
-    float shift;   // subtracted from x before scaling (0 for rms)
-    float center;  // mean of x - shift
-    float mean;    // shift + center, rounded once
+struct RowMoments {
+    float mean;      // rounded once (0 for rms)
+    float mean_low;  // mean - (double) mean, the part the rounding lost
     float rstd;
 };
 
@@ -272,7 +152,7 @@ struct RowStats {
 constexpr int64_t kShortRow = 16;
 
 template <bool kCentered, class T>
-RowStats short_row_stats(const T* x, int64_t n, float eps) {
+RowMoments short_row_moments(const T* x, int64_t n, float eps) {
     double sum = 0.0;
     if constexpr (kCentered)
         for (int64_t i = 0; i < n; ++i) sum += simd::to_float(x[i]);
@@ -283,36 +163,55 @@ RowStats short_row_stats(const T* x, int64_t n, float eps) {
         m2 += d * d;
     }
     const float rstd = static_cast<float>(1.0 / std::sqrt(m2 / static_cast<double>(n) + eps));
-    const float shift = static_cast<float>(mean);
-    return {shift, static_cast<float>(mean - shift), shift, rstd};
+    const float rounded = static_cast<float>(mean);
+    return {rounded, static_cast<float>(mean - rounded), rstd};
 }
 
+// The row mean, as if summed exactly (row_sum_shifted: compensated lanes,
+// added in double). A row whose float sum overflows (values near the float
+// maximum) is summed again relative to x[0], which is exact for a constant
+// row; rows holding inf or NaN come out non-finite either way, as in PyTorch.
+template <class T>
+double row_mean(const T* x, int64_t n) {
+    const double sum = row_sum_shifted(x, n, 0.0f);
+    if (std::isfinite(sum)) return sum / static_cast<double>(n);
+    const float shift = simd::to_float(x[0]);
+    return shift + row_sum_shifted(x, n, shift) / static_cast<double>(n);
+}
+
+// Two sweeps over a row in L1 (the first brings it from memory): the mean,
+// then the squared deviations from it, (x - mean) - mean_low. Where the mean
+// is large next to the spread (1e4 + randn) x - mean is exact (Sterbenz), so
+// the sum sees the deviations themselves; nothing cancels afterwards.
 template <bool kCentered, class T>
-RowStats row_stats(const T* x, int64_t n, float eps) {
-    if (n <= kShortRow) return short_row_stats<kCentered>(x, n, eps);
+RowMoments row_moments(const T* x, int64_t n, float eps) {
+    if (n <= kShortRow) return short_row_moments<kCentered>(x, n, eps);
     if constexpr (kCentered) {
-        const float shift = simd::to_float(x[0]);
-        const ShiftedMoments m = shifted_moments(x, n, shift);
-        const double var = std::max(static_cast<double>(m.m2) / static_cast<double>(n), 0.0);
-        return {shift, static_cast<float>(m.mean), static_cast<float>(shift + m.mean),
-                static_cast<float>(1.0 / std::sqrt(var + eps))};
+        const double mean = row_mean(x, n);
+        const float hi = static_cast<float>(mean), lo = static_cast<float>(mean - hi);
+        const double var = static_cast<double>(sum_of_squares<true>(x, n, hi, lo)) / static_cast<double>(n);
+        return {hi, lo, static_cast<float>(1.0 / std::sqrt(var + eps))};
     } else {
-        const double mean_square = static_cast<double>(sum_of_squares(x, n)) / static_cast<double>(n);
-        return {0.0f, 0.0f, 0.0f, static_cast<float>(1.0 / std::sqrt(mean_square + eps))};
+        const double mean_square = static_cast<double>(sum_of_squares<false>(x, n, 0.0f, 0.0f)) / static_cast<double>(n);
+        return {0.0f, 0.0f, static_cast<float>(1.0 / std::sqrt(mean_square + eps))};
     }
 }
 
-// y = ((x - shift - center) * rstd) * weight + bias
-template <bool kStream, bool kWeight, bool kBias, class T, class Wt>
-void normalize_row(const T* x, T* y, int64_t n, const RowStats& st, const Wt* w, const Wt* b) {
-    const VecF32 shift = VecF32::broadcast(st.shift), center = VecF32::broadcast(st.center);
-    const VecF32 rstd = VecF32::broadcast(st.rstd);
-    write_row<kStream>(y, n, [&](int64_t i, int lanes) {
-        VecF32 v = (load_n(x + i, lanes) - shift - center) * rstd;
-        if constexpr (kWeight && kBias) v = simd::fmadd(v, load_n(w + i, lanes), load_n(b + i, lanes));
-        else if constexpr (kWeight) v = v * load_n(w + i, lanes);
-        else if constexpr (kBias) v = v + load_n(b + i, lanes);
-        return v;
+// y = (x - mean) * rstd * weight + bias, with (x - mean) * rstd formed as
+// (x - mean_hi) * rstd - mean_low * rstd in one rounding.
+template <bool kCentered, bool kStream, bool kWeight, bool kBias, class T, class Wt>
+void normalize_row(const T* x, T* y, int64_t n, const RowMoments& st, const Wt* w, const Wt* b) {
+    const VecF32 mean = VecF32::broadcast(st.mean), rstd = VecF32::broadcast(st.rstd);
+    const VecF32 low_term = VecF32::broadcast(-st.mean_low * st.rstd);
+    // Captures by value: the vector stores may alias any memory (__m512 is
+    // may_alias), so captured references would be reloaded every iteration.
+    write_row<kStream>(y, n, [=](int64_t i, int lanes) {
+        const VecF32 v = load_n(x + i, lanes);
+        VecF32 r = kCentered ? simd::fmadd(v - mean, rstd, low_term) : v * rstd;
+        if constexpr (kWeight && kBias) r = simd::fmadd(r, load_n(w + i, lanes), load_n(b + i, lanes));
+        else if constexpr (kWeight) r = r * load_n(w + i, lanes);
+        else if constexpr (kBias) r = r + load_n(b + i, lanes);
+        return r;
     });
 }
 
@@ -350,8 +249,8 @@ void forward_typed(const NormForwardParams& p) {
             for (int64_t r = begin; r < end; ++r) {
                 const T* x = gather_row(rows.row(0, r), x_step, n, x_buf.data());
                 T* y = staged ? y_buf.data() : reinterpret_cast<T*>(rows.row(1, r));
-                const RowStats st = row_stats<kCentered>(x, n, p.eps);
-                normalize_row<kStream, kWeight, kBias>(x, y, n, st, w, b);
+                const RowMoments st = row_moments<kCentered>(x, n, p.eps);
+                normalize_row<kCentered, kStream, kWeight, kBias>(x, y, n, st, w, b);
                 if (staged) scatter_row(y_buf.data(), rows.row(1, r), y_step, n);
                 *reinterpret_cast<float*>(rows.row(2, r)) = st.rstd;
                 if constexpr (kCentered) *reinterpret_cast<float*>(rows.row(3, r)) = st.mean;
@@ -374,16 +273,19 @@ template <bool kCentered, bool kWeight, bool kGradW, bool kGradB, bool kStream, 
 void backward_row(const T* dy, const T* x, T* dx, int64_t n, float mean, float rstd, const Wt* w,
                   float* dw_acc, float* db_acc) {
     const VecF32 vmean = VecF32::broadcast(kCentered ? mean : 0.0f), vrstd = VecF32::broadcast(rstd);
-    auto load_d = [&](int64_t i, int lanes) {
+    // By value throughout (see normalize_row): the loops keep every operand in
+    // registers across the may-alias stores.
+    auto load_d = [=](int64_t i, int lanes) {
         const VecF32 v = load_n(x + i, lanes);
         return kCentered ? v - vmean : v;
     };
-    auto scale_by_weight = [&](VecF32 v, int64_t i, int lanes) {
+    auto scale_by_weight = [=](VecF32 v, int64_t i, int lanes) {
         if constexpr (kWeight) return v * load_n(w + i, lanes);
         else return v;
     };
     VecF32 sum_g = VecF32::zero(), sum_gd = VecF32::zero();
-    auto accumulate = [&](int64_t i, int lanes) {
+    for (int64_t i = 0; i < n; i += W) {
+        const int lanes = static_cast<int>(std::min<int64_t>(W, n - i));
         VecF32 d = load_d(i, lanes);
         // Lanes past the row read 0, whose d (-mean) may be infinite.
         if (lanes < W) d = simd::select(first_lanes(lanes), d, VecF32::zero());
@@ -393,15 +295,12 @@ void backward_row(const T* dy, const T* x, T* dx, int64_t n, float mean, float r
         sum_gd = simd::fmadd(g, d, sum_gd);
         if constexpr (kGradW) store_n(simd::fmadd(go, d * vrstd, load_n(dw_acc + i, lanes)), dw_acc + i, lanes);
         if constexpr (kGradB) store_n(go + load_n(db_acc + i, lanes), db_acc + i, lanes);
-    };
-    int64_t i = 0;
-    for (; i + W <= n; i += W) accumulate(i, W);
-    if (i < n) accumulate(i, static_cast<int>(n - i));
+    }
 
     const float inv_n = 1.0f / static_cast<float>(n);
     const VecF32 mean_g = VecF32::broadcast(kCentered ? simd::reduce_add(sum_g) * inv_n : 0.0f);
     const VecF32 neg_k = VecF32::broadcast(-rstd * (rstd * (simd::reduce_add(sum_gd) * inv_n)));
-    write_row<kStream>(dx, n, [&](int64_t i, int lanes) {
+    write_row<kStream>(dx, n, [=](int64_t i, int lanes) {
         const VecF32 t = simd::fmadd(load_d(i, lanes), neg_k, scale_by_weight(load_n(dy + i, lanes), i, lanes));
         return (kCentered ? t - mean_g : t) * vrstd;
     });
