@@ -20,7 +20,7 @@ class GPTConfig:
     block_size: int = 64
     n_layer: int = 2
     n_head: int = 4
-    n_embd: int = 128
+    n_embd: int = 96
 
 
 class CausalSelfAttention(torch.nn.Module):

@@ -78,12 +78,16 @@ def plot_losses(path: Path, runs: dict, title: str) -> str | None:
     fig = Figure(figsize=(10, 4))
     FigureCanvasAgg(fig)
     by_step, by_time = fig.subplots(1, 2, sharey=True)
-    for (name, run), color in zip(runs.items(), ("tab:blue", "tab:orange")):
+    # torch wide and pale underneath, fastnn thin on top: per step the two
+    # curves coincide, and both must stay visible.
+    styles = {"torch": dict(color="tab:orange", lw=3, alpha=0.5, zorder=1),
+              "fastnn": dict(color="tab:blue", lw=1, zorder=2)}
+    for name, run in runs.items():
         losses, step_ms = run["losses"], run["step_ms"]
         elapsed = [ms / 1e3 for ms in itertools.accumulate(step_ms)]
         label = f"{name} ({run['ms_per_step']:.0f} ms/step)"
-        by_step.plot(range(1, len(losses) + 1), losses, color=color, lw=1, label=label)
-        by_time.plot(elapsed, losses, color=color, lw=1, label=label)
+        by_step.plot(range(1, len(losses) + 1), losses, label=label, **styles[name])
+        by_time.plot(elapsed, losses, label=label, **styles[name])
     by_step.set_xlabel("step")
     by_step.set_ylabel("training loss")
     by_time.set_xlabel("training time (s)")

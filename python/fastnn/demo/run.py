@@ -43,7 +43,7 @@ def text_task(batch_size: int = 32, block_size: int = 64) -> Task:
     cfg = GPTConfig(data.vocab_size, block_size=block_size)
     val = data.val_batches(64, block_size)[:VAL_TEXT_BATCHES]
     return Task("text", "character-level GPT on The Devil's Dictionary (Ambrose Bierce, 1911)", "tokens",
-                batch_size, 3e-3, lambda: GPT(cfg), lambda seed: data.train_batches(batch_size, block_size, seed),
+                batch_size, 6e-3, lambda: GPT(cfg), lambda seed: data.train_batches(batch_size, block_size, seed),
                 val, val[0][0][:32], data)
 
 
