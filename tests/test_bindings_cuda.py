@@ -42,10 +42,20 @@ def argument_names(fn) -> list[str]:
     return [part.split(":")[0].strip() for part in re.split(r",\s*(?![^\[]*\])", inner) if part.strip()]
 
 
+def defaulted(fn) -> list[bool]:
+    signature = fn.__doc__.split("\n", 1)[0]
+    inner = signature[signature.index("(") + 1: signature.rindex(")")]
+    return ["=" in part for part in re.split(r",\s*(?![^\[]*\])", inner) if part.strip()]
+
+
 @pytest.mark.parametrize("name", SHARED)
 def test_same_arguments_plus_stream(name):
-    cuda = cuda_module()
-    assert argument_names(getattr(cuda, name)) == argument_names(getattr(_C, name)) + ["stream"]
+    """The launcher passes _C's arguments and the stream positionally; a CUDA
+    kernel may take further options after them only with defaults."""
+    cuda, cpu = getattr(cuda_module(), name), getattr(_C, name)
+    expected = argument_names(cpu) + ["stream"]
+    assert argument_names(cuda)[: len(expected)] == expected
+    assert all(defaulted(cuda)[len(expected):])
 
 
 def test_no_other_shared_name():
