@@ -183,7 +183,8 @@ cudaError_t softmax_forward(const SoftmaxParams& p, cudaStream_t stream) {
     SoftmaxArgs a{};
     a.log = p.log;
     const TensorView* ops[] = {&p.x, &p.y};
-    return p.x.dtype == DType::bf16 ? launch<Forward, bf16>(a, ops, 2, stream) : launch<Forward, float>(a, ops, 2, stream);
+    return p.x.dtype == DType::bf16 ? launch<Forward, bf16>(a, ops, 2, stream)
+                                    : launch<Forward, float>(a, ops, 2, stream);
 }
 
 cudaError_t softmax_backward(const SoftmaxBackwardParams& p, cudaStream_t stream) {
