@@ -275,7 +275,8 @@ cudaError_t backward_typed(const CrossEntropyBackwardParams& p, cudaStream_t str
     cudaError_t status;
     if (mean) {
         reduce_rows_kernel<S><<<1, kReduceThreads, 0, stream>>>(nullptr, a.target, a.target_stride, a.rows,
-                                                                  a.ignore_index, true, nullptr, inv_count.as<double>());
+                                                                  a.ignore_index, true, nullptr,
+                                                                  inv_count.as<double>());
         if ((status = cudaGetLastError()) != cudaSuccess) return status;
         a.inv_count = inv_count.as<double>();
     }

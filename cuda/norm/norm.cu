@@ -9,10 +9,11 @@
 // Geometry (rows.cuh): rows of up to 512 elements belong to one warp (8 rows
 // per block, 16 elements per lane); longer rows to one block, 32 elements per
 // thread (up to 512 threads), so rows up to 16384 elements stay in registers
-// from the statistics to the output and x (and grad_out) are read once. Longer rows go in chunks of that size, read twice (the
-// second time mostly from L2). 16-byte loads and stores where the rows are
-// dense and aligned, element by element with strides otherwise. The grid is
-// persistent: as many blocks as fit at once, each looping over rows.
+// from the statistics to the output and x (and grad_out) are read once.
+// Longer rows go in chunks of that size, read twice (the second time mostly
+// from L2). 16-byte loads and stores where the rows are dense and aligned,
+// element by element with strides otherwise. The grid is persistent: as many
+// blocks as fit at once, each looping over rows.
 //
 // Statistics: each thread takes the two-pass mean and M2 of its registers,
 // shifted by x[0] (so x - x[0] is exact for a large mean with a small

@@ -99,8 +99,10 @@ __global__ void advance_steps_kernel(const OptimTable t, const DeviceCoeffs dc, 
                                static_cast<float>(sqrt(bias_correction2)));
 }
 
+// Two blocks per SM at least (up to 128 registers): left to itself ptxas for
+// sm_80 holds the bf16 amsgrad step to 64 and spills.
 template <class S, OptimKind kKind, bool kMaster, bool kAmsgrad>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
     optim_step_kernel(const OptimTable t, const DeviceCoeffs dc, const float2* adam_rows) {
     if (dc.found_inf && *dc.found_inf != 0.0f) return;
     constexpr int V = kPack<S>;

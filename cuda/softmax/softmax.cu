@@ -68,8 +68,11 @@ __device__ __forceinline__ MaxSum slice_max_sum(const Slice& s) {
     return {m, sum};
 }
 
+// One block per SM at least: left to itself ptxas for sm_80 trades registers
+// for a second 512-thread block and spills.
 template <class S, bool kWarpRows>
-__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kMaxThreads) softmax_forward_kernel(const SoftmaxArgs a) {
+__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kMaxThreads, 1)
+    softmax_forward_kernel(const SoftmaxArgs a) {
     using Threads = RowThreads<kWarpRows>;
     using Slice = RowSlice<S, kWarpRows ? kWarpElems : kBlockElems>;
     __shared__ MaxSum scratch[33];
@@ -105,7 +108,7 @@ __global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kMaxThreads) s
 // softmax: grad_in = y (grad_out - sum(grad_out y)); log_softmax: grad_in =
 // grad_out - exp(y) sum(grad_out).
 template <class S, bool kWarpRows>
-__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kMaxThreads)
+__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kMaxThreads, 1)
     softmax_backward_kernel(const SoftmaxArgs a) {
     using Threads = RowThreads<kWarpRows>;
     using Slice = RowSlice<S, kWarpRows ? kWarpElems : kBlockElems>;
@@ -180,7 +183,8 @@ cudaError_t softmax_forward(const SoftmaxParams& p, cudaStream_t stream) {
     SoftmaxArgs a{};
     a.log = p.log;
     const TensorView* ops[] = {&p.x, &p.y};
-    return p.x.dtype == DType::bf16 ? launch<Forward, bf16>(a, ops, 2, stream) : launch<Forward, float>(a, ops, 2, stream);
+    return p.x.dtype == DType::bf16 ? launch<Forward, bf16>(a, ops, 2, stream)
+                                    : launch<Forward, float>(a, ops, 2, stream);
 }
 
 cudaError_t softmax_backward(const SoftmaxBackwardParams& p, cudaStream_t stream) {
