@@ -21,14 +21,8 @@ constexpr int kBlock = 64;  // elements per block: 16 counters x 4 words
 constexpr int W = VecF32::width;
 static_assert(16 % W == 0, "a block's 16 counters must fill whole vectors");
 
-struct Rng {
-    uint32_t key[2], offset[2];
-    uint32_t threshold;  // keep when (r >> 8) < threshold, in [0, 2^24]
-    float scale;
-};
-
 // mult[k] = scale or 0 for the 64 elements of block b.
-void block_multipliers(const Rng& rng, uint64_t b, float* mult) {
+void block_multipliers(const DropoutStream& rng, uint64_t b, float* mult) {
     const VecU32 m0 = VecU32::broadcast(0xD2511F53u), m1 = VecU32::broadcast(0xCD9E8D57u);
     const VecU32 threshold = VecU32::broadcast(rng.threshold);
     const VecF32 keep = VecF32::broadcast(rng.scale), drop = VecF32::zero();
@@ -92,7 +86,7 @@ struct LogicalWalker {
 };
 
 template <class T>
-void apply_typed(const DropoutParams& p, const Rng& rng) {
+void apply_typed(const DropoutParams& p, const DropoutStream& rng) {
     const int64_t n = numel(p.x);
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     const bool dense = row_major(p.x) && row_major(p.y);
@@ -125,15 +119,7 @@ void apply_typed(const DropoutParams& p, const Rng& rng) {
 }
 
 void apply_kernel(const DropoutParams& p) {
-    Rng rng;
-    rng.key[0] = static_cast<uint32_t>(p.seed);
-    rng.key[1] = static_cast<uint32_t>(p.seed >> 32);
-    rng.offset[0] = static_cast<uint32_t>(p.offset);
-    rng.offset[1] = static_cast<uint32_t>(p.offset >> 32);
-    const double keep = 1.0 - p.p;
-    rng.threshold = static_cast<uint32_t>(keep * 16777216.0 + 0.5);
-    // 1/(1-p) rounded once from double, as PyTorch's scalar; unused when p = 1.
-    rng.scale = keep > 0.0 ? static_cast<float>(1.0 / keep) : 0.0f;
+    const DropoutStream rng = dropout_stream(p);
     if (p.x.dtype == DType::bf16) apply_typed<bf16>(p, rng);
     else apply_typed<float>(p, rng);
 }

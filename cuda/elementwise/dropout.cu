@@ -67,9 +67,7 @@ struct DropoutArgs {
     bool row_major;  // both operands: element i at offset i
     bool vector;     // row_major and both 16-byte aligned
     LogicalLayout layout;
-    uint32_t key[2], offset[2];
-    uint32_t threshold;  // keep when (r >> 8) < threshold, in [0, 2^24]
-    float scale;
+    DropoutStream rng;
 };
 
 __device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint32_t k0, uint32_t k1) {
@@ -100,11 +98,11 @@ __global__ void __launch_bounds__(kThreads) dropout_kernel(const DropoutArgs a) 
         for (int i = 0; i < E; ++i) {
             const uint64_t c = 16 * block + h0 + i;
             const uint4 w = philox4x32_10(make_uint4(static_cast<uint32_t>(c), static_cast<uint32_t>(c >> 32),
-                                                     a.offset[0], a.offset[1]),
-                                          a.key[0], a.key[1]);
+                                                     a.rng.offset[0], a.rng.offset[1]),
+                                          a.rng.key[0], a.rng.key[1]);
             const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-            for (int j = 0; j < 4; ++j) keep |= uint32_t((words[j] >> 8) < a.threshold) << (j * E + i);
+            for (int j = 0; j < 4; ++j) keep |= uint32_t((words[j] >> 8) < a.rng.threshold) << (j * E + i);
         }
         const int64_t base = static_cast<int64_t>(block) * kBlockElems + h0;
         if constexpr (kRowMajor) {
@@ -116,7 +114,7 @@ __global__ void __launch_bounds__(kThreads) dropout_kernel(const DropoutArgs a) 
                 float v[E];
                 src.load(first, a.n, 0.0f, v);
 #pragma unroll
-                for (int k = 0; k < E; ++k) v[k] *= (keep >> (j * E + k)) & 1 ? a.scale : 0.0f;
+                for (int k = 0; k < E; ++k) v[k] *= (keep >> (j * E + k)) & 1 ? a.rng.scale : 0.0f;
                 dst.store(first, a.n, v);
             }
         } else {
@@ -128,7 +126,7 @@ __global__ void __launch_bounds__(kThreads) dropout_kernel(const DropoutArgs a) 
                 if (i >= a.n) continue;
                 int64_t xo, yo;
                 a.layout.offsets(i, &xo, &yo);
-                y[yo] = from_float<S>(to_float(x[xo]) * ((keep >> m) & 1 ? a.scale : 0.0f));
+                y[yo] = from_float<S>(to_float(x[xo]) * ((keep >> m) & 1 ? a.rng.scale : 0.0f));
             }
         }
     }
@@ -165,14 +163,7 @@ cudaError_t dropout_apply(const DropoutParams& p, cudaStream_t stream) {
     a.row_major = row_major(p.x) && row_major(p.y);
     a.vector = a.row_major && reinterpret_cast<uintptr_t>(a.x) % 16 == 0 && reinterpret_cast<uintptr_t>(a.y) % 16 == 0;
     a.layout = make_logical_layout(p.x, p.y);
-    a.key[0] = static_cast<uint32_t>(p.seed);
-    a.key[1] = static_cast<uint32_t>(p.seed >> 32);
-    a.offset[0] = static_cast<uint32_t>(p.offset);
-    a.offset[1] = static_cast<uint32_t>(p.offset >> 32);
-    const double keep = 1.0 - p.p;
-    a.threshold = static_cast<uint32_t>(keep * 16777216.0 + 0.5);
-    // 1/(1-p) rounded once from double, as PyTorch's scalar; unused when p = 1.
-    a.scale = keep > 0.0 ? static_cast<float>(1.0 / keep) : 0.0f;
+    a.rng = dropout_stream(p);
     return p.x.dtype == DType::bf16 ? launch<__nv_bfloat16>(a, stream) : launch<float>(a, stream);
 }
 

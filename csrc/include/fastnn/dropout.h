@@ -13,6 +13,8 @@
 // which maps onto 16-lane (or 2 x 8-lane) vectors with no shuffles.
 #pragma once
 
+#include <cstdint>
+
 #include "fastnn/dispatch.h"
 #include "fastnn/tensor.h"
 
@@ -28,6 +30,22 @@ struct DropoutParams {
 };
 
 void dropout_apply(const DropoutParams& p);
+
+// What every implementation derives from DropoutParams before generating: the
+// Philox key and counter high words, the keep threshold and the scale.
+struct DropoutStream {
+    uint32_t key[2], offset[2];
+    uint32_t threshold;  // keep when (r >> 8) < threshold, in [0, 2^24]
+    float scale;         // 1/(1-p) rounded once from double, as PyTorch's scalar; unused when p = 1
+};
+
+inline DropoutStream dropout_stream(const DropoutParams& p) {
+    const double keep = 1.0 - p.p;
+    return {{static_cast<uint32_t>(p.seed), static_cast<uint32_t>(p.seed >> 32)},
+            {static_cast<uint32_t>(p.offset), static_cast<uint32_t>(p.offset >> 32)},
+            static_cast<uint32_t>(keep * 16777216.0 + 0.5),
+            keep > 0.0 ? static_cast<float>(1.0 / keep) : 0.0f};
+}
 
 struct DropoutKernels {
     void (*apply)(const DropoutParams&);
