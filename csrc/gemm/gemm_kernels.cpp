@@ -12,6 +12,8 @@
 //   portable 4 x 16: arrays the compiler may map onto SSE registers.
 // bf16 inputs are converted to float32 while packing, so the same kernel
 // serves them (the AVX512_BF16 dot-product path is gemm_avx512_bf16.cpp).
+#include <cmath>
+
 #include "gemm_driver.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE {
@@ -79,13 +81,16 @@ void gemm_kernel(const GemmParams& p, const CacheSizes& caches) {
         gemm_detail::gemm_typed<Fp32Kernel, float>(p, caches);
 }
 
-// Rows are summed in blocks of kSumBlock, and the block sums pairwise (a
-// binary counter of partial sums, as NumPy's pairwise sum): the rounding
-// error grows like kSumBlock + log2(rows / kSumBlock), in the same order for
-// every thread count.
-constexpr int64_t kSumBlock = 4;
+// Each column is a plain running sum plus the exact rounding error of every
+// add (Knuth's TwoSum), accumulated in a second vector: Ogita, Rump and
+// Oishi's Sum2, as accurate as summing in twice the precision and rounding
+// once, whatever the row count (a plain or pairwise float sum loses up to
+// log2(rows) bits; Kahan's loses the error of each compensated operand). The
+// stream is memory-bound, so the six extra adds per element cost nothing;
+// the order is fixed, so every thread count gives the same bits. Where the
+// plain sum is not finite it is the answer (inf stays inf, inf - inf and NaN
+// give NaN) and the error terms, NaN there, are dropped.
 constexpr int kSumVectors = 4;
-constexpr int kMaxLevels = 64;
 
 template <class T, class TOut>
 void column_sum_typed(const ColumnSumParams& p) {
@@ -100,37 +105,35 @@ void column_sum_typed(const ColumnSumParams& p) {
         for (int64_t chunk = begin; chunk < end; ++chunk) {
             const int64_t j0 = chunk * kChunk;
             const int cols = static_cast<int>(std::min<int64_t>(kChunk, n - j0));
-            float gathered[kChunk], sums[kChunk];
-            VecF32 levels[kMaxLevels][kSumVectors];
-            uint64_t count = 0;
-            for (int64_t r0 = 0; r0 < rows; r0 += kSumBlock, ++count) {
-                VecF32 block[kSumVectors];
-                for (VecF32& s : block) s = VecF32::zero();
-                for (int64_t r = r0; r < std::min(rows, r0 + kSumBlock); ++r) {
-                    const T* row = x + r * rs + j0 * cs;
-                    for (int v = 0; v < kSumVectors && v * W < cols; ++v) {
-                        const int live = std::min(W, cols - v * W);
-                        if (cs == 1) {
-                            block[v] = block[v] + (live == W ? VecF32::load(row + v * W)
-                                                             : VecF32::load_partial(row + v * W, live));
-                        } else {
-                            for (int t = 0; t < live; ++t) gathered[v * W + t] = simd::to_float(row[(v * W + t) * cs]);
-                            block[v] = block[v] + VecF32::load_partial(gathered + v * W, live);
-                        }
+            const int vectors = (cols + W - 1) / W;
+            float gathered[kChunk], sums[kChunk], errors[kChunk];
+            VecF32 sum[kSumVectors], error[kSumVectors];
+            for (int v = 0; v < kSumVectors; ++v) sum[v] = error[v] = VecF32::zero();
+            for (int64_t r = 0; r < rows; ++r) {
+                const T* row = x + r * rs + j0 * cs;
+                for (int v = 0; v < vectors; ++v) {
+                    const int live = std::min(W, cols - v * W);
+                    VecF32 value;
+                    if (cs == 1) {
+                        value = live == W ? VecF32::load(row + v * W) : VecF32::load_partial(row + v * W, live);
+                    } else {
+                        for (int t = 0; t < live; ++t) gathered[v * W + t] = simd::to_float(row[(v * W + t) * cs]);
+                        value = VecF32::load_partial(gathered + v * W, live);
                     }
+                    const VecF32 total = sum[v] + value;
+                    const VecF32 value_part = total - sum[v];
+                    error[v] = error[v] + ((sum[v] - (total - value_part)) + (value - value_part));
+                    sum[v] = total;
                 }
-                int level = 0;
-                for (; count >> level & 1u; ++level)
-                    for (int v = 0; v < kSumVectors; ++v) block[v] = levels[level][v] + block[v];
-                for (int v = 0; v < kSumVectors; ++v) levels[level][v] = block[v];
             }
-            VecF32 total[kSumVectors];
-            for (VecF32& t : total) t = VecF32::zero();
-            for (int level = 0; level < kMaxLevels; ++level)
-                if (count >> level & 1u)
-                    for (int v = 0; v < kSumVectors; ++v) total[v] = total[v] + levels[level][v];
-            for (int v = 0; v < kSumVectors; ++v) total[v].store(sums + v * W);
-            for (int t = 0; t < cols; ++t) out[(j0 + t) * os] = simd::from_float<TOut>(sums[t]);
+            for (int v = 0; v < kSumVectors; ++v) {
+                sum[v].store(sums + v * W);
+                error[v].store(errors + v * W);
+            }
+            for (int t = 0; t < cols; ++t) {
+                const float total = std::isfinite(sums[t]) ? sums[t] + errors[t] : sums[t];
+                out[(j0 + t) * os] = simd::from_float<TOut>(total);
+            }
         }
     });
 }
