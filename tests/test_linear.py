@@ -80,6 +80,20 @@ def test_linear_strided_inputs_and_grad(rng):
         assert_close(gv, e, r, name=f"grad {name}")
 
 
+def test_linear_bias_grad_exact_sum_and_non_finite(rng):
+    # 1 + 4096 * 1e-8: a float running sum stays at 1.0; the error terms keep
+    # the small addends. An infinity or NaN in a column gives what any float
+    # sum gives, not the NaN of inf - inf in the error terms.
+    g = torch.full((4097, 4), 1e-8)
+    g[0] = 1.0
+    g[5, 1], g[9, 2], g[7, 3], g[8, 3] = float("inf"), float("nan"), float("inf"), -float("inf")
+    x, w = randn((4097, 3), gen=rng), randn((4, 3), gen=rng)
+    db = fastnn.linear_backward(g, x, w)[2]
+    ref = g.double().sum(0)
+    assert db[0].item() == ref[0].float().item() and db[1].item() == float("inf")
+    assert db[2].isnan() and db[3].isnan()
+
+
 def test_linear_expanded_grad_output(rng):
     # sum() hands backward a stride-0 gradient.
     x = randn((30, 20), gen=rng).requires_grad_()
