@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from .. import _backend as B
 
-# torch.nn.functional.rms_norm's default eps: the machine epsilon of x's dtype.
-_RMS_DEFAULT_EPS = {"float32": 2.0**-23, "bfloat16": 2.0**-7}
+# torch.nn.functional.rms_norm's default eps: the machine epsilon of the type
+# it computes in, float32 for float32 and bfloat16 inputs alike (not
+# finfo(bfloat16).eps, which would swamp rows of mean square below ~1e-2).
+_RMS_DEFAULT_EPS = 2.0**-23
 
 
 def _check_normalized_shape(x, normalized_shape) -> None:
@@ -108,7 +110,7 @@ def rms_norm(x, normalized_shape=None, weight=None, eps: float | None = None, *,
     """
     _check_normalized_shape(x, normalized_shape)
     if eps is None:
-        eps = _RMS_DEFAULT_EPS.get(str(x.dtype).replace("torch.", ""), 0.0)
+        eps = _RMS_DEFAULT_EPS
     if out is None and B.needs_torch_op(x, weight):
         y, rstd = B.torch_op("rms_norm")(x, weight, float(eps))
     else:
