@@ -176,6 +176,30 @@ inline int row_block_threads(int64_t n, int elems_per_thread, int max_threads) {
     return static_cast<int>(threads < max_threads ? threads : max_threads);
 }
 
+// The tiling every row kernel uses: rows of up to kWarpRowsMaxN elements go
+// one per warp (kWarpElems per lane), kWarpRowsPerBlock to a block; longer
+// rows one per block of at most kRowMaxThreads threads, kBlockElems elements
+// per thread per chunk. 512 threads leave each 128 registers: 32 (forward)
+// or 64 (backward) floats of row data, the rest addressing.
+inline constexpr int kWarpElems = 16;
+inline constexpr int kBlockElems = 32;
+inline constexpr int64_t kWarpRowsMaxN = 32 * kWarpElems;
+inline constexpr int kWarpBlockThreads = 32 * kWarpRowsPerBlock;
+inline constexpr int kRowMaxThreads = 512;
+
+struct RowTiling {
+    bool warp_rows;
+    int threads;
+    int chunks;
+    int rows_per_block;
+};
+
+inline RowTiling row_tiling(int64_t n) {
+    if (n <= kWarpRowsMaxN) return {true, kWarpBlockThreads, 1, kWarpRowsPerBlock};
+    const int threads = row_block_threads(n, kBlockElems, kRowMaxThreads);
+    return {false, threads, row_chunks(n, threads, kBlockElems), 1};
+}
+
 // ---------------------------------------------------------------------------
 // Reductions. V is a plain struct of 32-bit words (floats, ints, or doubles
 // as word pairs); Op combines two values and must accept the identity value

@@ -36,14 +36,6 @@
 namespace fastnn::cuda {
 namespace {
 
-constexpr int kWarpElems = 16;
-constexpr int kBlockElems = 32;
-constexpr int64_t kWarpRowsMaxN = 32 * kWarpElems;
-constexpr int kWarpBlockThreads = 32 * kWarpRowsPerBlock;
-// 128 registers per thread: 32 (forward) or 64 (backward) floats of row
-// data, the rest addressing.
-constexpr int kMaxThreads = 512;
-
 struct NormArgs {
     RowLayout rows;  // forward: x, y, rstd, mean; backward: grad_out, x, grad_x, rstd, mean
     int64_t n;
@@ -118,7 +110,7 @@ __device__ __forceinline__ float slice_sum_of_squares(const Slice& s) {
 }
 
 template <class S, class W, bool kCentered, bool kWarpRows>
-__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kMaxThreads)
+__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kRowMaxThreads)
     norm_forward_kernel(const NormArgs a) {
     using Threads = RowThreads<kWarpRows>;
     using Slice = RowSlice<S, kWarpRows ? kWarpElems : kBlockElems>;
@@ -200,7 +192,7 @@ struct GradSums {
 // the cancelling difference). The first sweep adds grad_out * xhat and
 // grad_out into the accumulators of the parameter gradients.
 template <class S, class W, bool kCentered, bool kWarpRows>
-__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kMaxThreads)
+__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kRowMaxThreads)
     norm_backward_kernel(const NormArgs a) {
     using Threads = RowThreads<kWarpRows>;
     using Slice = RowSlice<S, kWarpRows ? kWarpElems : kBlockElems>;
@@ -348,15 +340,12 @@ cudaError_t forward_typed(const NormForwardParams& p, cudaStream_t stream) {
     set_param(p.weight, p.has_weight, &a.weight, &a.weight_stride, &a.weight_vector);
     set_param(p.bias, kCentered && p.has_bias, &a.bias, &a.bias_stride, &a.bias_vector);
     a.eps = p.eps;
+    const RowTiling tile = row_tiling(a.n);
+    a.chunks = tile.chunks;
+    const auto kernel = tile.warp_rows ? norm_forward_kernel<S, W, kCentered, true>
+                                       : norm_forward_kernel<S, W, kCentered, false>;
     unsigned grid;
-    if (a.n <= kWarpRowsMaxN) {
-        a.chunks = 1;
-        return launch_rows(norm_forward_kernel<S, W, kCentered, true>, a, kWarpBlockThreads, 0, kWarpRowsPerBlock,
-                           &grid, stream);
-    }
-    const int threads = row_block_threads(a.n, kBlockElems, kMaxThreads);
-    a.chunks = row_chunks(a.n, threads, kBlockElems);
-    return launch_rows(norm_forward_kernel<S, W, kCentered, false>, a, threads, 0, 1, &grid, stream);
+    return launch_rows(kernel, a, tile.threads, 0, tile.rows_per_block, &grid, stream);
 }
 
 template <class T, class Wt, bool kCentered>
@@ -380,10 +369,9 @@ cudaError_t backward_typed(const NormBackwardParams& p, cudaStream_t stream) {
     a.nparams = int(a.grad_weight) + int(a.grad_bias);
     const int64_t row_floats = int64_t(a.nparams) * a.n;
 
-    const bool warp_rows = a.n <= kWarpRowsMaxN;
-    const int threads = warp_rows ? kWarpBlockThreads : row_block_threads(a.n, kBlockElems, kMaxThreads);
-    a.chunks = warp_rows ? 1 : row_chunks(a.n, threads, kBlockElems);
-    const int groups = warp_rows ? kWarpRowsPerBlock : 1;
+    const RowTiling tile = row_tiling(a.n);
+    a.chunks = tile.chunks;
+    const int threads = tile.threads, groups = tile.rows_per_block;
     DeviceLimits limits;
     cudaError_t status = current_device_limits(&limits);
     if (status != cudaSuccess) return status;
@@ -399,8 +387,8 @@ cudaError_t backward_typed(const NormBackwardParams& p, cudaStream_t stream) {
     const size_t grid_bytes = fits(acc_bytes(grid_params)) ? acc_bytes(grid_params) : 0;
 
     unsigned grid = 0;
-    const auto kernel = warp_rows ? norm_backward_kernel<S, W, kCentered, true>
-                                  : norm_backward_kernel<S, W, kCentered, false>;
+    const auto kernel = tile.warp_rows ? norm_backward_kernel<S, W, kCentered, true>
+                                       : norm_backward_kernel<S, W, kCentered, false>;
     if (a.rows.rows > 0) {
         status = allow_shared_memory(kernel, shared_bytes > grid_bytes ? shared_bytes : grid_bytes);
         if (status == cudaSuccess)

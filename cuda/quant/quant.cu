@@ -26,11 +26,6 @@ namespace fastnn::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarpElems = 16;
-constexpr int kBlockElems = 32;
-constexpr int64_t kWarpRowsMaxN = 32 * kWarpElems;
-constexpr int kWarpBlockThreads = 32 * kWarpRowsPerBlock;
-constexpr int kMaxThreads = 512;
 
 // The bounds are integers, so clamping before rounding equals round-then-clamp.
 __device__ __forceinline__ int8_t round_to_i8(float v) {
@@ -177,7 +172,8 @@ struct MergeAbsMax {
 };
 
 template <class S, bool kWarpRows>
-__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kMaxThreads) quantize_rows_kernel(const RowsArgs a) {
+__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kRowMaxThreads)
+    quantize_rows_kernel(const RowsArgs a) {
     using Threads = RowThreads<kWarpRows>;
     using Slice = RowSlice<S, kWarpRows ? kWarpElems : kBlockElems>;
     constexpr int E = Slice::kWidth;
@@ -246,15 +242,14 @@ cudaError_t quantize_rows_typed(const QuantizeRowsParams& p, cudaStream_t stream
         a.smooth_stride = a.n > 1 ? p.smooth_inv.strides[0] : 1;
         a.smooth_vector = a.smooth_stride == 1 && reinterpret_cast<uintptr_t>(a.smooth) % 16 == 0;
     }
-    const bool warp_rows = a.n <= kWarpRowsMaxN;
-    const int threads = warp_rows ? kWarpBlockThreads : row_block_threads(a.n, kBlockElems, kMaxThreads);
-    a.chunks = warp_rows ? 1 : row_chunks(a.n, threads, kBlockElems);
-    const auto kernel = warp_rows ? quantize_rows_kernel<S, true> : quantize_rows_kernel<S, false>;
+    const RowTiling tile = row_tiling(a.n);
+    a.chunks = tile.chunks;
+    const auto kernel = tile.warp_rows ? quantize_rows_kernel<S, true> : quantize_rows_kernel<S, false>;
     unsigned grid;
     const cudaError_t status =
-        resident_grid(kernel, threads, 0, ceil_div(a.rows.rows, warp_rows ? kWarpRowsPerBlock : 1), &grid);
+        resident_grid(kernel, tile.threads, 0, ceil_div(a.rows.rows, tile.rows_per_block), &grid);
     if (status != cudaSuccess) return status;
-    kernel<<<grid, threads, 0, stream>>>(a);
+    kernel<<<grid, tile.threads, 0, stream>>>(a);
     return cudaGetLastError();
 }
 

@@ -22,11 +22,6 @@
 namespace fastnn::cuda {
 namespace {
 
-constexpr int kWarpElems = 16;
-constexpr int kBlockElems = 32;
-constexpr int64_t kWarpRowsMaxN = 32 * kWarpElems;
-constexpr int kWarpBlockThreads = 32 * kWarpRowsPerBlock;
-constexpr int kMaxThreads = 512;
 
 struct SoftmaxArgs {
     RowLayout rows;  // forward: x, y; backward: grad_out, y, grad_in
@@ -71,7 +66,7 @@ __device__ __forceinline__ MaxSum slice_max_sum(const Slice& s) {
 // One block per SM at least: left to itself ptxas for sm_80 trades registers
 // for a second 512-thread block and spills.
 template <class S, bool kWarpRows>
-__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kMaxThreads, 1)
+__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kRowMaxThreads, 1)
     softmax_forward_kernel(const SoftmaxArgs a) {
     using Threads = RowThreads<kWarpRows>;
     using Slice = RowSlice<S, kWarpRows ? kWarpElems : kBlockElems>;
@@ -108,7 +103,7 @@ __global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kMaxThreads, 1
 // softmax: grad_in = y (grad_out - sum(grad_out y)); log_softmax: grad_in =
 // grad_out - exp(y) sum(grad_out).
 template <class S, bool kWarpRows>
-__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kMaxThreads, 1)
+__global__ void __launch_bounds__(kWarpRows ? kWarpBlockThreads : kRowMaxThreads, 1)
     softmax_backward_kernel(const SoftmaxArgs a) {
     using Threads = RowThreads<kWarpRows>;
     using Slice = RowSlice<S, kWarpRows ? kWarpElems : kBlockElems>;
@@ -155,15 +150,14 @@ cudaError_t launch(SoftmaxArgs a, const TensorView* const* ops, int noperands, c
         a.stride[k] = a.n > 1 ? ops[k]->strides[nlead] : 1;
         a.vector[k] = a.stride[k] == 1 && a.rows.rows_aligned(k);
     }
-    const bool warp_rows = a.n <= kWarpRowsMaxN;
-    const int threads = warp_rows ? kWarpBlockThreads : row_block_threads(a.n, kBlockElems, kMaxThreads);
-    a.chunks = warp_rows ? 1 : row_chunks(a.n, threads, kBlockElems);
-    const auto kernel = warp_rows ? Kernel<S, true>::get() : Kernel<S, false>::get();
+    const RowTiling tile = row_tiling(a.n);
+    a.chunks = tile.chunks;
+    const auto kernel = tile.warp_rows ? Kernel<S, true>::get() : Kernel<S, false>::get();
     unsigned grid;
     const cudaError_t status =
-        resident_grid(kernel, threads, 0, ceil_div(a.rows.rows, warp_rows ? kWarpRowsPerBlock : 1), &grid);
+        resident_grid(kernel, tile.threads, 0, ceil_div(a.rows.rows, tile.rows_per_block), &grid);
     if (status != cudaSuccess) return status;
-    kernel<<<grid, threads, 0, stream>>>(a);
+    kernel<<<grid, tile.threads, 0, stream>>>(a);
     return cudaGetLastError();
 }
 
