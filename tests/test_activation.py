@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import fastnn
 from fastnn.testing import assert_close
-from helpers import ODD_SIZES, nan_gapped, poisoned, randn
+from helpers import ODD_SIZES, check_sampled, nan_gapped, poisoned, randn
 
 DTYPES = [torch.float32, torch.bfloat16]
 
@@ -243,11 +243,21 @@ def check_forward_backward(op, x, g):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [0, 1, 7, 17, 33, 65, 1023, 2 * 16384 + 5])
 def test_smooth_sizes(op, n, dtype, rng):
-    x, g = randn((n,), dtype, rng) * 3, randn((n,), dtype, rng)
+    # The accuracy rule compares largest errors, a stable statistic over
+    # thousands of elements but a coin toss over one (near a root of the
+    # derivative, float32 rounding decides which library is closer). So the
+    # rule is checked on a batch of 4096 + n elements, and the size-n call
+    # must reproduce the batch's first n results bit for bit: a tail of n
+    # lanes computes exactly what a full vector does.
+    batch, g_batch = randn((4096 + n,), dtype, rng) * 3, randn((4096 + n,), dtype, rng)
+    check_forward_backward(op, batch, g_batch)
+    x, g, saved = batch[:n].clone(), g_batch[:n].clone(), op.saved(batch)[:n].clone()
     out = poisoned((n,), dtype)
     assert op.forward(x, out=out) is out
-    assert_close(out, op.torch_fn(x), op.ref(x))
-    check_forward_backward(op, x, g)
+    assert torch.equal(out, op.forward(batch)[:n])
+    grad = poisoned((n,), dtype)
+    assert op.backward(g, saved, out=grad) is grad
+    assert torch.equal(grad, op.backward(g_batch, op.saved(batch))[:n])
 
 
 # Ranges where a transcendental kernel typically loses accuracy, each checked
@@ -350,9 +360,11 @@ def test_smooth_bad_arguments():
        dtype=st.sampled_from(DTYPES), step=st.integers(1, 3), transpose=st.booleans(),
        scale=st.sampled_from([1e-3, 1.0, 5.0, 50.0]), seed=st.integers(0, 2**31 - 1))
 def test_smooth_hypothesis(op, shape, dtype, step, transpose, scale, seed):
-    gen = torch.Generator().manual_seed(seed)
-    x = randn(tuple(shape), dtype, gen) * scale
-    g = randn(tuple(shape), dtype, gen)
-    xs = nan_gapped(x, step, transpose) if shape else x
-    assert_close(op.forward(xs), op.torch_fn(x), op.ref(x))
-    assert_close(op.backward(g, op.saved(x)), op.torch_grad(x, g), op.ref_grad(x, g))
+    def trial(gen, sample):
+        x = randn(tuple(shape), dtype, gen) * scale
+        g = randn(tuple(shape), dtype, gen)
+        xs = nan_gapped(x, step, transpose) if shape else x
+        sample.add("forward", op.forward(xs), op.torch_fn(x), op.ref(x))
+        sample.add("backward", op.backward(g, op.saved(x)), op.torch_grad(x, g), op.ref_grad(x, g))
+
+    check_sampled(trial, seed)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import fastnn
 from fastnn.testing import assert_close
-from helpers import nan_gapped, poisoned, randn
+from helpers import check_sampled, nan_gapped, poisoned, randn
 
 ACTIVATIONS = {
     None: lambda x: x,
@@ -226,13 +226,15 @@ def test_gemm_concurrent_python_threads(rng):
 @given(m=st.integers(1, 70), n=st.integers(1, 70), k=st.integers(0, 300), ta=st.booleans(), tb=st.booleans(),
        tc=st.booleans(), seed=st.integers(0, 2**31 - 1))
 def test_gemm_hypothesis(m, n, k, ta, tb, tc, seed):
-    gen = torch.Generator().manual_seed(seed)
-    a, b = randn((m, k), gen=gen), randn((k, n), gen=gen)
-    av = a.T.contiguous().T if ta else a
-    bv = b.T.contiguous().T if tb else b
-    out = poisoned((n, m)).T if tc else poisoned((m, n))
-    fastnn.matmul(av, bv, out=out)
-    assert_close(out, a @ b, mm_ref(a, b))
+    def trial(gen, sample):
+        a, b = randn((m, k), gen=gen), randn((k, n), gen=gen)
+        av = a.T.contiguous().T if ta else a
+        bv = b.T.contiguous().T if tb else b
+        out = poisoned((n, m)).T if tc else poisoned((m, n))
+        fastnn.matmul(av, bv, out=out)
+        sample.add("c", out, a @ b, mm_ref(a, b))
+
+    check_sampled(trial, seed)
 
 
 @pytest.mark.single_isa

@@ -21,7 +21,7 @@ import fastnn
 from fastnn import _C
 from fastnn.nn import QuantLinear
 from fastnn.testing import assert_close
-from helpers import nan_gapped, randn
+from helpers import check_sampled, nan_gapped, randn
 
 MAX_K = 131071
 
@@ -192,18 +192,21 @@ def test_int8_mm_strided(variant, rng):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("m,k,n", [(1, 64, 1), (33, 257, 65), (100, 512, 130)])
 def test_int8_mm_dequant_epilogue(m, k, n, dtype, variant, rng):
-    a, b = randint8((m, k), rng), randint8((k, n), rng)
-    rs, cs = torch.rand(m, generator=rng) * 1e-2, torch.rand(n, generator=rng) * 1e-2
-    bias = randn((n,), torch.float32, rng)
-    out = fastnn.int8_mm_dequant(a, b, rs, cs, bias, dtype=str(dtype)[6:])
-    exact = (a.long() @ b.long()).double()
-    ref = exact * rs.double()[:, None] * cs.double() + bias.double()
-    torch_out = (torch._int_mm(a, b).float() * rs[:, None] * cs + bias).to(dtype)
-    assert out.dtype == dtype
-    assert_close(out, torch_out, ref)
-    no_bias = fastnn.int8_mm_dequant(a, b, rs, cs, dtype=str(dtype)[6:])
-    assert_close(no_bias, (torch._int_mm(a, b).float() * rs[:, None] * cs).to(dtype),
-                 exact * rs.double()[:, None] * cs.double())
+    def trial(gen, sample):
+        a, b = randint8((m, k), gen), randint8((k, n), gen)
+        rs, cs = torch.rand(m, generator=gen) * 1e-2, torch.rand(n, generator=gen) * 1e-2
+        bias = randn((n,), torch.float32, gen)
+        out = fastnn.int8_mm_dequant(a, b, rs, cs, bias, dtype=str(dtype)[6:])
+        exact = (a.long() @ b.long()).double()
+        ref = exact * rs.double()[:, None] * cs.double() + bias.double()
+        torch_out = (torch._int_mm(a, b).float() * rs[:, None] * cs + bias).to(dtype)
+        assert out.dtype == dtype
+        sample.add("with bias", out, torch_out, ref)
+        no_bias = fastnn.int8_mm_dequant(a, b, rs, cs, dtype=str(dtype)[6:])
+        sample.add("no bias", no_bias, (torch._int_mm(a, b).float() * rs[:, None] * cs).to(dtype),
+                   exact * rs.double()[:, None] * cs.double())
+
+    check_sampled(trial, rng)
 
 
 def test_int8_mm_zero_sizes(variant):
