@@ -1,6 +1,7 @@
-"""Data-parallel training: fastnn layers inside DistributedDataParallel with
-fastnn.optim.AdamW, two processes on the gloo backend over loopback, against
-a single-process run on the same global batch.
+"""Data-parallel training: fastnn layers inside DistributedDataParallel, and
+sharded by FSDP2 (fully_shard), with fastnn.optim.AdamW, two processes on the
+gloo backend over loopback, against a single-process run on the same global
+batch.
 
 DDP averages the two ranks' gradients of their half-batch mean losses, which
 is the gradient of the global-batch mean loss, so after every step the
@@ -8,7 +9,11 @@ replicas must hold the parameters one process computes on the whole batch,
 up to float32 rounding (the split changes the order of the batch sums). The
 accuracy rule bounds that rounding: each parameter's distance from the
 single-process fastnn run is at most twice the error that torch's own
-float32 run of the same training has against float64, plus one ulp."""
+float32 run of the same training has against float64, plus one ulp. FSDP2
+computes the same average (a reduce-scatter instead of an all-reduce) and
+leaves each rank a shard of every parameter, its gradient and AdamW's state,
+which fastnn.optim updates in place; the full parameters are gathered for the
+comparison."""
 
 from __future__ import annotations
 
@@ -33,6 +38,9 @@ STEPS = 4
 # by a few such entries. At 1e-2 one seed in a few hundred puts a single
 # entry past the rule; at 3e-3 none of 300 did.
 LR = 3e-3
+# Well below the gradient norms of these steps (about 0.4 to 1), so every step
+# clips; under FSDP2 the norm must come from all ranks' shards.
+MAX_GRAD_NORM = 0.05
 GLOBAL_BATCH = 16
 FEATURES, HIDDEN, CLASSES = 24, 40, 5
 PROCESS_TIMEOUT_S = 180  # start-up (importing torch in a fresh interpreter) dominates
@@ -60,17 +68,32 @@ def _data(seed: int, dtype=torch.float32):
 
 
 def _train(model, optimizer_cls, batches, shard=None):
+    """AdamW steps with the gradient clipped to norm MAX_GRAD_NORM (fastnn's
+    clipping with fastnn's optimizer, torch's with torch's)."""
     optimizer = optimizer_cls(model.parameters(), lr=LR, weight_decay=0.1)
+    clip = fastnn.optim.clip_grad_norm_ if optimizer_cls is fastnn.optim.AdamW else torch.nn.utils.clip_grad_norm_
+    norms = []
     for x, y in batches:
         if shard is not None:
             rank, world = shard
             x, y = x.chunk(world)[rank], y.chunk(world)[rank]
         optimizer.zero_grad(set_to_none=True)
         model(x, y).backward()
+        norms.append(float(clip(model.parameters(), MAX_GRAD_NORM)))
         optimizer.step()
+    return norms
 
 
-def _worker(rank: int, port: int, seed: int, out_dir: str) -> None:
+def _shard(model, mesh):
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model.body:
+        if any(True for _ in layer.parameters()):
+            fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def _worker(rank: int, port: int, seed: int, out_dir: str, mode: str) -> None:
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # keep gloo's transport on loopback
     torch.set_num_threads(1)  # two processes on two cores
     fastnn.set_num_threads(1)
@@ -80,9 +103,18 @@ def _worker(rank: int, port: int, seed: int, out_dir: str) -> None:
         state, batches = _data(seed)
         model = MLP(fastnn.nn)
         model.load_state_dict(state)
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        _train(ddp, fastnn.optim.AdamW, batches, shard=(rank, WORLD))
-        torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+        if mode == "ddp":
+            wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        else:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            wrapped = _shard(model, init_device_mesh("cpu", (WORLD,)))
+        norms = _train(wrapped, fastnn.optim.AdamW, batches, shard=(rank, WORLD))
+        trained = model.state_dict()
+        if mode == "fsdp":
+            assert all(type(t).__name__ == "DTensor" for t in trained.values()), "parameters were not sharded"
+            trained = {name: t.full_tensor() for name, t in trained.items()}
+        torch.save({"params": trained, "norms": norms}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -93,10 +125,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_ddp(seed: int, out_dir) -> list[dict]:
+def _run(seed: int, out_dir, mode: str) -> list[dict]:
     ctx = multiprocessing.get_context("spawn")  # fork would copy fastnn's and torch's thread pools
     port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(rank, port, seed, str(out_dir))) for rank in range(WORLD)]
+    procs = [ctx.Process(target=_worker, args=(rank, port, seed, str(out_dir), mode)) for rank in range(WORLD)]
     for p in procs:
         p.start()
     try:
@@ -113,14 +145,19 @@ def _run_ddp(seed: int, out_dir) -> list[dict]:
     return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD)]
 
 
-def test_ddp_matches_single_process(tmp_path, rng):
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_data_parallel_matches_single_process(mode, tmp_path, rng):
     seed = int(torch.randint(2**31, (1,), generator=rng))
-    replicas = _run_ddp(seed, tmp_path)
+    runs = _run(seed, tmp_path, mode)
+    replicas = [r["params"] for r in runs]
 
     state, batches = _data(seed)
     single = MLP(fastnn.nn)
     single.load_state_dict(state)
-    _train(single, fastnn.optim.AdamW, batches)
+    single_norms = _train(single, fastnn.optim.AdamW, batches)
+    assert min(single_norms) > MAX_GRAD_NORM, "a step did not clip"
+    for r in runs:  # each rank's clipping saw the global batch's gradient norm
+        assert r["norms"] == pytest.approx(single_norms, rel=1e-5)
     torch32 = MLP(torch.nn)
     torch32.load_state_dict(state)
     _train(torch32, torch.optim.AdamW, batches)

@@ -70,11 +70,18 @@ def _flatten_normalized(input, normalized_shape, params):
     return flat, {name: None if p is None else p.reshape(-1) for name, p in params.items()}
 
 
+def _unflatten(y: torch.Tensor, shape) -> torch.Tensor:
+    """y in the input's shape, a view only where the shapes differ: a module
+    that returns a view of its own output trips FSDP2's hooks (and in-place
+    ops on such a view would bypass them)."""
+    return y if y.shape == shape else y.view(shape)
+
+
 def layer_norm(input: torch.Tensor, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> torch.Tensor:
     """torch.nn.functional.layer_norm on fastnn's kernel, over any number of
     trailing dims."""
     flat, p = _flatten_normalized(input, normalized_shape, {"weight": weight, "bias": bias})
-    return ops.layer_norm(flat, None, p["weight"], p["bias"], eps).view(input.shape)
+    return _unflatten(ops.layer_norm(flat, None, p["weight"], p["bias"], eps), input.shape)
 
 
 def rms_norm(input: torch.Tensor, normalized_shape, weight=None, eps: float | None = None) -> torch.Tensor:
@@ -83,7 +90,7 @@ def rms_norm(input: torch.Tensor, normalized_shape, weight=None, eps: float | No
     float32's, for bfloat16 input too (not bfloat16's 2^-7)."""
     flat, p = _flatten_normalized(input, normalized_shape, {"weight": weight})
     eps = torch.finfo(torch.float32).eps if eps is None else eps
-    return ops.rms_norm(flat, None, p["weight"], eps).view(input.shape)
+    return _unflatten(ops.rms_norm(flat, None, p["weight"], eps), input.shape)
 
 
 def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight=None, size_average=None,

@@ -14,6 +14,11 @@ from torch.utils.dlpack import to_dlpack
 
 from .. import _backend, _C
 
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # a torch built without torch.distributed
+    DTensor = None
+
 _PARAM_DTYPES = (torch.float32, torch.bfloat16)
 # State that is float32 whatever the parameter dtype; torch.optim's
 # load_state_dict casts it to the parameter's dtype, so it is restored after.
@@ -39,13 +44,21 @@ def _kernels(device):
     return _backend.cuda_kernels(), {"stream": torch.cuda.current_stream(device).cuda_stream}
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (FSDP2 keeps parameters, gradients and
+    the state made from them sharded so): the elementwise update of a shard
+    is the shard of the update. Other tensors as they are."""
+    return t.to_local() if DTensor is not None and isinstance(t, DTensor) else t
+
+
 def _dl(tensors) -> list:
-    """DLPack capsules of torch tensors, for the kernels' tensor lists. The
-    binding validates a capsule exactly as it validates a tensor; making the
-    capsule here costs a fifth of Tensor.__dlpack__ (Python-level checks, and
-    an exception for every parameter that requires grad), which over
-    hundreds of tensors per step is most of the launch cost."""
-    return [to_dlpack(t) for t in tensors]
+    """DLPack capsules of torch tensors (of their local shards), for the
+    kernels' tensor lists. The binding validates a capsule exactly as it
+    validates a tensor; making the capsule here costs a fifth of
+    Tensor.__dlpack__ (Python-level checks, and an exception for every
+    parameter that requires grad), which over hundreds of tensors per step is
+    most of the launch cost."""
+    return [to_dlpack(_local(t)) for t in tensors]
 
 
 def _scalar(x) -> float:
