@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastnn
+from fastnn import _C
 from fastnn.testing import assert_close
 from helpers import check_sampled, nan_gapped, poisoned, randn
 
@@ -73,6 +74,16 @@ def test_gemm_zero_size(m, n, k, rng):
     assert_close(got, torch.relu(0.5 * c + bias), torch.relu(0.5 * c.double() + bias.double()))
 
 
+def layout_view(t, layout, rng):
+    if layout == "row":
+        return t
+    if layout == "col":
+        return t.T.contiguous().T
+    if layout == "gapped":
+        return nan_gapped(t, 2, transpose=bool(rng.initial_seed() % 2))
+    return general_strided(t)
+
+
 @pytest.mark.parametrize("layout_a", ["row", "col", "gapped", "general"])
 @pytest.mark.parametrize("layout_b", ["row", "col", "gapped", "general"])
 @pytest.mark.parametrize("layout_c", ["row", "col", "general"])
@@ -81,13 +92,7 @@ def test_gemm_layouts(layout_a, layout_b, layout_c, rng):
     a, b = randn((m, k), gen=rng), randn((k, n), gen=rng)
 
     def view(t, layout):
-        if layout == "row":
-            return t
-        if layout == "col":
-            return t.T.contiguous().T
-        if layout == "gapped":
-            return nan_gapped(t, 2, transpose=bool(rng.initial_seed() % 2))
-        return general_strided(t)
+        return layout_view(t, layout, rng)
 
     out = view(poisoned((m, n)), layout_c)
     ptr, strides = out.data_ptr(), out.stride()
@@ -169,9 +174,25 @@ def test_gemm_extreme_values(rng):
     assert_close(fastnn.matmul(big, torch.ones(8, 4)), big @ torch.ones(8, 4), mm_ref(big, torch.ones(8, 4)))
 
 
+@pytest.fixture(params=[True, False], ids=["amx", "no_amx"])
+def bf16_kernel(request, isa):
+    """Runs a bf16 GEMM test on the AMX kernel (where the CPU and OS have
+    it) and on the kernel below it; checks dispatch picked it."""
+    features = _C.cpu_features()
+    if request.param and not (isa == "avx512" and features["amx_bf16"]):
+        pytest.skip("no AMX on this path")
+    _C.set_bf16_amx(request.param)
+    try:
+        below = "avx512_bf16" if isa == "avx512" and features["avx512_bf16"] else isa
+        assert _C.bf16_gemm_variant() == ("amx" if request.param else below)
+        yield request.param
+    finally:
+        _C.set_bf16_amx(True)
+
+
 @pytest.mark.parametrize("m,n,k", [(1, 1, 1), (17, 33, 7), (63, 65, 97), (129, 47, 515), (5, 1025, 64)])
 @pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32])
-def test_gemm_bf16(m, n, k, out_dtype, rng):
+def test_gemm_bf16(m, n, k, out_dtype, bf16_kernel, rng):
     a, b = randn((m, k), torch.bfloat16, rng), randn((k, n), torch.bfloat16, rng)
     out = poisoned((m, n), out_dtype)
     fastnn.matmul(a, b, out=out)
@@ -181,7 +202,7 @@ def test_gemm_bf16(m, n, k, out_dtype, rng):
 
 @pytest.mark.parametrize("activation", [None, "gelu", "silu"])
 @pytest.mark.parametrize("bias_dtype", [torch.bfloat16, torch.float32])
-def test_gemm_bf16_epilogue_and_layouts(activation, bias_dtype, rng):
+def test_gemm_bf16_epilogue_and_layouts(activation, bias_dtype, bf16_kernel, rng):
     m, n, k = 37, 50, 301
     a, b = randn((m, k), torch.bfloat16, rng), randn((n, k), torch.bfloat16, rng)
     bias = randn((n,), bias_dtype, rng)
@@ -191,10 +212,26 @@ def test_gemm_bf16_epilogue_and_layouts(activation, bias_dtype, rng):
     assert_close(out, baseline, fused_ref(a, b.T, None, bias, 1.0, 0.0, activation))
 
 
-def test_gemm_bf16_batched_broadcast(rng):
+def test_gemm_bf16_batched_broadcast(bf16_kernel, rng):
     a, b = randn((3, 20, 33), torch.bfloat16, rng), randn((33, 40), torch.bfloat16, rng)
     out = fastnn.matmul(a, b.expand(3, 33, 40))
     assert_close(out, torch.matmul(a, b), mm_ref(a, b))
+
+
+# Every packing path of A and B (row-major, transposed, general strides) and
+# K below, at and past one KC block (odd K: a padded pair, K % 32 != 0: a
+# padded AMX chunk), into float32 and bfloat16 C.
+@pytest.mark.parametrize("layout_a", ["row", "col", "general"])
+@pytest.mark.parametrize("layout_b", ["row", "col", "general"])
+@pytest.mark.parametrize("k", [31, 64, 701])
+def test_gemm_bf16_layouts_and_k_blocks(layout_a, layout_b, k, bf16_kernel, rng):
+    m, n = 70, 45
+    a, b = randn((m, k), torch.bfloat16, rng), randn((k, n), torch.bfloat16, rng)
+    for out_dtype in (torch.float32, torch.bfloat16):
+        out = poisoned((m, n), out_dtype)
+        fastnn.matmul(layout_view(a, layout_a, rng), layout_view(b, layout_b, rng), out=out)
+        baseline = a @ b if out_dtype == torch.bfloat16 else a.float() @ b.float()
+        assert_close(out, baseline, mm_ref(a, b))
 
 
 def test_gemm_deterministic_across_calls_and_threads(rng):

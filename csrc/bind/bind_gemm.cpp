@@ -216,6 +216,10 @@ void bind_gemm(nb::module_& m) {
           nb::arg("grad_x").none(), nb::arg("grad_weight").none(), nb::arg("grad_bias").none(),
           "grad_x = grad_out @ weight, grad_weight = grad_out.T @ x, grad_bias = grad_out summed over rows "
           "(float32 accumulation); pass None for a gradient that is not needed.");
+    m.def("bf16_gemm_variant", [] { return std::string(bf16_gemm_variant()); },
+          "The kernel bf16 GEMMs use on the active path: 'amx', 'avx512_bf16', or the path's name.");
+    m.def("set_bf16_amx", &set_bf16_amx_enabled, nb::arg("enabled"),
+          "Allow (default) or forbid the AMX bf16 GEMM; for testing the vdpbf16ps kernel on an AMX CPU.");
 }
 
 }  // namespace fastnn::bind

@@ -35,7 +35,7 @@ void bind_runtime(nb::module_& m) {
         d["avx2"] = f.avx2; d["fma"] = f.fma; d["f16c"] = f.f16c;
         d["avx512f"] = f.avx512f; d["avx512bw"] = f.avx512bw; d["avx512vl"] = f.avx512vl;
         d["avx512dq"] = f.avx512dq; d["avx512_vnni"] = f.avx512_vnni; d["avx512_bf16"] = f.avx512_bf16;
-        d["avx_vnni"] = f.avx_vnni;
+        d["avx_vnni"] = f.avx_vnni; d["amx_bf16"] = f.amx_bf16;
         return d;
     });
     m.def("num_threads", &num_threads);
@@ -68,7 +68,9 @@ void bind_runtime(nb::module_& m) {
             nb::gil_scoped_release release;
             return measure_bf16_dot_peak_gflops(seconds);
         },
-        nb::arg("seconds") = 0.2, "vdpbf16ps peak of the pool's threads; 0.0 where the active path lacks it");
+        nb::arg("seconds") = 0.2,
+        "Peak of the pool's threads on the bf16 GEMM's dot product (tdpbf16ps or vdpbf16ps); 0.0 where the active "
+        "path has neither");
     m.def(
         "copy_bandwidth_gbps",
         [](std::size_t bytes, int repeats) {

@@ -10,6 +10,7 @@
 // AVX-512 kernel: 28 accumulators, 2 B loads and 14 broadcasts per k pair.
 // Partial sums join the tile total after as many products as the float32 path.
 #include "gemm_driver.h"
+#include "gemm_pack_bf16.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE {
 namespace {
@@ -18,51 +19,19 @@ using gemm_detail::Matrix;
 using gemm_detail::TileUpdate;
 using simd::VecF32;
 
-// Lines (rows of A, columns of B) contiguous over K hold their k pairs as
-// aligned-free 32-bit units, so packing them is the float32 transpose of
-// 32-bit elements. Needs an even KC and an even line stride (else: generic).
-template <int R>
-bool pack_pair_lines(const bf16* src, int64_t ls, int64_t count, int64_t kc, bf16* dst) {
-    if (kc % 2 != 0 || ls % 2 != 0) return false;
-    gemm_detail::pack_lines_transposed<R>(reinterpret_cast<const float*>(src), ls / 2, count, kc / 2,
-                                          reinterpret_cast<float*>(dst));
-    return true;
-}
-
-// Row-major B: interleave rows k and k+1 element by element (16-bit unpacks
-// work within 128-bit lanes; one cross-lane permute puts columns in order).
-template <int NR>
-void pack_b_row_pairs(const Matrix<bf16>& b, int64_t kc, int64_t n, bf16* dst) {
-    static_assert(NR == 32, "one 32 x bf16 load per row");
-    const int64_t kcp = gemm_detail::round_up(kc, 2);
-    const __m512i first = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
-    const __m512i second = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
-    for (int64_t j0 = 0; j0 < n; j0 += NR, dst += NR * kcp) {
-        const int cols = static_cast<int>(std::min<int64_t>(NR, n - j0));
-        const __mmask32 mask = cols == 32 ? ~__mmask32(0) : static_cast<__mmask32>((1u << cols) - 1u);
-        for (int64_t kp = 0; kp < kcp / 2; ++kp) {
-            const __m512i r0 = _mm512_maskz_loadu_epi16(mask, b.at(2 * kp, j0));
-            const __m512i r1 = 2 * kp + 1 < kc ? _mm512_maskz_loadu_epi16(mask, b.at(2 * kp + 1, j0))
-                                               : _mm512_setzero_si512();
-            const __m512i lo = _mm512_unpacklo_epi16(r0, r1), hi = _mm512_unpackhi_epi16(r0, r1);
-            _mm512_storeu_si512(dst + kp * 2 * NR, _mm512_permutex2var_epi64(lo, first, hi));
-            _mm512_storeu_si512(dst + kp * 2 * NR + NR, _mm512_permutex2var_epi64(lo, second, hi));
-        }
-    }
-}
-
 struct Bf16DotKernel {
     using P = bf16;
     static constexpr int MR = 14, NV = 2, NR = NV * 16, KU = 2;
 
     static void pack_a(const Matrix<bf16>& a, int64_t m, int64_t kc, bf16* dst) {
-        if (a.cs == 1 && pack_pair_lines<MR>(a.data, a.rs, m, kc, dst)) return;
+        if (a.cs == 1 && gemm_detail::pack_pair_lines<MR>(a.data, a.rs, m, kc, kc + kc % 2, dst)) return;
         gemm_detail::pack_a<MR, KU>(a, m, kc, dst);
     }
 
     static void pack_b(const Matrix<bf16>& b, int64_t kc, int64_t n, bf16* dst) {
-        if (b.cs == 1) return pack_b_row_pairs<NR>(b, kc, n, dst);
-        if (b.rs == 1 && pack_pair_lines<NR>(b.data, b.cs, n, kc, dst)) return;
+        const int64_t kcp = kc + kc % 2;
+        if (b.cs == 1) return gemm_detail::pack_b_row_pairs<NR>(b, kc, kcp, n, dst);
+        if (b.rs == 1 && gemm_detail::pack_pair_lines<NR>(b.data, b.cs, n, kc, kcp, dst)) return;
         gemm_detail::pack_b<NR, KU>(b, kc, n, dst);
     }
 

@@ -80,9 +80,9 @@ inline constexpr int64_t kMaxKcSteps = 512;
 
 template <int MR, int NR, int KU, class P>
 Blocking make_blocking(const CacheSizes& caches) {
-    const int64_t elt = sizeof(P);
+    const int64_t elt = sizeof(P), k_step = std::max(16, KU);
     int64_t kc = (caches.l1d * 3 / 4) / ((MR + NR) * elt);
-    kc = std::clamp<int64_t>(kc / 16 * 16, 64, kMaxKcSteps * KU);
+    kc = std::clamp<int64_t>(kc / k_step * k_step, std::max<int64_t>(64, k_step), kMaxKcSteps * KU);
     int64_t mc = (caches.l2 / 2) / (kc * elt);
     mc = std::clamp<int64_t>(mc / MR * MR, MR, 4096 / MR * MR);
     int64_t nc = (caches.l3 / 4) / (kc * elt);
@@ -223,9 +223,22 @@ struct Problem {
     Blocking blocking;
 };
 
+// A kernel's per-thread state around its micro-kernel calls (AMX: the tile
+// configuration): Kern::Scope where it has one, else nothing.
+struct NoScope {};
+template <class Kern, class = void>
+struct ScopeOf {
+    using type = NoScope;
+};
+template <class Kern>
+struct ScopeOf<Kern, std::void_t<typename Kern::Scope>> {
+    using type = typename Kern::Scope;
+};
+
 // Kern provides MR, NR, KU, the packed type P,
-//   pack_a(a, m, kc, dst) and pack_b(b, kc, n, dst) (layouts as above) and
-//   micro(kcp, packed_a, packed_b, c, ldc, m, n, TileUpdate).
+//   pack_a(a, m, kc, dst) and pack_b(b, kc, n, dst) (layouts as above),
+//   micro(kcp, packed_a, packed_b, c, ldc, m, n, TileUpdate), and optionally
+//   a Scope type, constructed on the thread before its micro-kernel calls.
 template <class Kern, class T>
 bool run_rectangle(const Problem<T>& pr, int64_t bi, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     using P = typename Kern::P;
@@ -259,6 +272,7 @@ bool run_rectangle(const Problem<T>& pr, int64_t bi, int64_t m0, int64_t m1, int
     float* scratch = pr.direct ? nullptr : workspace(kScratch).get<float>((m1 - m0) * nc_max);
     if (!packed_a || !packed_b || (!pr.direct && !scratch)) return false;
     float* c_f32 = pr.direct ? reinterpret_cast<float*>(c_base) : nullptr;
+    [[maybe_unused]] typename ScopeOf<Kern>::type scope;
 
     for (int64_t jc = n0; jc < n1; jc += blk.nc) {
         const int64_t nc = std::min(blk.nc, n1 - jc);

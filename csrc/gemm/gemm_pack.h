@@ -120,12 +120,15 @@ inline void transpose16x16(__m512 r[16]) {
 
 // Packs `count` lines of 32-bit elements (line l at src + l * ls, contiguous
 // over `len` steps) into slivers of R lines: dst[s][k][r] = line(s R + r)[k],
-// zero past the last line. This is the packing of a row-major A (lines are
+// zero past the last line and for k in [len, padded_len) (a sliver holds R *
+// padded_len elements). This is the packing of a row-major A (lines are
 // rows) and of a transposed B (lines are columns), 16 x 16 blocks at a time
 // through registers instead of one strided scalar store per element.
 template <int R>
-void pack_lines_transposed(const float* src, int64_t ls, int64_t count, int64_t len, float* dst) {
-    for (int64_t l0 = 0; l0 < count; l0 += R, dst += R * len) {
+void pack_lines_transposed(const float* src, int64_t ls, int64_t count, int64_t len, float* dst,
+                           int64_t padded_len = -1) {
+    if (padded_len < len) padded_len = len;
+    for (int64_t l0 = 0; l0 < count; l0 += R, dst += R * padded_len) {
         const int lines = static_cast<int>(std::min<int64_t>(R, count - l0));
         for (int g = 0; g < R; g += 16) {
             const int group = std::clamp(lines - g, 0, 16);
@@ -140,6 +143,7 @@ void pack_lines_transposed(const float* src, int64_t ls, int64_t count, int64_t 
                 for (int k = 0; k < kn; ++k) _mm512_mask_storeu_ps(dst + (k0 + k) * R + g, lanes, r[k]);
             }
         }
+        if (padded_len > len) std::memset(dst + len * R, 0, sizeof(float) * R * (padded_len - len));
     }
 }
 #endif

@@ -30,7 +30,10 @@ double measure_fma_peak_gflops(double seconds) {
 
 double measure_bf16_dot_peak_gflops(double seconds) {
 #if FASTNN_X86_KERNELS
-    if (active_isa() == Isa::avx512 && cpu_features().avx512_bf16)
+    const char* variant = bf16_gemm_variant();
+    if (std::strcmp(variant, "amx") == 0)
+        return measure_loop_peak(amx_bf16::amx_peak_loop, amx_bf16::kAmxPeakFlopsPerIteration, seconds);
+    if (std::strcmp(variant, "avx512_bf16") == 0)
         return measure_loop_peak(avx512_bf16::dot_peak_loop, avx512_bf16::kDotPeakFlopsPerIteration, seconds);
 #endif
     (void)seconds;

@@ -13,6 +13,10 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #define FASTNN_HOST_X86 1
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #else
 #define FASTNN_HOST_X86 0
 #endif
@@ -21,6 +25,18 @@ namespace fastnn {
 namespace {
 
 #if FASTNN_HOST_X86
+// Linux enables the 8 KB AMX tile-data state per process, on request
+// (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); without the grant
+// the first tile instruction faults. Other OSes: no AMX.
+bool request_amx_tile_state() {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+}
+
 unsigned long long read_xcr0() {
     unsigned eax = 0, edx = 0;
     __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
@@ -54,6 +70,10 @@ CpuFeatures probe() {
     __cpuid_count(7, 1, a1, b1, c1, d1);
     f.avx512_bf16 = z && (a1 & (1u << 5));
     f.avx_vnni = avx && (a1 & (1u << 4));
+    // AMX-TILE and AMX-BF16 (leaf 7 EDX bits 24 and 22), the tile config and
+    // data state enabled in XCR0 (bits 17, 18), and the process's grant.
+    const bool tile_state = (xcr0 & (3ull << 17)) == (3ull << 17);
+    f.amx_bf16 = f.avx512_bf16 && tile_state && (d & (1u << 24)) && (d & (1u << 22)) && request_amx_tile_state();
     return f;
 }
 #else

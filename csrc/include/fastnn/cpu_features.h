@@ -18,6 +18,7 @@ struct CpuFeatures {
     bool avx2 = false, fma = false, f16c = false;
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
     bool avx512_vnni = false, avx512_bf16 = false, avx_vnni = false;
+    bool amx_bf16 = false;  // AMX-TILE + AMX-BF16, with the OS's tile state granted
 };
 
 const CpuFeatures& cpu_features();

@@ -60,6 +60,22 @@ float dot_peak_loop(long iterations, int seed);
 constexpr int kDotPeakChains = 12;
 constexpr double kDotPeakFlopsPerIteration = kDotPeakChains * 16 * 2 * 2;
 }  // namespace avx512_bf16
+
+// AMX (tdpbf16ps) build, used for bf16 inputs on the avx512 path when
+// cpu_features().amx_bf16, unless set_bf16_amx_enabled(false).
+namespace amx_bf16 {
+void gemm_bf16_amx(const GemmParams& p, const CacheSizes& caches);
+// Tile-register-only tdpbf16ps throughput probe, as dot_peak_loop.
+float amx_peak_loop(long iterations, int seed);
+constexpr int kAmxPeakChains = 4;
+constexpr double kAmxPeakFlopsPerIteration = kAmxPeakChains * 16.0 * 16 * 32 * 2;
+}  // namespace amx_bf16
 #endif
+
+// The kernel bf16 GEMMs use on the active path: "amx", "avx512_bf16", or
+// the path's own ("avx512", "avx2", "generic", converting to float32).
+// set_bf16_amx_enabled(false) forbids AMX (default allowed), for testing.
+const char* bf16_gemm_variant();
+void set_bf16_amx_enabled(bool enabled);
 
 }  // namespace fastnn

@@ -15,8 +15,9 @@ namespace fastnn {
 
 // Runs FMAs for about `seconds` and returns the best GFLOP/s of many trials.
 double measure_fma_peak_gflops(double seconds);
-// The same for AVX512_BF16's vdpbf16ps (two products per float32 lane); 0
-// where the active path cannot run it.
+// The same for the bf16 dot-product instruction the bf16 GEMM uses
+// (bf16_gemm_variant): AMX's tdpbf16ps or AVX512_BF16's vdpbf16ps; 0 where
+// the active path has neither.
 double measure_bf16_dot_peak_gflops(double seconds);
 // Copies `bytes` between two preallocated buffers `repeats` times with the
 // active ISA's streaming copy; returns the best GB/s counting bytes read plus

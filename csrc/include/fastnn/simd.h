@@ -17,7 +17,9 @@
 
 #include "fastnn/tensor.h"
 
-#if defined(__AVX512BF16__)
+#if defined(__AMX_BF16__)
+#define FASTNN_ISA_NAMESPACE amx_bf16
+#elif defined(__AVX512BF16__)
 #define FASTNN_ISA_NAMESPACE avx512_bf16
 #elif defined(__AVX512VNNI__)
 #define FASTNN_ISA_NAMESPACE avx512_vnni

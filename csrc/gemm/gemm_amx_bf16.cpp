@@ -1,0 +1,165 @@
+// bfloat16 GEMM on AMX: tdpbf16ps multiplies a 16 x 32 bf16 tile of A by a
+// 32 x 16 tile of B (held as 16 rows of k pairs) into a 16 x 16 float32 tile
+// of C, 16K FLOPs per instruction, 16 times vdpbf16ps. Built with
+// -mamx-tile -mamx-bf16 (its own namespace, see simd.h) and chosen at run
+// time only where cpu_features().amx_bf16 (the CPU has it and the OS granted
+// this process the tile state).
+//
+// The eight tile registers hold a 32 x 32 block of C (tiles 0-3), two 16-row
+// slices of A (4, 5) and two 16-column slices of B (6, 7): per 32 k, four
+// tile loads feed four tdpbf16ps, each load used twice. A is packed as
+// [k / 32][32 rows][32 k], so a tile row is one 64-byte line; B as the
+// vdpbf16ps kernel's k-pair slivers (gemm_pack_bf16.h) of 32 columns, so a
+// tile row is 16 columns' pairs, 64 bytes at a 128-byte stride. K is padded
+// to a multiple of 32 with zeros in both.
+//
+// The tiles accumulate over the whole KC block (the float32 sums of one C
+// element, in tdpbf16ps's order, join C once per KC block), then go through
+// memory to the same vector epilogue as the other kernels.
+#include "gemm_driver.h"
+#include "gemm_pack_bf16.h"
+
+namespace fastnn::FASTNN_ISA_NAMESPACE {
+namespace {
+
+using gemm_detail::Matrix;
+using gemm_detail::TileUpdate;
+using simd::VecF32;
+
+// Palette 1 tile shapes: rows and bytes per row of each tile register.
+struct alignas(64) TileConfig {
+    uint8_t palette = 1;
+    uint8_t start_row = 0;
+    uint8_t reserved[14] = {};
+    uint16_t bytes_per_row[16] = {};
+    uint8_t rows[16] = {};
+};
+
+TileConfig gemm_tile_config() {
+    TileConfig cfg;
+    for (int t = 0; t < 8; ++t) cfg.rows[t] = 16, cfg.bytes_per_row[t] = 64;
+    return cfg;
+}
+
+struct AmxBf16Kernel {
+    using P = bf16;
+    static constexpr int MR = 32, NR = 32, KU = 32;
+    static constexpr int kTileRows = 16, kTileCols = 16, kTileK = 32;
+
+    // The tile configuration is per thread, and other code on the thread
+    // (PyTorch's own AMX kernels) may load its own between two GEMMs: each
+    // thread's rectangle of C loads it first and releases the tiles after.
+    struct Scope {
+        Scope() {
+            static const TileConfig cfg = gemm_tile_config();
+            _tile_loadconfig(&cfg);
+        }
+        ~Scope() { _tile_release(); }
+        Scope(const Scope&) = delete;
+        Scope& operator=(const Scope&) = delete;
+    };
+
+    static void pack_a(const Matrix<bf16>& a, int64_t m, int64_t kc, bf16* dst) {
+        if (a.cs != 1) return gemm_detail::pack_a<MR, KU>(a, m, kc, dst);
+        // Rows contiguous over k: each 32-k chunk of a row is one masked copy.
+        const int64_t kcp = gemm_detail::round_up(kc, KU);
+        for (int64_t i0 = 0; i0 < m; i0 += MR, dst += MR * kcp) {
+            const int rows = static_cast<int>(std::min<int64_t>(MR, m - i0));
+            for (int64_t k0 = 0; k0 < kcp; k0 += kTileK) {
+                const int live = static_cast<int>(std::clamp<int64_t>(kc - k0, 0, kTileK));
+                const __mmask32 mask = live == 32 ? ~__mmask32(0) : static_cast<__mmask32>((1u << live) - 1u);
+                bf16* chunk = dst + k0 * MR;
+                for (int i = 0; i < MR; ++i) {
+                    const __m512i line = i < rows ? _mm512_maskz_loadu_epi16(mask, a.at(i0 + i, k0))
+                                                  : _mm512_setzero_si512();
+                    _mm512_storeu_si512(chunk + i * kTileK, line);
+                }
+            }
+        }
+    }
+
+    static void pack_b(const Matrix<bf16>& b, int64_t kc, int64_t n, bf16* dst) {
+        const int64_t kcp = gemm_detail::round_up(kc, KU);
+        if (b.cs == 1) return gemm_detail::pack_b_row_pairs<NR>(b, kc, kcp, n, dst);
+        if (b.rs == 1 && gemm_detail::pack_pair_lines<NR>(b.data, b.cs, n, kc, kcp, dst)) return;
+        // Element by element, one sliver at a time into the K-padded stride.
+        const int64_t pair_kc = kc + kc % 2;
+        for (int64_t j0 = 0; j0 < n; j0 += NR, dst += NR * kcp) {
+            gemm_detail::pack_b<NR, 2>(Matrix<bf16>{b.at(0, j0), b.rs, b.cs}, kc, std::min<int64_t>(NR, n - j0), dst);
+            std::memset(static_cast<void*>(dst + NR * pair_kc), 0, sizeof(bf16) * NR * (kcp - pair_kc));
+        }
+    }
+
+    static void micro(int64_t kcp, const bf16* a, const bf16* b, float* c, int64_t ldc, int m, int n,
+                      const TileUpdate& u) {
+        constexpr int kARowBytes = kTileK * 2, kBRowBytes = NR * 2 * 2;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int64_t k0 = 0; k0 < kcp; k0 += kTileK, a += MR * kTileK, b += NR * kTileK) {
+            _tile_loadd(4, a, kARowBytes);
+            _tile_loadd(6, b, kBRowBytes);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, b + kTileCols * 2, kBRowBytes);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, a + kTileRows * kTileK, kARowBytes);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        // acc[i][v] is row i, columns 16 v .. 16 v + 15: C tile (i / 16, v).
+        VecF32 acc[MR][2];
+        constexpr int kAccRowBytes = sizeof(acc[0]);
+        _tile_stored(0, &acc[0][0], kAccRowBytes);
+        _tile_stored(1, &acc[0][1], kAccRowBytes);
+        _tile_stored(2, &acc[kTileRows][0], kAccRowBytes);
+        _tile_stored(3, &acc[kTileRows][1], kAccRowBytes);
+        gemm_detail::store_tile<MR, 2>(acc, c, ldc, m, n, u);
+    }
+};
+
+}  // namespace
+
+void gemm_bf16_amx(const GemmParams& p, const CacheSizes& caches) {
+    // make_blocking fits the A and B slivers (MR = NR) into L1; here A
+    // streams from L2 through the tile loads and only B stays in L1, so KC
+    // doubles: half as many passes over C per K.
+    CacheSizes blocking = caches;
+    blocking.l1d *= 2;
+    gemm_detail::gemm_typed<AmxBf16Kernel, bf16>(p, blocking);
+}
+
+// Four independent C tiles cover tdpbf16ps's latency at its throughput; the
+// A and B tiles hold ~1e-3 so the sums stay finite and normal.
+float amx_peak_loop(long iterations, int seed) {
+    static_assert(kAmxPeakChains == 4, "the loop below names four accumulator tiles");
+    if (iterations < 1) return 0.0f;
+    AmxBf16Kernel::Scope scope;
+    alignas(64) bf16 operand[16 * 32];
+    alignas(64) float out[16 * 16];
+    for (bf16& x : operand) x = simd::float_to_bf16(1e-3f);
+    _tile_loadd(4, operand, 64);
+    _tile_loadd(6, operand, 64);
+    for (int t = 0; t < 16 * 16; ++t) out[t] = static_cast<float>(seed);
+    _tile_loadd(0, out, 64);
+    _tile_loadd(1, out, 64);
+    _tile_loadd(2, out, 64);
+    _tile_loadd(3, out, 64);
+    for (long i = 0; i < iterations; ++i) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 6);
+        _tile_dpbf16ps(2, 4, 6);
+        _tile_dpbf16ps(3, 4, 6);
+    }
+    float sum = 0.0f;
+    _tile_stored(0, out, 64);
+    sum += out[0];
+    _tile_stored(1, out, 64);
+    sum += out[1];
+    _tile_stored(2, out, 64);
+    sum += out[2];
+    _tile_stored(3, out, 64);
+    return sum + out[3];
+}
+
+}  // namespace fastnn::FASTNN_ISA_NAMESPACE
