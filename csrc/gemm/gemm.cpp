@@ -15,7 +15,9 @@ Bf16Variant bf16_variant() {
 #if FASTNN_X86_KERNELS
     if (active_isa() == Isa::avx512) {
         const CpuFeatures& f = cpu_features();
+#if FASTNN_AMX_KERNELS
         if (f.amx_bf16 && g_amx_enabled.load(std::memory_order_relaxed)) return Bf16Variant::amx;
+#endif
         if (f.avx512_bf16) return Bf16Variant::dot;
     }
 #endif
@@ -27,11 +29,11 @@ Bf16Variant bf16_variant() {
 void gemm(const GemmParams& p) {
 #if FASTNN_X86_KERNELS
     if (p.a.dtype == DType::bf16) {
-        switch (bf16_variant()) {
-            case Bf16Variant::amx: return amx_bf16::gemm_bf16_amx(p, cache_sizes());
-            case Bf16Variant::dot: return avx512_bf16::gemm_bf16_dot(p, cache_sizes());
-            case Bf16Variant::isa: break;
-        }
+        const Bf16Variant variant = bf16_variant();
+#if FASTNN_AMX_KERNELS
+        if (variant == Bf16Variant::amx) return amx_bf16::gemm_bf16_amx(p, cache_sizes());
+#endif
+        if (variant == Bf16Variant::dot) return avx512_bf16::gemm_bf16_dot(p, cache_sizes());
     }
 #endif
     FASTNN_SELECT_KERNELS(gemm_kernels).gemm(p, cache_sizes());

@@ -31,8 +31,10 @@ double measure_fma_peak_gflops(double seconds) {
 double measure_bf16_dot_peak_gflops(double seconds) {
 #if FASTNN_X86_KERNELS
     const char* variant = bf16_gemm_variant();
+#if FASTNN_AMX_KERNELS
     if (std::strcmp(variant, "amx") == 0)
         return measure_loop_peak(amx_bf16::amx_peak_loop, amx_bf16::kAmxPeakFlopsPerIteration, seconds);
+#endif
     if (std::strcmp(variant, "avx512_bf16") == 0)
         return measure_loop_peak(avx512_bf16::dot_peak_loop, avx512_bf16::kDotPeakFlopsPerIteration, seconds);
 #endif
