@@ -104,7 +104,7 @@ def _inference_on_cpu(fast: torch.nn.Module, reference: torch.nn.Module, task: T
               "batch_shape": "x".join(map(str, task.inference_batch.shape))}
     for name, model in models.items():
         result[name] = {**evaluate(model, task.val_batches, cpu),
-                        "forward_ms": time_forward(model, task.inference_batch)}
+                        "forward_ms": time_forward(model, TORCH if name == "torch" else FASTNN, task.inference_batch)}
     result["int8_speedup_vs_fastnn_float"] = result["float"]["forward_ms"] / result["int8"]["forward_ms"]
     result["int8_speedup_vs_torch_float"] = result["torch"]["forward_ms"] / result["int8"]["forward_ms"]
     return result, models["int8"]
@@ -143,8 +143,9 @@ def run_demo(task_name: str = "text", steps: int | None = None, device: str = "a
     _say(f"fastnn demo: {task.title}")
     shape = ", ".join(f"{k}={v}" for k, v in results["model"].items() if k not in ("model", "parameters"))
     _say(f"  {results['model']['model']}: {shape}; {results['model']['parameters']:,} parameters")
+    torch_in_fastnn = "; torch's ops between them on 1 thread" if train_device.type == "cpu" else ""
     _say(f"  {steps} steps of batch {task.batch_size} on {train_device}; fastnn {fastnn.__version__} "
-         f"({info['isa_active']}, {results['fastnn']['threads']} threads), torch {torch.__version__} "
+         f"({info['isa_active']}, {results['fastnn']['threads']} threads{torch_in_fastnn}), torch {torch.__version__} "
          f"({results['torch']['threads']} threads)")
     if fallback:
         _say(f"  {fallback}")
