@@ -36,10 +36,12 @@ struct Fp32Kernel {
 
     template <class T>
     static void pack_a(const gemm_detail::Matrix<T>& a, int64_t m, int64_t kc, float* dst) {
+        if constexpr (std::is_same_v<T, float>) {
 #if FASTNN_SIMD_AVX512
-        if constexpr (std::is_same_v<T, float>)
             if (a.cs == 1) return gemm_detail::pack_lines_transposed<MR>(a.data, a.rs, m, kc, dst);
 #endif
+            if (a.rs == 1) return gemm_detail::pack_a_unit_row_stride<MR>(a, m, kc, dst);
+        }
         gemm_detail::pack_a<MR, KU>(a, m, kc, dst);
     }
 

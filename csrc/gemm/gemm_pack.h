@@ -57,6 +57,23 @@ void pack_a(const Matrix<T>& a, int64_t m, int64_t kc, P* dst) {
     }
 }
 
+// pack_a with KU = 1 for float A whose rows are adjacent (unit row stride: a
+// transposed view, as grad_out^T in a weight gradient): at one k the block's
+// m values are contiguous, copied a sliver's MR (<= width) at a time into
+// every sliver, k outermost, so the source is read once in order.
+template <int MR>
+void pack_a_unit_row_stride(const Matrix<float>& a, int64_t m, int64_t kc, float* dst) {
+    static_assert(MR <= VecF32::width, "one vector per sliver and k");
+    for (int64_t k = 0; k < kc; ++k) {
+        const float* src = a.at(0, k);
+        float* d = dst + k * MR;
+        for (int64_t i0 = 0; i0 < m; i0 += MR, d += MR * kc) {
+            const int rows = static_cast<int>(std::min<int64_t>(MR, m - i0));
+            VecF32::load_partial(src + i0, rows).store_partial(d, MR);
+        }
+    }
+}
+
 // B (kc x n) into ceil(n / NR) slivers; element (k, j) of a sliver at
 // (k / KU) * NR * KU + j * KU + k % KU.
 template <int NR, int KU, class P, class T>
