@@ -65,7 +65,7 @@ class ErrorSample:
             assert_close(out, torch_out, ref, name)
 
 
-def check_sampled(trial, seed, min_elements: int = 4096, max_trials: int = 32):
+def check_sampled(trial, seed, min_elements: int = 16384, max_trials: int = 32):
     """Runs trial(gen, sample) on generators seeded seed, seed + 1, ... (seed
     an int, or a torch.Generator to draw it from) until every non-empty
     output in `sample` has min_elements (or max_trials ran), then applies the

@@ -53,10 +53,6 @@ constexpr int64_t kStreamingStoreBytes = int64_t(16) << 20;
 constexpr int64_t kMaxBlocks = 64;
 constexpr int64_t kMinBlockElements = 32768;
 constexpr int64_t kMinBlockRows = 8;
-// Long rows add grad_out * xhat into float vectors for this many rows, then
-// into the block's double sums: float error grows with the terms summed, and
-// the flush (n float->double adds) is cheap next to 8 rows of work.
-constexpr int64_t kFloatAccumulatedRows = 8;
 
 template <class T>
 VecF32 load_n(const T* p, int n) {
@@ -192,7 +188,8 @@ RowMoments row_moments(const T* x, int64_t n, float eps) {
         const double var = static_cast<double>(sum_of_squares<true>(x, n, hi, lo)) / static_cast<double>(n);
         return {hi, lo, static_cast<float>(1.0 / std::sqrt(var + eps))};
     } else {
-        const double mean_square = static_cast<double>(sum_of_squares<false>(x, n, 0.0f, 0.0f)) / static_cast<double>(n);
+        const double mean_square =
+            static_cast<double>(sum_of_squares<false>(x, n, 0.0f, 0.0f)) / static_cast<double>(n);
         return {0.0f, 0.0f, static_cast<float>(1.0 / std::sqrt(mean_square + eps))};
     }
 }
@@ -268,10 +265,14 @@ void forward_typed(const NormForwardParams& p) {
 //          = rstd * (g - d * k - mean(g)),   k = rstd^2 * mean(g * d)
 // Working from d rather than a rounded xhat saves a rounding on each term of
 // the cancelling difference. The first sweep also adds grad_out * xhat and
-// grad_out into the block's parameter partial sums.
+// grad_out into the block's parameter partial sums, all in double from x,
+// mean and rstd: a float sum over rows drifts by ulps of its largest partial
+// sum, and float x - mean and xhat add two roundings per term, which decide
+// the result where rows cancel; in double only the saved rstd's own rounding
+// remains.
 template <bool kCentered, bool kWeight, bool kGradW, bool kGradB, bool kStream, class T, class Wt>
 void backward_row(const T* dy, const T* x, T* dx, int64_t n, float mean, float rstd, const Wt* w,
-                  float* dw_acc, float* db_acc) {
+                  double* dw_acc, double* db_acc) {
     const VecF32 vmean = VecF32::broadcast(kCentered ? mean : 0.0f), vrstd = VecF32::broadcast(rstd);
     // By value throughout (see normalize_row): the loops keep every operand in
     // registers across the may-alias stores.
@@ -293,8 +294,9 @@ void backward_row(const T* dy, const T* x, T* dx, int64_t n, float mean, float r
         const VecF32 g = scale_by_weight(go, i, lanes);
         if constexpr (kCentered) sum_g = sum_g + g;
         sum_gd = simd::fmadd(g, d, sum_gd);
-        if constexpr (kGradW) store_n(simd::fmadd(go, d * vrstd, load_n(dw_acc + i, lanes)), dw_acc + i, lanes);
-        if constexpr (kGradB) store_n(go + load_n(db_acc + i, lanes), db_acc + i, lanes);
+        if constexpr (kGradW)
+            simd::add_products_to(dw_acc + i, go, load_n(x + i, lanes), kCentered ? mean : 0.0, rstd, lanes);
+        if constexpr (kGradB) simd::add_products_to(db_acc + i, go, VecF32::broadcast(1.0f), 0.0, 1.0, lanes);
     }
 
     const float inv_n = 1.0f / static_cast<float>(n);
@@ -367,22 +369,12 @@ void backward_typed(const NormBackwardParams& p) {
             parallel_for(units, grain, [&](int64_t begin, int64_t end) {
                 std::vector<T> dy_buf(staged ? n : 0), x_buf(staged ? n : 0), dx_buf(staged ? n : 0);
                 const bool short_rows = n <= kShortRow;
-                std::vector<float> block_acc(short_rows ? 0 : nparams * n);
                 for (int64_t u = begin; u < end; ++u) {
                     double* block_partial = nparams > 0 ? partial.data() + u * nparams * n : nullptr;
-                    float* dw_acc = grad_w ? block_acc.data() : nullptr;
-                    float* db_acc = grad_b ? block_acc.data() + (grad_w ? n : 0) : nullptr;
-                    double* dw_short = grad_w ? block_partial : nullptr;
-                    double* db_short = grad_b ? block_partial + (grad_w ? n : 0) : nullptr;
-                    auto flush = [&] {
-                        for (size_t j = 0; j < block_acc.size(); ++j) {
-                            block_partial[j] += block_acc[j];
-                            block_acc[j] = 0.0f;
-                        }
-                    };
+                    double* dw_acc = grad_w ? block_partial : nullptr;
+                    double* db_acc = grad_b ? block_partial + (grad_w ? n : 0) : nullptr;
                     const int64_t r_end = std::min(rows.rows, (u + 1) * unit);
                     for (int64_t r = u * unit; r < r_end; ++r) {
-                        if ((r - u * unit) % kFloatAccumulatedRows == 0) flush();
                         const T* dy = gather_row(rows.row(0, r), dy_step, n, dy_buf.data());
                         const T* x = gather_row(rows.row(1, r), x_step, n, x_buf.data());
                         T* dx = staged ? dx_buf.data() : reinterpret_cast<T*>(rows.row(2, r));
@@ -390,13 +382,12 @@ void backward_typed(const NormBackwardParams& p) {
                         const float mean = kCentered ? *reinterpret_cast<const float*>(rows.row(4, r)) : 0.0f;
                         if (short_rows)
                             short_backward_row<kCentered, kWeight, kGradW, kGradB>(dy, x, dx, n, mean, rstd, w,
-                                                                                   dw_short, db_short);
+                                                                                   dw_acc, db_acc);
                         else
                             backward_row<kCentered, kWeight, kGradW, kGradB, kStream>(dy, x, dx, n, mean, rstd,
                                                                                        w, dw_acc, db_acc);
                         if (staged) scatter_row(dx_buf.data(), rows.row(2, r), dx_step, n);
                     }
-                    flush();
                 }
                 if constexpr (kStream) simd::store_fence();
             });

@@ -12,6 +12,7 @@
 // rule).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -85,8 +86,8 @@ inline VecF32 load_filled(const T* p, int n, float fill) {
 // kStream, whole vectors are written with non-temporal stores from the first
 // vector-aligned element (outputs too large for the caches: no read for
 // ownership); the caller fences with simd::store_fence() before returning.
-template <bool kStream, class T, int NIn, class Fn>
-void map_row(T* out, const T* const* in, int64_t n, Fn fn) {
+template <bool kStream, class T, int NIn, class Fn, class TIn>
+void map_row(T* out, const TIn* const* in, int64_t n, Fn fn) {
     constexpr int W = VecF32::width;
     VecF32 v[NIn];
     int64_t i = 0;
@@ -187,6 +188,52 @@ inline double combine_compensated(VecF32 s, VecF32 c) {
     double total = 0.0;
     for (int k = 0; k < W; ++k) total += std::isinf(sl[k]) ? double(sl[k]) : double(sl[k]) + double(cl[k]);
     return total;
+}
+
+// max(x) over a row. A NaN in the row may or may not survive here (max keeps
+// its second operand when either is NaN); it reaches every output through the
+// sum of exp(x - max) all the same.
+template <class T>
+float row_max(const T* x, int64_t n) {
+    constexpr int W = VecF32::width;
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    VecF32 m = VecF32::broadcast(-kInf);
+    int64_t i = 0;
+    for (; i + W <= n; i += W) m = simd::max(m, VecF32::load(x + i));
+    if (i < n) m = simd::max(m, load_filled(x + i, static_cast<int>(n - i), -kInf));
+    float lanes[W];
+    m.store(lanes);
+    float mx = lanes[0];
+    for (int k = 1; k < W; ++k) mx = std::max(mx, lanes[k]);
+    return mx;
+}
+
+// e[i] = exp(x[i] - shift) into a float row, returning sum(e), compensated
+// like row_stats's sums.
+template <class T>
+double exp_shifted_into(const T* x, int64_t n, float shift, float* e) {
+    constexpr int W = VecF32::width;
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    const VecF32 sh = VecF32::broadcast(shift);
+    VecF32 s = VecF32::zero(), c = VecF32::zero();
+    auto add = [&](VecF32 v) {
+        const VecF32 t = s + v, z = t - s;
+        c = c + ((s - (t - z)) + (v - z));
+        s = t;
+    };
+    int64_t i = 0;
+    for (; i + W <= n; i += W) {
+        const VecF32 v = simd::exp(VecF32::load(x + i) - sh);
+        v.store(e + i);
+        add(v);
+    }
+    if (i < n) {
+        // Lanes past the row hold -inf: exp gives 0 for any finite shift.
+        const VecF32 v = simd::exp(load_filled(x + i, static_cast<int>(n - i), -kInf) - sh);
+        v.store_partial(e + i, static_cast<int>(n - i));
+        add(v);
+    }
+    return combine_compensated(s, c);
 }
 
 // sum(x - shift) over a row, compensated like row_stats's sums. Label

@@ -5,10 +5,14 @@
 // row: statistics (online max and sum of exp, or the dot product of the
 // backward), then the output. The second pass re-reads the row from L2 (a
 // 32k-vocabulary fp32 row is 128 KiB, a fraction of the 1 MiB L2), so DRAM
-// sees the minimum traffic. Arithmetic: 1.25 exps per element in the
-// statistics pass plus one in softmax's output pass, which the AVX-512 path
-// sustains at memory speed on 2 cores. Rows are split across threads; each row
-// is one thread's, so results do not depend on the thread count.
+// sees the minimum traffic. Arithmetic: log-softmax takes 1.25 exps per
+// element (online max and sum). Softmax takes one: the maximum first, then
+// exp(x - max) into a float row buffer (L1/L2) while summing it, then the
+// output scaled from the buffer; computing the exps again in the output pass
+// (2.25 per element) made it exp-bound on AVX-512 cores whose two vector ports
+// also run every other operation (this Xeon: 2x the time). Rows are split
+// across threads; each row is one thread's, so results do not depend on the
+// thread count.
 #include "fastnn/parallel.h"
 #include "fastnn/softmax.h"
 #include "row_ops.h"
@@ -23,22 +27,25 @@ void forward_rows(const SoftmaxParams& p) {
     const int64_t cols = p.x.shape[p.x.ndim - 1], rows = row_count(p.x);
     parallel_for(rows, row_grain(cols), [&](int64_t begin, int64_t end) {
         thread_local std::vector<T> x_scratch, y_scratch;
+        thread_local std::vector<float> exps;
         RowView<T> xs(p.x, cols, x_scratch), ys(p.y, cols, y_scratch);
+        if (!p.log && static_cast<int64_t>(exps.size()) < cols) exps.resize(cols);
         for (int64_t r = begin; r < end; ++r) {
             const T* x = xs.row(r);
             xs.gather();
             T* y = ys.row(r);
-            const RowStats st = row_stats(x, cols);
             // A row of only -inf has max -inf: x - max is NaN, as in PyTorch.
-            const VecF32 m = VecF32::broadcast(st.max);
-            const T* in[] = {x};
             if (p.log) {
+                const RowStats st = row_stats(x, cols);
+                const VecF32 m = VecF32::broadcast(st.max);
                 const VecF32 log_sum = VecF32::broadcast(static_cast<float>(std::log(st.sum_exp)));
+                const T* in[] = {x};
                 map_row<kStream, T, 1>(y, in, cols, [&](const VecF32* v, int64_t) { return (v[0] - m) - log_sum; });
             } else {
-                const VecF32 inv_sum = VecF32::broadcast(static_cast<float>(1.0 / st.sum_exp));
-                map_row<kStream, T, 1>(y, in, cols,
-                                       [&](const VecF32* v, int64_t) { return simd::exp(v[0] - m) * inv_sum; });
+                const double sum = exp_shifted_into(x, cols, row_max(x, cols), exps.data());
+                const VecF32 inv_sum = VecF32::broadcast(static_cast<float>(1.0 / sum));
+                const float* in[] = {exps.data()};
+                map_row<kStream, T, 1>(y, in, cols, [&](const VecF32* v, int64_t) { return v[0] * inv_sum; });
             }
             ys.scatter();
         }
