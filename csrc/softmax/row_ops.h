@@ -190,6 +190,17 @@ inline double combine_compensated(VecF32 s, VecF32 c) {
     return total;
 }
 
+// A lane-wise compensated sum (TwoSum per add), read out as one float64.
+struct CompensatedLanes {
+    VecF32 s = VecF32::zero(), c = VecF32::zero();
+    void add(VecF32 v) {
+        const VecF32 t = s + v, z = t - s;
+        c = c + ((s - (t - z)) + (v - z));
+        s = t;
+    }
+    double total() const { return combine_compensated(s, c); }
+};
+
 // max(x) over a row. A NaN in the row may or may not survive here (max keeps
 // its second operand when either is NaN); it reaches every output through the
 // sum of exp(x - max) all the same.
@@ -215,25 +226,20 @@ double exp_shifted_into(const T* x, int64_t n, float shift, float* e) {
     constexpr int W = VecF32::width;
     constexpr float kInf = std::numeric_limits<float>::infinity();
     const VecF32 sh = VecF32::broadcast(shift);
-    VecF32 s = VecF32::zero(), c = VecF32::zero();
-    auto add = [&](VecF32 v) {
-        const VecF32 t = s + v, z = t - s;
-        c = c + ((s - (t - z)) + (v - z));
-        s = t;
-    };
+    CompensatedLanes sum;
     int64_t i = 0;
     for (; i + W <= n; i += W) {
         const VecF32 v = simd::exp(VecF32::load(x + i) - sh);
         v.store(e + i);
-        add(v);
+        sum.add(v);
     }
     if (i < n) {
         // Lanes past the row hold -inf: exp gives 0 for any finite shift.
         const VecF32 v = simd::exp(load_filled(x + i, static_cast<int>(n - i), -kInf) - sh);
         v.store_partial(e + i, static_cast<int>(n - i));
-        add(v);
+        sum.add(v);
     }
-    return combine_compensated(s, c);
+    return sum.total();
 }
 
 // sum(x - shift) over a row, compensated like row_stats's sums. Label
@@ -243,16 +249,11 @@ template <class T>
 double row_sum_shifted(const T* x, int64_t n, float shift) {
     constexpr int W = VecF32::width;
     const VecF32 sh = VecF32::broadcast(shift);
-    VecF32 s = VecF32::zero(), c = VecF32::zero();
-    auto add = [&](VecF32 v) {
-        const VecF32 t = s + v, z = t - s;
-        c = c + ((s - (t - z)) + (v - z));
-        s = t;
-    };
+    CompensatedLanes sum;
     int64_t i = 0;
-    for (; i + W <= n; i += W) add(VecF32::load(x + i) - sh);
-    if (i < n) add(load_filled(x + i, static_cast<int>(n - i), shift) - sh);
-    return combine_compensated(s, c);
+    for (; i + W <= n; i += W) sum.add(VecF32::load(x + i) - sh);
+    if (i < n) sum.add(load_filled(x + i, static_cast<int>(n - i), shift) - sh);
+    return sum.total();
 }
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE
