@@ -1,6 +1,7 @@
 // bfloat16 GEMM on AMX: tdpbf16ps multiplies a 16 x 32 bf16 tile of A by a
 // 32 x 16 tile of B (held as 16 rows of k pairs) into a 16 x 16 float32 tile
-// of C, 16K FLOPs per instruction, 16 times vdpbf16ps. Built with
+// of C: 16K FLOPs per instruction, one per 16 cycles, 1024 FLOPs per cycle
+// (8 times two vdpbf16ps per cycle). Built with
 // -mamx-tile -mamx-bf16 (its own namespace, see simd.h) and chosen at run
 // time only where cpu_features().amx_bf16 (the CPU has it and the OS granted
 // this process the tile state).
