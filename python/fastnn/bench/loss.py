@@ -20,15 +20,20 @@ def _ce_shapes(quick: bool):
     return [(4096, 32768)] if quick else [(1024, 32768), (4096, 32768), (512, 128256)]
 
 
+def _cases(op: str, shapes, passes, build, device: str):
+    """One case per dtype, (rows, cols) shape and (pass name, backward) pair;
+    build(device, rows, cols, dtype, backward) makes its workload."""
+    for dtype in ("float32", "bfloat16"):
+        for rows, cols in shapes:
+            for pass_name, backward in passes:
+                yield Case(op, op, pass_name, dtype, f"{rows}x{cols}",
+                           lambda r=rows, c=cols, d=dtype, b=backward: build(device, r, c, d, b))
+
+
 @register("cross_entropy")
 def ce_cases(device: str, quick: bool):
-    for dtype in ("float32", "bfloat16"):
-        for rows, cols in _ce_shapes(quick):
-            shape = f"{rows}x{cols}"
-            yield Case("cross_entropy", "cross_entropy", "fwd", dtype, shape,
-                       lambda r=rows, c=cols, d=dtype: _cross_entropy(device, r, c, d, False))
-            yield Case("cross_entropy", "cross_entropy", "fwd+bwd", dtype, shape,
-                       lambda r=rows, c=cols, d=dtype: _cross_entropy(device, r, c, d, True))
+    yield from _cases("cross_entropy", _ce_shapes(quick), [("fwd", False), ("fwd+bwd", True)], _cross_entropy,
+                      device)
 
 
 def _cross_entropy(device, rows, cols, dtype_name, backward):
@@ -69,13 +74,8 @@ def _cross_entropy(device, rows, cols, dtype_name, backward):
 
 @register("mse_loss")
 def mse_cases(device: str, quick: bool):
-    for dtype in ("float32", "bfloat16"):
-        for rows, cols in [(8192, 1024)] if quick else [(1024, 1024), (8192, 1024)]:
-            shape = f"{rows}x{cols}"
-            yield Case("mse_loss", "mse_loss", "fwd", dtype, shape,
-                       lambda r=rows, c=cols, d=dtype: _mse(device, r, c, d, False))
-            yield Case("mse_loss", "mse_loss", "bwd", dtype, shape,
-                       lambda r=rows, c=cols, d=dtype: _mse(device, r, c, d, True))
+    shapes = [(8192, 1024)] if quick else [(1024, 1024), (8192, 1024)]
+    yield from _cases("mse_loss", shapes, [("fwd", False), ("bwd", True)], _mse, device)
 
 
 def _mse(device, rows, cols, dtype_name, backward):
