@@ -127,6 +127,19 @@ def test_autograd_matches_torch(log, dtype, rng):
     assert_close(x.grad, x_t.grad, torch_bwd(g.double(), torch_fwd(x.detach().double(), log), log))
 
 
+def test_backward_dot_correctly_rounded(rng):
+    """dx = y * (dy - sum(dy * y)): where y is nearly one-hot, dy - dot cancels
+    to a few ulp of dot, so dx is decided by dot's last bit. fastnn's dot is
+    compensated (products' and sums' rounding errors carried), i.e. dot
+    rounded once from its float64 value; one extra rounding anywhere (an FMA
+    contracted by the compiler into a compensated sum counted a product's
+    error twice) changes dx."""
+    x, g = randn((256, 33), torch.float32, rng) * 100, randn((256, 33), torch.float32, rng)
+    y = x.softmax(-1)
+    dot = (g.double() * y.double()).sum(-1, keepdim=True).float()
+    assert torch.equal(fastnn.softmax_backward(g, y), y * (g - dot))
+
+
 @pytest.mark.parametrize("log", LOG)
 def test_deterministic_and_thread_independent(log, rng):
     x = randn((300, 1000), torch.float32, rng) * 5

@@ -66,7 +66,7 @@ double row_dot(const T* a, const T* b, int64_t n) {
         VecF32 p = va, err = VecF32::zero();
         if (b) {
             p = va * vb;
-            err = fmadd(va, vb, VecF32::zero() - p);
+            err = simd::product_error(va, vb, p);
         }
         const VecF32 t = s + p, z = t - s;
         c = c + ((s - (t - z)) + (p - z)) + err;

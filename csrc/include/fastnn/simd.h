@@ -113,6 +113,8 @@ inline VecF32 operator-(VecF32 a, VecF32 b) { return {_mm512_sub_ps(a.v, b.v)}; 
 inline VecF32 operator*(VecF32 a, VecF32 b) { return {_mm512_mul_ps(a.v, b.v)}; }
 inline VecF32 operator/(VecF32 a, VecF32 b) { return {_mm512_div_ps(a.v, b.v)}; }
 inline VecF32 fmadd(VecF32 a, VecF32 b, VecF32 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+// a*b - p exactly, for p = fl(a*b) (the rounding error of a product; TwoProd).
+inline VecF32 product_error(VecF32 a, VecF32 b, VecF32 p) { return {_mm512_fmsub_ps(a.v, b.v, p.v)}; }
 // max/min return b when either is NaN (x86 semantics): pass the value whose
 // NaN must propagate as b.
 inline VecF32 max(VecF32 a, VecF32 b) { return {_mm512_max_ps(a.v, b.v)}; }
@@ -218,6 +220,7 @@ inline VecF32 operator-(VecF32 a, VecF32 b) { return {_mm256_sub_ps(a.v, b.v)}; 
 inline VecF32 operator*(VecF32 a, VecF32 b) { return {_mm256_mul_ps(a.v, b.v)}; }
 inline VecF32 operator/(VecF32 a, VecF32 b) { return {_mm256_div_ps(a.v, b.v)}; }
 inline VecF32 fmadd(VecF32 a, VecF32 b, VecF32 c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+inline VecF32 product_error(VecF32 a, VecF32 b, VecF32 p) { return {_mm256_fmsub_ps(a.v, b.v, p.v)}; }
 inline VecF32 max(VecF32 a, VecF32 b) { return {_mm256_max_ps(a.v, b.v)}; }
 inline VecF32 min(VecF32 a, VecF32 b) { return {_mm256_min_ps(a.v, b.v)}; }
 inline MaskF32 cmp_le(VecF32 a, VecF32 b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ)}; }
@@ -321,6 +324,13 @@ FASTNN_GENERIC_BINARY(min, a.v[i] < b.v[i] ? a.v[i] : b.v[i])
 inline VecF32 fmadd(VecF32 a, VecF32 b, VecF32 c) {
     VecF32 r;
     for (int i = 0; i < VecF32::width; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+    return r;
+}
+// The product of two floats is exact in double, and so is its difference
+// from the rounded product (that error is itself a float).
+inline VecF32 product_error(VecF32 a, VecF32 b, VecF32 p) {
+    VecF32 r;
+    for (int i = 0; i < VecF32::width; ++i) r.v[i] = static_cast<float>(double(a.v[i]) * b.v[i] - p.v[i]);
     return r;
 }
 inline MaskF32 cmp_le(VecF32 a, VecF32 b) {
