@@ -4,7 +4,9 @@ and NumPy alternately in one process and reports medians."""
 
 from __future__ import annotations
 
+import os
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
@@ -66,6 +68,48 @@ def rotations_for(bytes_per_set: float, budget: float = 256e6, cap: int = 8) -> 
     return max(1, min(cap, want, int(budget // max(bytes_per_set, 1.0)) or 1))
 
 
+def _other_threads_cpu_ns() -> Optional[int]:
+    """CPU time consumed so far by this process's threads other than the
+    calling one (Linux schedstat), or None where /proc does not say."""
+    me = str(threading.get_native_id())
+    total = 0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tids:
+        if tid == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread exited
+    return total
+
+
+def wait_for_idle_threads(poll_s: float = 0.005, max_s: float = 0.5) -> None:
+    """Returns once no other thread of this process has run for poll_s.
+
+    Thread pools keep their workers spinning after a parallel region: torch's
+    OpenMP workers for ~5-10 ms here, OpenBLAS's (NumPy) for ~100 ms. A sample
+    that starts meanwhile shares the cores with them, so whichever library
+    runs second in an alternation would be timed on half the machine. Each
+    sample therefore starts on quiet cores, as it would in a program that
+    calls only that library."""
+    last = _other_threads_cpu_ns()
+    if last is None:
+        time.sleep(0.02)
+        return
+    deadline = time.perf_counter() + max_s
+    while time.perf_counter() < deadline:
+        time.sleep(poll_s)
+        now = _other_threads_cpu_ns()
+        if now == last:
+            return
+        last = now
+
+
 class CpuTimer:
     def __init__(self, reps: int, min_sample_s: float):
         self.reps, self.min_sample_s = reps, min_sample_s
@@ -86,6 +130,7 @@ class CpuTimer:
         for r in range(self.reps):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 run, k = runners[name], inner[name]
+                wait_for_idle_threads()
                 t0 = time.perf_counter()
                 for j in range(k):
                     run(r * k + j)
