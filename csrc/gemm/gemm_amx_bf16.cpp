@@ -18,10 +18,11 @@
 // element, in tdpbf16ps's order, join C once per KC block). Full tiles of a
 // plain update start from C in the tiles and store back there; the others
 // (edges, alpha, beta, bias, activation) go through memory to the same
-// vector epilogue as the other kernels. KC is the driver's: the B sliver
-// (KC x 32 bf16, 18 KB at KC = 288) stays in L1 while A slivers stream from
-// L2; with a KC whose B sliver spills from L1 the tile loads run at half the
-// rate (measured: 2.1 vs 0.84 TFLOP/s per core for the loop alone).
+// vector epilogue as the other kernels. KC follows the driver's L1 rule
+// (b_sliver): the B sliver (KC x 32 bf16, 18 KB at KC = 288) stays in L1
+// while A slivers stream from L2; with a KC whose B sliver spills from L1 the
+// tile loads run at half the rate (measured: 2.1 vs 0.84 TFLOP/s per core for
+// the loop alone).
 #include "gemm_driver.h"
 #include "gemm_pack_bf16.h"
 
@@ -50,6 +51,7 @@ TileConfig gemm_tile_config() {
 struct AmxBf16Kernel {
     using P = bf16;
     static constexpr int MR = 32, NR = 32, KU = 32;
+    static constexpr gemm_detail::SliverCache b_sliver = gemm_detail::SliverCache::l1;
     static constexpr int kTileRows = 16, kTileCols = 16, kTileK = 32;
 
     // The tile configuration is per thread, and other code on the thread

@@ -4,7 +4,7 @@
 // time only where cpu_features().avx512_bf16.
 //
 // Packing keeps bf16 (half the bytes of the float32 path, so KC doubles for
-// the same L1 share) and interleaves K in pairs: a 32-bit lane of a packed B
+// the same L2 share) and interleaves K in pairs: a 32-bit lane of a packed B
 // vector holds (B[k, j], B[k+1, j]) and the A broadcast holds (A[i, k],
 // A[i, k+1]); an odd K is padded with a zero. Tile 14 x 32 as the float32
 // AVX-512 kernel: 28 accumulators, 2 B loads and 14 broadcasts per k pair.
@@ -22,6 +22,7 @@ using simd::VecF32;
 struct Bf16DotKernel {
     using P = bf16;
     static constexpr int MR = 14, NV = 2, NR = NV * 16, KU = 2;
+    static constexpr gemm_detail::SliverCache b_sliver = gemm_detail::SliverCache::l2;
 
     static void pack_a(const Matrix<bf16>& a, int64_t m, int64_t kc, bf16* dst) {
         if (a.cs == 1 && gemm_detail::pack_pair_lines<MR>(a.data, a.rs, m, kc, kc + kc % 2, dst)) return;

@@ -64,24 +64,37 @@ struct Blocking {
     int64_t sum_steps;
 };
 
-// Analytical blocking (Low et al., "Analytical modeling is enough for
-// high-performance BLIS"): the KC x NR sliver of B and the MR x KC sliver
-// of A take three quarters of L1, leaving room for C; the MC x KC block of A
-// half of L2; the KC x NC panel of B a quarter of L3 (shared by the cores).
+// Where a kernel's B sliver (KC x NR) lives while A slivers stream past it.
+enum class SliverCache { l1, l2 };
+
+// Blocking (after Low et al., "Analytical modeling is enough for
+// high-performance BLIS", with the measured exception below):
+//   kernels whose B sliver must stay in L1 (AMX: its tile loads run at half
+//   rate from L2) take KC so that the KC x NR sliver of B and the MR x KC
+//   sliver of A fill three quarters of L1;
+//   the FMA and vdpbf16ps kernels load only NR / 16 vectors of B per MR x NR
+//   / 16 FMAs (2 per 28), little enough to stream the sliver from L2. What
+//   limits them is the C tile, loaded and stored once per KC block from 14
+//   rows in 14 pages, so KC is as long as L2 allows: the sliver takes an
+//   eighth of L2 (KC = 1024 float32 steps for a 1 MiB L2). Measured on 2
+//   Zen 4 cores at 2048^3, float32: 184 GFLOP/s at KC = 128 (the L1 rule),
+//   195 at 256, 204 at 512, 210 at 1024; bfloat16 374 at 256, 410 at 1024.
+// Then the MC x KC block of A takes half of L2 and the KC x NC panel of B a
+// quarter of L3 (shared by the cores).
 //
 // Accuracy: a float32 sum of K products has a rounding error growing with K;
 // oneDNN's is smaller than one running sum per C element. So the micro-kernel
 // sums kSumSteps k steps in registers, adds that partial sum into the tile's
 // total (in L1), and starts again: the error grows like kSumSteps +
-// K / kSumSteps, below oneDNN's, at the cost of one pass over a 1.8 KB tile
-// per kSumSteps (about 3%). The packing block KC stays as large as L1 allows.
+// K / kSumSteps, below oneDNN's, whatever KC is, at the cost of one pass over
+// a 1.8 KB tile per kSumSteps (about 2%).
 inline constexpr int64_t kSumSteps = 64;
-inline constexpr int64_t kMaxKcSteps = 512;
+inline constexpr int64_t kMaxKcSteps = 2048;
 
 template <int MR, int NR, int KU, class P>
-Blocking make_blocking(const CacheSizes& caches) {
+Blocking make_blocking(const CacheSizes& caches, SliverCache sliver) {
     const int64_t elt = sizeof(P), k_step = std::max(16, KU);
-    int64_t kc = (caches.l1d * 3 / 4) / ((MR + NR) * elt);
+    int64_t kc = sliver == SliverCache::l1 ? (caches.l1d * 3 / 4) / ((MR + NR) * elt) : (caches.l2 / 8) / (NR * elt);
     kc = std::clamp<int64_t>(kc / k_step * k_step, std::max<int64_t>(64, k_step), kMaxKcSteps * KU);
     int64_t mc = (caches.l2 / 2) / (kc * elt);
     mc = std::clamp<int64_t>(mc / MR * MR, MR, 4096 / MR * MR);
@@ -235,7 +248,7 @@ struct ScopeOf<Kern, std::void_t<typename Kern::Scope>> {
     using type = typename Kern::Scope;
 };
 
-// Kern provides MR, NR, KU, the packed type P,
+// Kern provides MR, NR, KU, the packed type P, b_sliver (SliverCache),
 //   pack_a(a, m, kc, dst) and pack_b(b, kc, n, dst) (layouts as above),
 //   micro(kcp, packed_a, packed_b, c, ldc, m, n, TileUpdate), and optionally
 //   a Scope type, constructed on the thread before its micro-kernel calls.
@@ -323,7 +336,7 @@ inline constexpr double kMinFlopsPerThread = 1 << 20;
 template <class Kern, class T>
 void run_problem(Problem<T>& pr, const CacheSizes& caches) {
     constexpr int MR = Kern::MR, NR = Kern::NR;
-    pr.blocking = make_blocking<MR, NR, Kern::KU, typename Kern::P>(caches);
+    pr.blocking = make_blocking<MR, NR, Kern::KU, typename Kern::P>(caches, Kern::b_sliver);
     // Small outputs are matrix-vector-like problems, for which PyTorch sums
     // K with many partial sums: shorter K blocks keep the error as small.
     if (pr.m * pr.n <= kSmallOutput) pr.blocking.sum_steps = 16;
