@@ -119,18 +119,21 @@ class CpuTimer:
 
     def time(self, runners: dict[str, Runner], rotations: int) -> dict[str, float]:
         inner = {}
-        for name, run in runners.items():  # warm-up, then size each sample
+        for name, run in runners.items():  # warm-up, then size each sample from hot calls
             run(0)
-            t0 = time.perf_counter()
-            run(1 % rotations)
-            dt = time.perf_counter() - t0
-            inner[name] = max(1, min(1000, int(self.min_sample_s / max(dt, 1e-7))))
+            times = []
+            for j in range(3):
+                t0 = time.perf_counter()
+                run((j + 1) % rotations)
+                times.append(time.perf_counter() - t0)
+            inner[name] = max(1, min(1000, int(self.min_sample_s / max(statistics.median(times), 1e-7))))
         samples = {name: [] for name in runners}
         names = list(runners)
         for r in range(self.reps):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 run, k = runners[name], inner[name]
                 wait_for_idle_threads()
+                run(r * k)  # untimed: the library's own threads start the sample awake, as in a loop of calls
                 t0 = time.perf_counter()
                 for j in range(k):
                     run(r * k + j)

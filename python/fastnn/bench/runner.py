@@ -76,7 +76,7 @@ def run_bench(ops: list[str] | None = None, device: str = "cpu", quick: bool = F
     torch.set_num_threads(fastnn.get_num_threads())
 
     roofline = measure_roofline(device)
-    timer = CpuTimer(reps=7 if quick else 15, min_sample_s=0.002 if quick else 0.01) if device == "cpu" \
+    timer = CpuTimer(reps=7 if quick else 15, min_sample_s=0.01 if quick else 0.03) if device == "cpu" \
         else CudaTimer(reps=10 if quick else 30)
     cases = [c for fam in (ops or sorted(REGISTRY)) for c in REGISTRY[fam](device, quick)]
     results = []
