@@ -190,7 +190,7 @@ def test_int8_mm_strided(variant, rng):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("m,k,n", [(1, 64, 1), (33, 257, 65), (100, 512, 130)])
+@pytest.mark.parametrize("m,k,n", [(1, 64, 1), (33, 257, 65), (100, 512, 130), (9, 2053, 40)])
 def test_int8_mm_dequant_epilogue(m, k, n, dtype, variant, rng):
     def trial(gen, sample):
         a, b = randint8((m, k), gen), randint8((k, n), gen)
