@@ -15,9 +15,11 @@
 // forward compute-bound on one core (bench/notes/norm.md). RMSNorm needs only
 // a sum of squares.
 //
-// Parameter gradients: each fixed block of rows accumulates its own float32
-// partial sums (the block size depends on the shape only), and the blocks are
-// added in order afterwards, so the result is the same for any thread count.
+// Parameter gradients: each fixed block of rows accumulates its own sums (the
+// block size depends on the shape only), and the blocks are added in order
+// afterwards, so the result is the same for any thread count. Within a block,
+// kParamRows rows at a time are summed in float32 and then added into the
+// block's float64 sums.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -53,6 +55,21 @@ constexpr int64_t kStreamingStoreBytes = int64_t(16) << 20;
 constexpr int64_t kMaxBlocks = 64;
 constexpr int64_t kMinBlockElements = 32768;
 constexpr int64_t kMinBlockRows = 8;
+// Rows summed in float32 before joining the block's float64 sums: a float sum
+// of a few terms costs a few roundings of the partial sum, against one
+// rounding per term already (x - mean, xhat, the product), while the float64
+// additions, one per element and kParamRows rows, leave the sweep
+// memory-bound (they were 1.5 of its 3.8 ms at 8192 x 1024 when every row
+// was added in double).
+constexpr int64_t kParamRows = 8;
+// Rows a backward sweep takes together (backward_rows); kParamRows is a
+// multiple. Their sums take 2 kGroupRows registers.
+#if FASTNN_SIMD_AVX512
+constexpr int kGroupRows = 4;
+#else
+constexpr int kGroupRows = 2;
+#endif
+static_assert(kParamRows % kGroupRows == 0);
 
 template <class T>
 VecF32 load_n(const T* p, int n) {
@@ -259,53 +276,94 @@ void forward_typed(const NormForwardParams& p) {
     });
 }
 
-// One row of the backward pass. With d = x - mean (x for rms), xhat = d * rstd
-// and g = grad_out * weight:
+// R rows of the backward pass (R = kGroupRows, or 1 for the rest of a block).
+// With d = x - mean (x for rms), xhat = d * rstd and g = grad_out * weight:
 //   grad_x = rstd * (g - mean(g) - xhat * mean(g * xhat))
 //          = rstd * (g - d * k - mean(g)),   k = rstd^2 * mean(g * d)
 // Working from d rather than a rounded xhat saves a rounding on each term of
 // the cancelling difference. The first sweep also adds grad_out * xhat and
-// grad_out into the block's parameter partial sums, all in double from x,
-// mean and rstd: a float sum over rows drifts by ulps of its largest partial
-// sum, and float x - mean and xhat add two roundings per term, which decide
-// the result where rows cancel; in double only the saved rstd's own rounding
-// remains.
-template <bool kCentered, bool kWeight, bool kGradW, bool kGradB, bool kStream, class T, class Wt>
-void backward_row(const T* dy, const T* x, T* dx, int64_t n, float mean, float rstd, const Wt* w,
-                  double* dw_acc, double* db_acc) {
-    const VecF32 vmean = VecF32::broadcast(kCentered ? mean : 0.0f), vrstd = VecF32::broadcast(rstd);
-    // By value throughout (see normalize_row): the loops keep every operand in
-    // registers across the may-alias stores.
-    auto load_d = [=](int64_t i, int lanes) {
-        const VecF32 v = load_n(x + i, lanes);
-        return kCentered ? v - vmean : v;
-    };
-    auto scale_by_weight = [=](VecF32 v, int64_t i, int lanes) {
-        if constexpr (kWeight) return v * load_n(w + i, lanes);
-        else return v;
-    };
-    VecF32 sum_g = VecF32::zero(), sum_gd = VecF32::zero();
-    for (int64_t i = 0; i < n; i += W) {
-        const int lanes = static_cast<int>(std::min<int64_t>(W, n - i));
-        VecF32 d = load_d(i, lanes);
-        // Lanes past the row read 0, whose d (-mean) may be infinite.
-        if (lanes < W) d = simd::select(first_lanes(lanes), d, VecF32::zero());
-        const VecF32 go = load_n(dy + i, lanes);
-        const VecF32 g = scale_by_weight(go, i, lanes);
-        if constexpr (kCentered) sum_g = sum_g + g;
-        sum_gd = simd::fmadd(g, d, sum_gd);
-        if constexpr (kGradW)
-            simd::add_products_to(dw_acc + i, go, load_n(x + i, lanes), kCentered ? mean : 0.0, rstd, lanes);
-        if constexpr (kGradB) simd::add_products_to(db_acc + i, go, VecF32::broadcast(1.0f), 0.0, 1.0, lanes);
+// grad_out into the float32 parameter partial sums dw_part and db_part. The R
+// rows go through each sweep together, column vector by column vector: the
+// parameter sums of a column stay in registers across the rows (one load and
+// store of the partial sums per R rows, not per row), and 2R input rows
+// stream from memory at once.
+template <int R, bool kCentered, bool kWeight, bool kGradW, bool kGradB, bool kStream, class T, class Wt>
+void backward_rows(const T* const* dy_rows, const T* const* x_rows, T* const* dx, int64_t n, const float* mean,
+                   const float* rstd, const Wt* w, float* dw_part, float* db_part, const T* const* next_dy_rows,
+                   const T* const* next_x_rows) {
+    // Local copies: the vector stores may alias any memory, so pointers read
+    // through the arrays would be reloaded after every store.
+    const T* dy[R];
+    const T* x[R];
+    const T* next_dy[R];
+    const T* next_x[R];
+    const bool prefetch = next_dy_rows != nullptr;
+    VecF32 vmean[R], vrstd[R], sum_g[R], sum_gd[R];
+    for (int k = 0; k < R; ++k) {
+        dy[k] = dy_rows[k];
+        x[k] = x_rows[k];
+        next_dy[k] = prefetch ? next_dy_rows[k] : nullptr;
+        next_x[k] = prefetch ? next_x_rows[k] : nullptr;
+        vmean[k] = VecF32::broadcast(kCentered ? mean[k] : 0.0f);
+        vrstd[k] = VecF32::broadcast(rstd[k]);
+        sum_g[k] = sum_gd[k] = VecF32::zero();
     }
+    auto column = [&](int64_t i, int lanes) {
+        const VecF32 wv = kWeight ? load_n(w + i, lanes) : VecF32::zero();
+        VecF32 dw = kGradW ? load_n(dw_part + i, lanes) : VecF32::zero();
+        VecF32 db = kGradB ? load_n(db_part + i, lanes) : VecF32::zero();
+        for (int k = 0; k < R; ++k) {
+            // The next group's rows, requested a group ahead: on its own the
+            // hardware prefetcher leaves this sweep waiting on memory.
+            if (prefetch) {
+                __builtin_prefetch(next_x[k] + i, 0, 3);
+                __builtin_prefetch(next_dy[k] + i, 0, 3);
+            }
+            VecF32 d = load_n(x[k] + i, lanes);
+            if constexpr (kCentered) d = d - vmean[k];
+            // Lanes past the row read 0, whose d (-mean) may be infinite.
+            if (lanes < W) d = simd::select(first_lanes(lanes), d, VecF32::zero());
+            const VecF32 go = load_n(dy[k] + i, lanes);
+            const VecF32 g = kWeight ? go * wv : go;
+            if constexpr (kCentered) sum_g[k] = sum_g[k] + g;
+            sum_gd[k] = simd::fmadd(g, d, sum_gd[k]);
+            if constexpr (kGradW) dw = simd::fmadd(go, d * vrstd[k], dw);
+            if constexpr (kGradB) db = db + go;
+        }
+        if constexpr (kGradW) store_n(dw, dw_part + i, lanes);
+        if constexpr (kGradB) store_n(db, db_part + i, lanes);
+    };
+    int64_t i = 0;
+    for (; i + W <= n; i += W) column(i, W);
+    if (i < n) column(i, static_cast<int>(n - i));
 
     const float inv_n = 1.0f / static_cast<float>(n);
-    const VecF32 mean_g = VecF32::broadcast(kCentered ? simd::reduce_add(sum_g) * inv_n : 0.0f);
-    const VecF32 neg_k = VecF32::broadcast(-rstd * (rstd * (simd::reduce_add(sum_gd) * inv_n)));
-    write_row<kStream>(dx, n, [=](int64_t i, int lanes) {
-        const VecF32 t = simd::fmadd(load_d(i, lanes), neg_k, scale_by_weight(load_n(dy + i, lanes), i, lanes));
-        return (kCentered ? t - mean_g : t) * vrstd;
-    });
+    VecF32 mean_g[R], neg_k[R];
+    for (int k = 0; k < R; ++k) {
+        mean_g[k] = VecF32::broadcast(kCentered ? simd::reduce_add(sum_g[k]) * inv_n : 0.0f);
+        neg_k[k] = VecF32::broadcast(-rstd[k] * (rstd[k] * (simd::reduce_add(sum_gd[k]) * inv_n)));
+    }
+    for (int k = 0; k < R; ++k) {
+        const T* xk = x[k];
+        const T* dyk = dy[k];
+        const VecF32 vm = vmean[k], vr = vrstd[k], mg = mean_g[k], nk = neg_k[k];
+        // Captured by value (see normalize_row).
+        write_row<kStream>(dx[k], n, [=](int64_t i, int lanes) {
+            const VecF32 d = kCentered ? load_n(xk + i, lanes) - vm : load_n(xk + i, lanes);
+            const VecF32 go = load_n(dyk + i, lanes);
+            const VecF32 t = simd::fmadd(d, nk, kWeight ? go * load_n(w + i, lanes) : go);
+            return (kCentered ? t - mg : t) * vr;
+        });
+    }
+}
+
+// part (n floats) added into acc (n doubles), then zeroed.
+void flush_partial(float* part, double* acc, int64_t n) {
+    for (int64_t i = 0; i < n; i += W) {
+        const int lanes = static_cast<int>(std::min<int64_t>(W, n - i));
+        simd::add_to_double(acc + i, load_n(part + i, lanes), lanes);
+        store_n(VecF32::zero(), part + i, lanes);
+    }
 }
 
 // backward_row in double, for rows of at most kShortRow elements.
@@ -367,26 +425,57 @@ void backward_typed(const NormBackwardParams& p) {
             const int64_t units = nparams > 0 ? nblocks : rows.rows;
             const int64_t grain = nparams > 0 ? 1 : std::max<int64_t>(1, kElementsPerTask / n);
             parallel_for(units, grain, [&](int64_t begin, int64_t end) {
-                std::vector<T> dy_buf(staged ? n : 0), x_buf(staged ? n : 0), dx_buf(staged ? n : 0);
                 const bool short_rows = n <= kShortRow;
+                const size_t buf = staged ? static_cast<size_t>(kGroupRows * n) : 0;
+                std::vector<T> dy_buf(buf), x_buf(buf), dx_buf(buf);
+                std::vector<float> float_part(short_rows ? 0 : static_cast<size_t>(nparams * n));
+                float* dw_part = grad_w ? float_part.data() : nullptr;
+                float* db_part = grad_b ? float_part.data() + (grad_w ? n : 0) : nullptr;
+                const T* dy[kGroupRows];
+                const T* x[kGroupRows];
+                const T* next_dy[kGroupRows];
+                const T* next_x[kGroupRows];
+                T* dx[kGroupRows];
+                const T* const* no_rows = nullptr;
+                float mean[kGroupRows], rstd[kGroupRows];
                 for (int64_t u = begin; u < end; ++u) {
                     double* block_partial = nparams > 0 ? partial.data() + u * nparams * n : nullptr;
                     double* dw_acc = grad_w ? block_partial : nullptr;
                     double* db_acc = grad_b ? block_partial + (grad_w ? n : 0) : nullptr;
-                    const int64_t r_end = std::min(rows.rows, (u + 1) * unit);
-                    for (int64_t r = u * unit; r < r_end; ++r) {
-                        const T* dy = gather_row(rows.row(0, r), dy_step, n, dy_buf.data());
-                        const T* x = gather_row(rows.row(1, r), x_step, n, x_buf.data());
-                        T* dx = staged ? dx_buf.data() : reinterpret_cast<T*>(rows.row(2, r));
-                        const float rstd = *reinterpret_cast<const float*>(rows.row(3, r));
-                        const float mean = kCentered ? *reinterpret_cast<const float*>(rows.row(4, r)) : 0.0f;
+                    const int64_t r_begin = u * unit, r_end = std::min(rows.rows, (u + 1) * unit);
+                    for (int64_t r0 = r_begin; r0 < r_end;) {
+                        const int group = short_rows || r_end - r0 < kGroupRows ? 1 : kGroupRows;
+                        for (int k = 0; k < group; ++k) {
+                            const int64_t r = r0 + k;
+                            dy[k] = gather_row(rows.row(0, r), dy_step, n, dy_buf.data() + (staged ? k * n : 0));
+                            x[k] = gather_row(rows.row(1, r), x_step, n, x_buf.data() + (staged ? k * n : 0));
+                            dx[k] = staged ? dx_buf.data() + k * n : reinterpret_cast<T*>(rows.row(2, r));
+                            rstd[k] = *reinterpret_cast<const float*>(rows.row(3, r));
+                            mean[k] = kCentered ? *reinterpret_cast<const float*>(rows.row(4, r)) : 0.0f;
+                        }
                         if (short_rows)
-                            short_backward_row<kCentered, kWeight, kGradW, kGradB>(dy, x, dx, n, mean, rstd, w,
-                                                                                   dw_acc, db_acc);
-                        else
-                            backward_row<kCentered, kWeight, kGradW, kGradB, kStream>(dy, x, dx, n, mean, rstd,
-                                                                                       w, dw_acc, db_acc);
-                        if (staged) scatter_row(dx_buf.data(), rows.row(2, r), dx_step, n);
+                            short_backward_row<kCentered, kWeight, kGradW, kGradB>(dy[0], x[0], dx[0], n, mean[0],
+                                                                                   rstd[0], w, dw_acc, db_acc);
+                        else if (group == kGroupRows) {
+                            const bool ahead = !staged && r0 + 2 * kGroupRows <= r_end;
+                            for (int k = 0; ahead && k < kGroupRows; ++k) {
+                                next_dy[k] = reinterpret_cast<const T*>(rows.row(0, r0 + kGroupRows + k));
+                                next_x[k] = reinterpret_cast<const T*>(rows.row(1, r0 + kGroupRows + k));
+                            }
+                            backward_rows<kGroupRows, kCentered, kWeight, kGradW, kGradB, kStream>(
+                                dy, x, dx, n, mean, rstd, w, dw_part, db_part, ahead ? next_dy : no_rows,
+                                ahead ? next_x : no_rows);
+                        } else {
+                            backward_rows<1, kCentered, kWeight, kGradW, kGradB, kStream>(
+                                dy, x, dx, n, mean, rstd, w, dw_part, db_part, no_rows, no_rows);
+                        }
+                        if (staged)
+                            for (int k = 0; k < group; ++k) scatter_row(dx[k], rows.row(2, r0 + k), dx_step, n);
+                        r0 += group;
+                        if (!short_rows && ((r0 - r_begin) % kParamRows == 0 || r0 == r_end)) {
+                            if (kGradW) flush_partial(dw_part, dw_acc, n);
+                            if (kGradB) flush_partial(db_part, db_acc, n);
+                        }
                     }
                 }
                 if constexpr (kStream) simd::store_fence();

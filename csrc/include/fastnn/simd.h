@@ -431,42 +431,27 @@ inline MaskF32 cmp_lt(VecU32 a, VecU32 b) {
 
 #endif
 
-// p[i] += double(a[i]) * (double(b[i]) - shift) * scale for the first n lanes,
-// all in double: from float a and b the difference and product are exact, so
-// a sum kept this way rounds at 53 bits, not at each float operation (the
-// norm layers' parameter gradients, sum over rows of grad_out * (x - mean) *
-// rstd, where rows cancel).
-inline void add_products_to(double* p, VecF32 a, VecF32 b, double shift, double scale, int n) {
+// p[i] += double(v[i]) for the first n lanes: float partial sums joining a
+// float64 total (the norm layers' parameter gradients, summed over rows).
+inline void add_to_double(double* p, VecF32 v, int n) {
 #if FASTNN_SIMD_AVX512
     if (n == VecF32::width) {
-        const __m512d sh = _mm512_set1_pd(shift), sc = _mm512_set1_pd(scale);
-        auto half = [&](__m256 a8, __m256 b8, double* q) {
-            const __m512d dev = _mm512_sub_pd(_mm512_cvtps_pd(b8), sh);
-            const __m512d prod = _mm512_mul_pd(_mm512_mul_pd(_mm512_cvtps_pd(a8), dev), sc);
-            _mm512_storeu_pd(q, _mm512_add_pd(_mm512_loadu_pd(q), prod));
-        };
-        half(_mm512_castps512_ps256(a.v), _mm512_castps512_ps256(b.v), p);
-        half(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a.v), 1)),
-             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(b.v), 1)), p + 8);
+        const __m256 lo = _mm512_castps512_ps256(v.v);
+        const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v.v), 1));
+        _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p), _mm512_cvtps_pd(lo)));
+        _mm512_storeu_pd(p + 8, _mm512_add_pd(_mm512_loadu_pd(p + 8), _mm512_cvtps_pd(hi)));
         return;
     }
 #elif FASTNN_SIMD_AVX2
     if (n == VecF32::width) {
-        const __m256d sh = _mm256_set1_pd(shift), sc = _mm256_set1_pd(scale);
-        auto half = [&](__m128 a4, __m128 b4, double* q) {
-            const __m256d dev = _mm256_sub_pd(_mm256_cvtps_pd(b4), sh);
-            const __m256d prod = _mm256_mul_pd(_mm256_mul_pd(_mm256_cvtps_pd(a4), dev), sc);
-            _mm256_storeu_pd(q, _mm256_add_pd(_mm256_loadu_pd(q), prod));
-        };
-        half(_mm256_castps256_ps128(a.v), _mm256_castps256_ps128(b.v), p);
-        half(_mm256_extractf128_ps(a.v, 1), _mm256_extractf128_ps(b.v, 1), p + 4);
+        _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), _mm256_cvtps_pd(_mm256_castps256_ps128(v.v))));
+        _mm256_storeu_pd(p + 4, _mm256_add_pd(_mm256_loadu_pd(p + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(v.v, 1))));
         return;
     }
 #endif
-    float al[VecF32::width], bl[VecF32::width];
-    a.store(al);
-    b.store(bl);
-    for (int i = 0; i < n; ++i) p[i] += double(al[i]) * (double(bl[i]) - shift) * scale;
+    float lanes[VecF32::width];
+    v.store(lanes);
+    for (int i = 0; i < n; ++i) p[i] += double(lanes[i]);
 }
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE::simd
