@@ -6,14 +6,15 @@
 // then normalize; sums then grad_x), so DRAM sees each tensor once and the
 // arithmetic (a few FMAs per element) hides under the loads.
 //
-// Statistics in two sweeps over the row (the second from L1): the mean as a
-// compensated sum (as if summed exactly, then rounded once), then the sum of
+// Statistics in two sweeps over the row (the second from L1): the mean summed
+// in float64 lanes (as if summed exactly, then rounded once), then the sum of
 // squared deviations from it. The extended mean (rounded value plus the part
 // the rounding lost) keeps rows with a large mean and a small variance
 // (1e4 + randn) accurate: x - mean is exact there, and y is computed from it.
-// That is half the arithmetic of a one-sweep Welford update, which makes the
-// forward compute-bound on one core (bench/notes/norm.md). RMSNorm needs only
-// a sum of squares.
+// Both sweeps are independent chains of a few vector operations per element;
+// a compensated float sum (TwoSum) for the mean was one serial chain of four
+// dependent operations per vector and made the forward compute-bound.
+// RMSNorm needs only a sum of squares.
 //
 // Parameter gradients: each fixed block of rows accumulates its own sums (the
 // block size depends on the shape only), and the blocks are added in order
@@ -26,7 +27,7 @@
 
 #include "fastnn/norm.h"
 #include "fastnn/parallel.h"
-#include "../softmax/row_ops.h"
+#include "fastnn/simd.h"
 #include "norm_rows.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE {
@@ -152,6 +153,20 @@ float sum_of_squares(const T* x, int64_t n, float hi, float lo) {
     return simd::reduce_add(total[0] + rest);
 }
 
+// sum(x) over a row in float64 lanes, two accumulators (four independent
+// chains). A float64 sum of floats does not overflow.
+template <class T>
+double row_sum(const T* x, int64_t n) {
+    simd::LaneSumF64 a, b;
+    int64_t i = 0;
+    for (; i + 2 * W <= n; i += 2 * W) {
+        a.add(VecF32::load(x + i));
+        b.add(VecF32::load(x + i + W));
+    }
+    for (; i < n; i += W) a.add(load_n(x + i, static_cast<int>(std::min<int64_t>(W, n - i))));
+    return a.total() + b.total();
+}
+
 struct RowMoments {
     float mean;      // rounded once (0 for rms)
     float mean_low;  // mean - (double) mean, the part the rounding lost
@@ -180,41 +195,25 @@ RowMoments short_row_moments(const T* x, int64_t n, float eps) {
     return {rounded, static_cast<float>(mean - rounded), rstd};
 }
 
-// The row mean, as if summed exactly (row_sum_shifted: compensated lanes,
-// added in double). A row whose float sum overflows (values near the float
-// maximum) is summed again relative to x[0], which is exact for a constant
-// row; rows holding inf or NaN come out non-finite either way, as in PyTorch.
-template <class T>
-double row_mean(const T* x, int64_t n) {
-    const double sum = row_sum_shifted(x, n, 0.0f);
-    if (std::isfinite(sum)) return sum / static_cast<double>(n);
-    const float shift = simd::to_float(x[0]);
-    return shift + row_sum_shifted(x, n, shift) / static_cast<double>(n);
-}
-
-// Two sweeps over a row in L1 (the first brings it from memory): the mean,
-// then the squared deviations from it, (x - mean) - mean_low. Where the mean
-// is large next to the spread (1e4 + randn) x - mean is exact (Sterbenz), so
-// the sum sees the deviations themselves; nothing cancels afterwards.
 template <bool kCentered, class T>
 RowMoments row_moments(const T* x, int64_t n, float eps) {
     if (n <= kShortRow) return short_row_moments<kCentered>(x, n, eps);
+    const double inv_n = 1.0 / static_cast<double>(n);
     if constexpr (kCentered) {
-        const double mean = row_mean(x, n);
+        const double mean = row_sum(x, n) * inv_n;
         const float hi = static_cast<float>(mean), lo = static_cast<float>(mean - hi);
-        const double var = static_cast<double>(sum_of_squares<true>(x, n, hi, lo)) / static_cast<double>(n);
+        const double var = static_cast<double>(sum_of_squares<true>(x, n, hi, lo)) * inv_n;
         return {hi, lo, static_cast<float>(1.0 / std::sqrt(var + eps))};
     } else {
-        const double mean_square =
-            static_cast<double>(sum_of_squares<false>(x, n, 0.0f, 0.0f)) / static_cast<double>(n);
+        const double mean_square = static_cast<double>(sum_of_squares<false>(x, n, 0.0f, 0.0f)) * inv_n;
         return {0.0f, 0.0f, static_cast<float>(1.0 / std::sqrt(mean_square + eps))};
     }
 }
 
 // y = (x - mean) * rstd * weight + bias, with (x - mean) * rstd formed as
 // (x - mean_hi) * rstd - mean_low * rstd in one rounding.
-template <bool kCentered, bool kStream, bool kWeight, bool kBias, class T, class Wt>
-void normalize_row(const T* x, T* y, int64_t n, const RowMoments& st, const Wt* w, const Wt* b) {
+template <bool kCentered, bool kStream, bool kWeight, bool kBias, class T>
+void normalize_row(const T* x, T* y, int64_t n, const RowMoments& st, const float* w, const float* b) {
     const VecF32 mean = VecF32::broadcast(st.mean), rstd = VecF32::broadcast(st.rstd);
     const VecF32 low_term = VecF32::broadcast(-st.mean_low * st.rstd);
     // Captures by value: the vector stores may alias any memory (__m512 is
@@ -229,18 +228,21 @@ void normalize_row(const T* x, T* y, int64_t n, const RowMoments& st, const Wt* 
     });
 }
 
-// Contiguous copies of weight/bias when their stride is not 1 (they are N
-// elements, read once per row).
-template <class Wt>
-const Wt* contiguous_param(const TensorView& v, bool present, std::vector<Wt>& storage) {
+// weight/bias as contiguous float32: the tensor itself when it already is,
+// else a converted copy (N elements, read once per row: converting bfloat16
+// or gathering a stride once per call instead of once per row).
+inline const float* float_param(const TensorView& v, bool present, std::vector<float>& storage) {
     if (!present) return nullptr;
-    const char* p = static_cast<const char*>(v.data);
-    if (v.shape[0] <= 1 || v.strides[0] == 1) return reinterpret_cast<const Wt*>(p);
-    storage.resize(static_cast<size_t>(v.shape[0]));
-    return gather_row(p, v.strides[0], v.shape[0], storage.data());
+    const int64_t n = v.shape[0], stride = n > 1 ? v.strides[0] : 1;
+    if (v.dtype == DType::f32 && stride == 1) return static_cast<const float*>(v.data);
+    storage.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i)
+        storage[i] = v.dtype == DType::f32 ? static_cast<const float*>(v.data)[i * stride]
+                                           : simd::to_float(static_cast<const bf16*>(v.data)[i * stride]);
+    return storage.data();
 }
 
-template <bool kCentered, class T, class Wt>
+template <bool kCentered, class T>
 void forward_typed(const NormForwardParams& p) {
     const int nlead = p.x.ndim - 1;
     const int64_t n = p.x.shape[nlead];
@@ -250,9 +252,9 @@ void forward_typed(const NormForwardParams& p) {
     const int64_t x_step = n > 1 ? p.x.strides[nlead] : 1, y_step = n > 1 ? p.y.strides[nlead] : 1;
     const bool staged = x_step != 1 || y_step != 1;
     const bool stream = !staged && rows.rows * n * int64_t(sizeof(T)) >= kStreamingStoreBytes;
-    std::vector<Wt> w_copy, b_copy;
-    const Wt* w = contiguous_param(p.weight, p.has_weight, w_copy);
-    const Wt* b = contiguous_param(p.bias, kCentered && p.has_bias, b_copy);
+    std::vector<float> w_copy, b_copy;
+    const float* w = float_param(p.weight, p.has_weight, w_copy);
+    const float* b = float_param(p.bias, kCentered && p.has_bias, b_copy);
 
     bool_switch(stream, [&](auto kStream) {
     bool_switch(w != nullptr, [&](auto kWeight) {
@@ -287,9 +289,9 @@ void forward_typed(const NormForwardParams& p) {
 // parameter sums of a column stay in registers across the rows (one load and
 // store of the partial sums per R rows, not per row), and 2R input rows
 // stream from memory at once.
-template <int R, bool kCentered, bool kWeight, bool kGradW, bool kGradB, bool kStream, class T, class Wt>
+template <int R, bool kCentered, bool kWeight, bool kGradW, bool kGradB, bool kStream, class T>
 void backward_rows(const T* const* dy_rows, const T* const* x_rows, T* const* dx, int64_t n, const float* mean,
-                   const float* rstd, const Wt* w, float* dw_part, float* db_part, const T* const* next_dy_rows,
+                   const float* rstd, const float* w, float* dw_part, float* db_part, const T* const* next_dy_rows,
                    const T* const* next_x_rows) {
     // Local copies: the vector stores may alias any memory, so pointers read
     // through the arrays would be reloaded after every store.
@@ -367,8 +369,8 @@ void flush_partial(float* part, double* acc, int64_t n) {
 }
 
 // backward_row in double, for rows of at most kShortRow elements.
-template <bool kCentered, bool kWeight, bool kGradW, bool kGradB, class T, class Wt>
-void short_backward_row(const T* dy, const T* x, T* dx, int64_t n, float mean, float rstd, const Wt* w,
+template <bool kCentered, bool kWeight, bool kGradW, bool kGradB, class T>
+void short_backward_row(const T* dy, const T* x, T* dx, int64_t n, float mean, float rstd, const float* w,
                         double* dw_acc, double* db_acc) {
     double d[kShortRow], g[kShortRow], sum_g = 0.0, sum_gd = 0.0;
     for (int64_t i = 0; i < n; ++i) {
@@ -392,7 +394,7 @@ int64_t rows_per_block(int64_t rows, int64_t n) {
     return (rows + blocks - 1) / blocks;
 }
 
-template <bool kCentered, class T, class Wt>
+template <bool kCentered, class T>
 void backward_typed(const NormBackwardParams& p) {
     const int nlead = p.x.ndim - 1;
     const int64_t n = p.x.shape[nlead];
@@ -412,8 +414,8 @@ void backward_typed(const NormBackwardParams& p) {
         const int64_t dy_step = step(p.grad_out), x_step = step(p.x), dx_step = step(p.grad_x);
         const bool staged = dy_step != 1 || x_step != 1 || dx_step != 1;
         const bool stream = !staged && rows.rows * n * int64_t(sizeof(T)) >= kStreamingStoreBytes;
-        std::vector<Wt> w_copy;
-        const Wt* w = contiguous_param(p.weight, p.has_weight, w_copy);
+        std::vector<float> w_copy;
+        const float* w = float_param(p.weight, p.has_weight, w_copy);
 
         bool_switch(stream, [&](auto kStream) {
         bool_switch(w != nullptr, [&](auto kWeight) {
@@ -495,7 +497,10 @@ void backward_typed(const NormBackwardParams& p) {
             for (int64_t j = begin; j < end; ++j) {
                 double s = 0.0;
                 for (int64_t b = 0; b < nblocks; ++b) s += partial[(b * nparams + slot) * n + j];
-                reinterpret_cast<Wt*>(base)[j * stride] = simd::from_float<Wt>(static_cast<float>(s));
+                if (out.dtype == DType::bf16)
+                    reinterpret_cast<bf16*>(base)[j * stride] = simd::float_to_bf16(static_cast<float>(s));
+                else
+                    reinterpret_cast<float*>(base)[j * stride] = static_cast<float>(s);
             }
         });
     };
@@ -503,39 +508,29 @@ void backward_typed(const NormBackwardParams& p) {
     if (grad_b) reduce_into(p.grad_bias, grad_w ? 1 : 0);
 }
 
-// Parameters are float32 or x's dtype: at most two (T, Wt) pairs per x dtype.
-template <template <bool, class, class> class Fn, class Params>
-void dispatch(bool centered, DType x, DType w, const Params& p) {
+// Parameters are converted to float32 once per call, so only x's dtype picks
+// an instantiation.
+template <template <bool, class> class Fn, class Params>
+void dispatch(bool centered, DType x, const Params& p) {
     bool_switch(centered, [&](auto kCentered) {
-        if (x == DType::bf16) {
-            if (w == DType::bf16) Fn<kCentered, bf16, bf16>::run(p);
-            else Fn<kCentered, bf16, float>::run(p);
-        } else {
-            if (w == DType::bf16) Fn<kCentered, float, bf16>::run(p);
-            else Fn<kCentered, float, float>::run(p);
-        }
+        if (x == DType::bf16) Fn<kCentered, bf16>::run(p);
+        else Fn<kCentered, float>::run(p);
     });
 }
 
-template <bool kCentered, class T, class Wt>
+template <bool kCentered, class T>
 struct Forward {
-    static void run(const NormForwardParams& p) { forward_typed<kCentered, T, Wt>(p); }
+    static void run(const NormForwardParams& p) { forward_typed<kCentered, T>(p); }
 };
 
-template <bool kCentered, class T, class Wt>
+template <bool kCentered, class T>
 struct Backward {
-    static void run(const NormBackwardParams& p) { backward_typed<kCentered, T, Wt>(p); }
+    static void run(const NormBackwardParams& p) { backward_typed<kCentered, T>(p); }
 };
 
-void norm_forward_kernel(const NormForwardParams& p) {
-    const DType w = p.has_weight ? p.weight.dtype : p.has_bias ? p.bias.dtype : DType::f32;
-    dispatch<Forward>(p.kind == NormKind::layer, p.x.dtype, w, p);
-}
+void norm_forward_kernel(const NormForwardParams& p) { dispatch<Forward>(p.kind == NormKind::layer, p.x.dtype, p); }
 
-void norm_backward_kernel(const NormBackwardParams& p) {
-    const DType w = p.has_weight ? p.weight.dtype : p.want_grad_bias ? p.grad_bias.dtype : DType::f32;
-    dispatch<Backward>(p.kind == NormKind::layer, p.x.dtype, w, p);
-}
+void norm_backward_kernel(const NormBackwardParams& p) { dispatch<Backward>(p.kind == NormKind::layer, p.x.dtype, p); }
 
 }  // namespace
 

@@ -431,6 +431,41 @@ inline MaskF32 cmp_lt(VecU32 a, VecU32 b) {
 
 #endif
 
+// A float64 sum per lane of float32 vectors: the conversions are exact, so a
+// row of floats summed this way is rounded at 53 bits, not at each addition
+// (the LayerNorm mean). Two independent float64 vectors per add.
+struct LaneSumF64 {
+#if FASTNN_SIMD_AVX512
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+    void add(VecF32 v) {
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v.v)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v.v), 1))));
+    }
+    double total() const { return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi)); }
+#elif FASTNN_SIMD_AVX2
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    void add(VecF32 v) {
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v.v)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v.v, 1)));
+    }
+    double total() const {
+        double lanes[4];
+        _mm256_storeu_pd(lanes, _mm256_add_pd(lo, hi));
+        return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+    }
+#else
+    double lanes[VecF32::width] = {};
+    void add(VecF32 v) {
+        for (int i = 0; i < VecF32::width; ++i) lanes[i] += double(v.v[i]);
+    }
+    double total() const {
+        double t = 0.0;
+        for (int i = 0; i < VecF32::width; ++i) t += lanes[i];
+        return t;
+    }
+#endif
+};
+
 // p[i] += double(v[i]) for the first n lanes: float partial sums joining a
 // float64 total (the norm layers' parameter gradients, summed over rows).
 inline void add_to_double(double* p, VecF32 v, int n) {
