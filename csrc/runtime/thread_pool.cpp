@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <thread>
@@ -31,7 +32,8 @@ thread_local bool t_inside_task = false;
 
 class ThreadPool {
 public:
-    ThreadPool() : nthreads_(std::min(default_num_threads(), (1 << kChunkBits) - 1)) {
+    ThreadPool()
+        : nthreads_(std::min(default_num_threads(), (1 << kThreadBits) - 1)), claims_(new Claim[size()]) {
         pthread_atfork(nullptr, nullptr, [] { instance().reset_after_fork(); });
     }
 
@@ -47,68 +49,118 @@ public:
     void resize(int n) {
         acquire_blocking();
         stop_workers();
-        nthreads_.store(std::clamp(n, 1, (1 << kChunkBits) - 1), std::memory_order_relaxed);
+        nthreads_.store(std::clamp(n, 1, (1 << kThreadBits) - 1), std::memory_order_relaxed);
+        claims_.reset(new Claim[size()]);
         busy_.store(false, std::memory_order_release);
     }
 
     void run(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
         const int64_t max_chunks = (n + grain - 1) / grain;
-        const int nchunks = static_cast<int>(std::min<int64_t>(size(), max_chunks));
-        if (nchunks <= 1 || t_inside_task || busy_.exchange(true, std::memory_order_acquire)) {
+        const int threads = static_cast<int>(std::min<int64_t>(size(), max_chunks));
+        if (threads <= 1 || t_inside_task || busy_.exchange(true, std::memory_order_acquire)) {
             fn(ctx, 0, n);
             return;
         }
         if (static_cast<int>(workers_.size()) + 1 < size()) start_workers();
 
-        job_ = {fn, ctx, n, nchunks};
-        pending_.store(nchunks - 1, std::memory_order_relaxed);
-        publish(nchunks);
+        // No thread may still hold a chunk of the previous job here (run()
+        // returned only once all of them were done), so the job can be
+        // rewritten before the claim words announce it.
+        const int64_t nchunks = std::min<int64_t>(max_chunks, int64_t(threads) * kChunksPerThread);
+        job_fn_.store(fn, std::memory_order_relaxed);
+        job_ctx_.store(ctx, std::memory_order_relaxed);
+        job_n_.store(n, std::memory_order_relaxed);
+        job_chunks_.store(nchunks, std::memory_order_relaxed);
+        done_.store(0, std::memory_order_relaxed);
+        const uint64_t id = ++job_id_ & kIdMask;
+        for (int t = 0; t < threads; ++t)
+            claims_[t].word.store(claim_word(id, nchunks * t / threads, nchunks * (t + 1) / threads),
+                                  std::memory_order_release);
+        publish(threads);
         if (sleepers_.load(std::memory_order_seq_cst) > 0) {
             { std::lock_guard<std::mutex> lock(mutex_); }
             wake_.notify_all();
         }
-        run_chunk(0);
-        while (pending_.load(std::memory_order_acquire) != 0) FASTNN_CPU_RELAX();
+        run_chunks(0, threads, id);
+        while (done_.load(std::memory_order_acquire) != nchunks) FASTNN_CPU_RELAX();
         busy_.store(false, std::memory_order_release);
     }
 
 private:
-    struct Job {
-        RangeFn fn = nullptr;
-        void* ctx = nullptr;
-        int64_t n = 0;
-        int nchunks = 0;
+    // Each participating thread (the caller is thread 0) owns an even share
+    // of up to kChunksPerThread chunks per thread and runs it front to back;
+    // a thread done with its share takes chunks from the back of the others'
+    // shares. When every thread runs, each runs exactly its own share, the
+    // same one on every call (what a thread wrote in one kernel is in its
+    // core's caches for the next); a worker slow to wake, or descheduled by
+    // another process's threads (PyTorch's OpenMP workers spin for
+    // milliseconds after each of its ops), delays the job by at most the one
+    // chunk it holds instead of by its whole share. Chunk boundaries depend
+    // on n, grain and the thread count only; which thread runs a chunk does
+    // not change any result.
+    static constexpr int64_t kChunksPerThread = 4;
+
+    // A share's claim word: job id | first unclaimed chunk | end. Chunks are
+    // taken by compare-and-swap, which also checks the job id, so a worker
+    // that wakes after its job finished takes nothing, and the job's fields
+    // are read only by a thread holding one of its chunks (they cannot change
+    // before that chunk is done).
+    static constexpr int kIdShift = 40, kBeginShift = 20;
+    static constexpr uint64_t kIndexMask = (uint64_t(1) << 20) - 1, kIdMask = (uint64_t(1) << 24) - 1;
+    static uint64_t claim_word(uint64_t id, int64_t begin, int64_t end) {
+        return id << kIdShift | static_cast<uint64_t>(begin) << kBeginShift | static_cast<uint64_t>(end);
+    }
+    struct alignas(64) Claim {
+        std::atomic<uint64_t> word{0};
     };
 
-    // The generation word carries the job's chunk count in its low bits, so a
-    // worker that is not needed for a job learns so without reading job_, which
-    // the next job may already be rewriting.
-    static constexpr int kChunkBits = 16;
-    static int chunks_of(uint64_t generation) {
-        return static_cast<int>(generation & ((1u << kChunkBits) - 1));
-    }
-    void publish(int nchunks) {
-        const uint64_t next = ((generation_.load(std::memory_order_relaxed) >> kChunkBits) + 1);
-        generation_.store((next << kChunkBits) | static_cast<uint64_t>(nchunks),
-                          std::memory_order_seq_cst);
+    // Takes one chunk of job `id` from share t, from its front or back; -1
+    // when the share is empty or belongs to another job.
+    int64_t take(int t, uint64_t id, bool front) {
+        std::atomic<uint64_t>& word = claims_[t].word;
+        uint64_t c = word.load(std::memory_order_acquire);
+        for (;;) {
+            const uint64_t begin = (c >> kBeginShift) & kIndexMask, end = c & kIndexMask;
+            if ((c >> kIdShift) != id || begin >= end) return -1;
+            const uint64_t taken = front ? c + (uint64_t(1) << kBeginShift) : c - 1;
+            if (word.compare_exchange_weak(c, taken, std::memory_order_acquire, std::memory_order_acquire))
+                return static_cast<int64_t>(front ? begin : end - 1);
+        }
     }
 
-    void run_chunk(int chunk) {
-        const int64_t begin = job_.n * chunk / job_.nchunks;
-        const int64_t end = job_.n * (chunk + 1) / job_.nchunks;
+    void run_chunk(int64_t chunk) {
+        const int64_t n = job_n_.load(std::memory_order_relaxed), nchunks = job_chunks_.load(std::memory_order_relaxed);
         t_inside_task = true;
-        job_.fn(job_.ctx, begin, end);
+        job_fn_.load(std::memory_order_relaxed)(job_ctx_.load(std::memory_order_relaxed), n * chunk / nchunks,
+                                                n * (chunk + 1) / nchunks);
         t_inside_task = false;
+        done_.fetch_add(1, std::memory_order_release);
+    }
+
+    void run_chunks(int self, int threads, uint64_t id) {
+        for (int64_t c; (c = take(self, id, true)) >= 0;) run_chunk(c);
+        for (int k = 1; k < threads; ++k)
+            for (int64_t c; (c = take((self + k) % threads, id, false)) >= 0;) run_chunk(c);
+    }
+
+    // The generation word carries the number of threads the job wants in its
+    // low bits, so a worker that is not needed learns so without looking at
+    // the job.
+    static constexpr int kThreadBits = 16;
+    static int threads_of(uint64_t generation) {
+        return static_cast<int>(generation & ((1u << kThreadBits) - 1));
+    }
+    void publish(int threads) {
+        const uint64_t next = ((generation_.load(std::memory_order_relaxed) >> kThreadBits) + 1);
+        generation_.store((next << kThreadBits) | static_cast<uint64_t>(threads), std::memory_order_seq_cst);
     }
 
     void worker_loop(int index, uint64_t seen) {
         for (;;) {
             seen = wait_for_generation(seen);
             if (stop_.load(std::memory_order_acquire)) return;
-            if (index < chunks_of(seen)) {
-                run_chunk(index);
-                pending_.fetch_sub(1, std::memory_order_release);
-            }
+            const int threads = threads_of(seen);
+            if (index < threads) run_chunks(index, threads, claims_[index].word.load(std::memory_order_acquire) >> kIdShift);
         }
     }
 
@@ -158,7 +210,7 @@ private:
         new (&wake_) std::condition_variable();
         busy_.store(false);
         sleepers_.store(0);
-        pending_.store(0);
+        done_.store(0);
         stop_.store(false);
     }
 
@@ -166,9 +218,14 @@ private:
     std::atomic<bool> busy_{false};
     std::atomic<bool> stop_{false};
     std::atomic<uint64_t> generation_{0};
-    std::atomic<int> pending_{0};
+    std::unique_ptr<Claim[]> claims_;
+    uint64_t job_id_ = 0;
+    std::atomic<int64_t> done_{0};
+    std::atomic<int64_t> job_chunks_{0};
+    std::atomic<RangeFn> job_fn_{nullptr};
+    std::atomic<void*> job_ctx_{nullptr};
+    std::atomic<int64_t> job_n_{0};
     std::atomic<int> sleepers_{0};
-    Job job_;
     std::vector<std::thread> workers_;
     std::mutex mutex_;
     std::condition_variable wake_;

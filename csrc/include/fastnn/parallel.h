@@ -22,10 +22,11 @@ int default_num_threads();
 using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
 void parallel_for_impl(int64_t n, int64_t grain, RangeFn fn, void* ctx);
 
-// Calls body(begin, end) on disjoint ranges covering [0, n): at most one range
-// per thread, each at least `grain` long (except the last), split evenly and
-// always the same way for the same n, grain and thread count. body must not
-// throw.
+// Calls body(begin, end) on disjoint ranges covering [0, n), each at least
+// `grain` long (except the last), split evenly and always the same way for
+// the same n, grain and thread count: up to 4 ranges per thread, claimed by
+// whichever thread is free next (the calling thread included), so a thread
+// may run several ranges and a late one none. body must not throw.
 template <class Body>
 void parallel_for(int64_t n, int64_t grain, Body&& body) {
     using B = std::remove_reference_t<Body>;
