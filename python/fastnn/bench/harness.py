@@ -111,6 +111,8 @@ def wait_for_idle_threads(poll_s: float = 0.005, max_s: float = 0.5) -> None:
 
 
 class CpuTimer:
+    warm_s = 0.002
+
     def __init__(self, reps: int, min_sample_s: float):
         self.reps, self.min_sample_s = reps, min_sample_s
 
@@ -133,7 +135,13 @@ class CpuTimer:
             for name in names[r % len(names):] + names[:r % len(names)]:
                 run, k = runners[name], inner[name]
                 wait_for_idle_threads()
-                run(r * k)  # untimed: the library's own threads start the sample awake, as in a loop of calls
+                # Untimed calls for warm_s, so that the library's own threads
+                # start the sample awake, as in a loop of calls: waking a
+                # sleeping worker takes up to ~0.5 ms on a VM, and a pool that
+                # does not wait for it finishes its first calls without it.
+                warm_until = time.perf_counter() + self.warm_s
+                while time.perf_counter() < warm_until:
+                    run(r * k)
                 t0 = time.perf_counter()
                 for j in range(k):
                     run(r * k + j)
