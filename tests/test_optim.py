@@ -245,18 +245,17 @@ def test_state_dict_round_trip(name, direction, dtype, rng):
 def test_lr_scheduler_and_tensor_lr(name, rng):
     torch_cls, fast_cls = PAIRS[name]
     pt = make_params(rng)
-    pf = clone_all(pt)
+    pf, p64 = clone_all(pt), clone_all(pt, torch.float64)
     lr = torch.tensor(0.05)
-    ot, of = torch_cls(pt, lr=lr.clone()), fast_cls(pf, lr=lr.clone())
-    sched = [torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for o in (ot, of)]
+    ot, of, o64 = torch_cls(pt, lr=lr.clone()), fast_cls(pf, lr=lr.clone()), torch_cls(p64, lr=lr.double())
+    sched = [torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5) for o in (ot, of, o64)]
     for _ in range(10):
-        set_grads([pt, pf], rng)
-        for o, s in zip((ot, of), sched):
+        set_grads([pt, pf, p64], rng)
+        for o, s in zip((ot, of, o64), sched):
             o.step()
             s.step()
     assert float(of.param_groups[0]["lr"]) == float(ot.param_groups[0]["lr"]) == float(lr * 0.5**3)
-    for a, b in zip(pt, pf):
-        assert rel_diff(b, a) <= 1e-6
+    check_lockstep(ot, of, o64)
 
 
 @pytest.mark.parametrize("name", ["Adam", "SGD", "RMSprop"])
