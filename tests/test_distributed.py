@@ -120,7 +120,7 @@ def _worker(rank: int, port: int, seed: int, out_dir: str, mode: str) -> None:
         torch.distributed.destroy_process_group()
     # The results are saved: leave without interpreter teardown. A rank
     # occasionally aborted there ("terminate called without an active
-    # exception", exit code -6, about one run in twenty): a joinable thread
+    # exception", exit code -6; twice in some 70 runs): a joinable thread
     # destroyed at exit, and these processes start no fastnn thread (one
     # thread each), so it is one of gloo's background threads.
     sys.stdout.flush()
