@@ -50,8 +50,7 @@ void backward_typed(const AttentionBackwardParams& p) {
     const int64_t q_head = 2 * Sq * Dp + 2 * D * SqP + 2 * SqP;
     const int64_t kv_head = 2 * Skv * Dp;
     const int64_t dq_head = Sq * Dp;
-    const Scratch workspace(B * Hq * q_head + B * Hkv * kv_head + splits * B * Hq * dq_head);
-    float* q_side = workspace.get();
+    float* q_side = attention_workspace(B * Hq * q_head + B * Hkv * kv_head + splits * B * Hq * dq_head);
     float* kv_side = q_side + B * Hq * q_head;
     float* dq_part = kv_side + B * Hkv * kv_head;
 
@@ -72,19 +71,19 @@ void backward_typed(const AttentionBackwardParams& p) {
                 float* dOt = Qt + D * SqP;
                 float* delta = dOt + D * SqP;
                 float* lse_pad = delta + SqP;
-                const Scratch out_t(D * SqP);
-                float* Ot = out_t.get();
+                const Scratch out_rows(Dp + D * SqP);
+                float* Orow = out_rows.get();
+                float* Ot = Orow + Dp;
                 std::fill(Qt, Qt + 2 * D * SqP, 0.0f);
                 std::fill_n(Ot, D * SqP, 0.0f);
                 for (int64_t i = 0; i < Sq; ++i) {
-                    for (int64_t d = 0; d < Dp; ++d) {
-                        const float qv = d < D ? load_float(q, offset4(p.q, b, h, i, d)) : 0.0f;
-                        const float gv = d < D ? load_float(go, offset4(p.grad_out, b, h, i, d)) : 0.0f;
-                        Qr[i * Dp + d] = qv, dOr[i * Dp + d] = gv;
-                        if (d < D) {
-                            Qt[d * SqP + i] = qv, dOt[d * SqP + i] = gv;
-                            Ot[d * SqP + i] = load_float(o, offset4(p.out, b, h, i, d));
-                        }
+                    load_row(p.q, q, b, h, i, D, Qr + i * Dp, Dp);
+                    load_row(p.grad_out, go, b, h, i, D, dOr + i * Dp, Dp);
+                    load_row(p.out, o, b, h, i, D, Orow, Dp);
+                    for (int64_t d = 0; d < D; ++d) {
+                        Qt[d * SqP + i] = Qr[i * Dp + d];
+                        dOt[d * SqP + i] = dOr[i * Dp + d];
+                        Ot[d * SqP + i] = Orow[d];
                     }
                     lse_pad[i] = lse[b * p.lse.strides[0] + h * p.lse.strides[1] + i * p.lse.strides[2]];
                 }
@@ -96,11 +95,10 @@ void backward_typed(const AttentionBackwardParams& p) {
                 const int64_t kh = head - B * Hq, b = kh / Hkv, h = kh % Hkv;
                 float* Kr = kv_side + kh * kv_head;
                 float* Vr = Kr + Skv * Dp;
-                for (int64_t j = 0; j < Skv; ++j)
-                    for (int64_t d = 0; d < Dp; ++d) {
-                        Kr[j * Dp + d] = d < D ? load_float(k, offset4(p.k, b, h, j, d)) : 0.0f;
-                        Vr[j * Dp + d] = d < D ? load_float(v, offset4(p.v, b, h, j, d)) : 0.0f;
-                    }
+                for (int64_t j = 0; j < Skv; ++j) {
+                    load_row(p.k, k, b, h, j, D, Kr + j * Dp, Dp);
+                    load_row(p.v, v, b, h, j, D, Vr + j * Dp, Dp);
+                }
             }
         }
     });
@@ -152,11 +150,10 @@ void backward_typed(const AttentionBackwardParams& p) {
                         tile::gemm(rows, Dp, cols, dSt, 1, kBlockQ, Kr + j0 * Dp, Dp, dQ + i0 * Dp, Dp, true);
                     }
                 }
-                for (int j = 0; j < cols; ++j)
-                    for (int64_t d = 0; d < D; ++d) {
-                        dk[offset4(p.dk, b, hk, j0 + j, d)] = simd::from_float<T>(dK[j * Dp + d] * p.scale);
-                        dv[offset4(p.dv, b, hk, j0 + j, d)] = simd::from_float<T>(dV[j * Dp + d]);
-                    }
+                for (int j = 0; j < cols; ++j) {
+                    store_row(dK + j * Dp, p.scale, D, p.dk, dk, b, hk, j0 + j);
+                    store_row(dV + j * Dp, 1.0f, D, p.dv, dv, b, hk, j0 + j);
+                }
             }
         }
     });
@@ -165,12 +162,15 @@ void backward_typed(const AttentionBackwardParams& p) {
     parallel_for(B * Hq, 1, [&](int64_t h0, int64_t h1) {
         for (int64_t head = h0; head < h1; ++head) {
             const int64_t b = head / Hq, h = head % Hq;
-            for (int64_t i = 0; i < Sq; ++i)
-                for (int64_t d = 0; d < D; ++d) {
-                    float sum = 0.0f;
-                    for (int64_t s = 0; s < splits; ++s) sum += dq_part[(s * B * Hq + head) * dq_head + i * Dp + d];
-                    dq[offset4(p.dq, b, h, i, d)] = simd::from_float<T>(sum * p.scale);
+            float* first = dq_part + head * dq_head;
+            for (int64_t i = 0; i < Sq; ++i) {
+                float* row = first + i * Dp;
+                for (int64_t s = 1; s < splits; ++s) {
+                    const float* part = dq_part + (s * B * Hq + head) * dq_head + i * Dp;
+                    for (int64_t d = 0; d < Dp; d += W) (VecF32::load(row + d) + VecF32::load(part + d)).store(row + d);
                 }
+                store_row(row, p.scale, D, p.dq, dq, b, h, i);
+            }
         }
     });
 }

@@ -7,10 +7,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <new>
 
 #include "fastnn/attention.h"
 #include "fastnn/parallel.h"
 #include "fastnn/simd.h"
+#include "fastnn/workspace.h"
 #include "tile_gemm.h"
 #include "vec_exp.h"
 
@@ -29,6 +31,14 @@ inline constexpr float kInf = std::numeric_limits<float>::infinity();
 
 void attention_forward_kernel(const AttentionParams& p);
 void attention_backward_kernel(const AttentionBackwardParams& p);
+
+// The calling thread's attention workspace (fastnn/workspace.h) as n floats,
+// kept for its next call. Called outside parallel regions only.
+inline float* attention_workspace(int64_t n) {
+    float* p = thread_workspace<float>(WorkspaceSlot::attention, static_cast<size_t>(std::max<int64_t>(n, 1)));
+    if (!p) throw std::bad_alloc();
+    return p;
+}
 
 // 64-byte aligned float scratch, freed on scope exit.
 class Scratch {
@@ -49,6 +59,39 @@ inline float load_float(const T* base, int64_t off) { return simd::to_float(base
 
 inline int64_t offset4(const TensorView& t, int64_t a, int64_t b, int64_t c, int64_t d) {
     return a * t.strides[0] + b * t.strides[1] + c * t.strides[2] + d * t.strides[3];
+}
+
+// Row (a, b, c) of a 4-D view as D floats, then zeros up to Dp: vector loads
+// where the last dim is contiguous (the usual layouts), else element by
+// element.
+template <class T>
+void load_row(const TensorView& t, const T* base, int64_t a, int64_t b, int64_t c, int64_t D, float* dst,
+              int64_t Dp) {
+    const T* row = base + offset4(t, a, b, c, 0);
+    if (t.strides[3] == 1 || D == 1) {
+        int64_t d = 0;
+        for (; d + W <= D; d += W) VecF32::load(row + d).store(dst + d);
+        if (d < D) VecF32::load_partial(row + d, static_cast<int>(D - d)).store_partial(dst + d, static_cast<int>(D - d));
+    } else {
+        for (int64_t d = 0; d < D; ++d) dst[d] = load_float(row, d * t.strides[3]);
+    }
+    std::fill(dst + D, dst + Dp, 0.0f);
+}
+
+// src[0, D) * scale into row (a, b, c) of a 4-D view.
+template <class T>
+void store_row(const float* src, float scale, int64_t D, const TensorView& t, T* base, int64_t a, int64_t b,
+               int64_t c) {
+    T* row = base + offset4(t, a, b, c, 0);
+    const VecF32 s = VecF32::broadcast(scale);
+    if (t.strides[3] == 1 || D == 1) {
+        int64_t d = 0;
+        for (; d + W <= D; d += W) (VecF32::load(src + d) * s).store(row + d);
+        if (d < D)
+            (VecF32::load_partial(src + d, static_cast<int>(D - d)) * s).store_partial(row + d, static_cast<int>(D - d));
+    } else {
+        for (int64_t d = 0; d < D; ++d) row[d * t.strides[3]] = simd::from_float<T>(src[d] * scale);
+    }
 }
 
 // What turns one (batch, head)'s raw q.k dot products into logits.

@@ -24,7 +24,6 @@ struct KeyValueRows {
     const float* v = nullptr;
     int64_t k_row = 0, v_row = 0;         // stride between keys
     int64_t k_head[2] = {}, v_head[2] = {};  // strides of batch and head
-    float* workspace = nullptr;
 
     KeyValueRows(const TensorView& kt, const TensorView& vt) {
         const int64_t B = kt.shape[0], H = kt.shape[1], S = kt.shape[2], D = kt.shape[3];
@@ -37,9 +36,8 @@ struct KeyValueRows {
             v_head[0] = vt.strides[0], v_head[1] = vt.strides[1];
             return;
         }
-        workspace = static_cast<float*>(std::aligned_alloc(64, tile::round_up(2 * B * H * S * D, 16) * 4));
-        float* kw = workspace;
-        float* vw = workspace + B * H * S * D;
+        float* kw = attention_workspace(2 * B * H * S * D);
+        float* vw = kw + B * H * S * D;
         const T* ks = static_cast<const T*>(kt.data);
         const T* vs = static_cast<const T*>(vt.data);
         parallel_for(B * H, 1, [&](int64_t h0, int64_t h1) {
@@ -57,9 +55,6 @@ struct KeyValueRows {
         k_head[0] = v_head[0] = H * S * D;
         k_head[1] = v_head[1] = S * D;
     }
-    ~KeyValueRows() { std::free(workspace); }
-    KeyValueRows(const KeyValueRows&) = delete;
-    KeyValueRows& operator=(const KeyValueRows&) = delete;
 };
 
 template <class T>
@@ -75,13 +70,14 @@ void forward_typed(const AttentionParams& p) {
     float* lse = static_cast<float*>(p.lse.data);
 
     for_each_task(B * Hq * nqb, [&](int64_t slot, int64_t nslots) {
-        const Scratch scratch(3 * D * kBlockQ + kBlockK * kBlockQ + 4 * kBlockQ);
+        const Scratch scratch(3 * D * kBlockQ + kBlockK * kBlockQ + 4 * kBlockQ + D);
         float* Qt = scratch.get();             // D x kBlockQ
         float* Ot = Qt + D * kBlockQ;          // D x kBlockQ
         float* St = Ot + D * kBlockQ;          // kBlockK x kBlockQ
         float* row_max = St + kBlockK * kBlockQ;
         float* row_sum = row_max + kBlockQ;
         float* alpha = row_sum + kBlockQ;
+        float* row = alpha + kBlockQ;          // one query's D values
         for (int64_t task = slot; task < B * Hq * nqb; task += nslots) {
             const int64_t b = task / (Hq * nqb), h = task / nqb % Hq, i0 = task % nqb * kBlockQ;
             const int64_t hk = h / group;
@@ -93,8 +89,10 @@ void forward_typed(const AttentionParams& p) {
 
             for (int64_t d = 0; d < D; ++d)
                 for (int i = rows; i < npad; ++i) Qt[d * kBlockQ + i] = 0.0f;
-            for (int i = 0; i < rows; ++i)
-                for (int64_t d = 0; d < D; ++d) Qt[d * kBlockQ + i] = load_float(q, offset4(p.q, b, h, i0 + i, d));
+            for (int i = 0; i < rows; ++i) {
+                load_row(p.q, q, b, h, i0 + i, D, row, D);
+                for (int64_t d = 0; d < D; ++d) Qt[d * kBlockQ + i] = row[d];
+            }
             for (int i = 0; i < npad; ++i) row_max[i] = kNegInf, row_sum[i] = 0.0f;
 
             const int64_t kv_end = p.causal ? std::min<int64_t>(Skv, i0 + rows) : Skv;
@@ -137,9 +135,8 @@ void forward_typed(const AttentionParams& p) {
                 const float inv = l > 0.0f ? 1.0f / l : 0.0f;
                 lse[b * p.lse.strides[0] + h * p.lse.strides[1] + (i0 + i) * p.lse.strides[2]] =
                     l > 0.0f ? row_max[i] + std::log(l) : kInf;
-                for (int64_t d = 0; d < D; ++d)
-                    out[offset4(p.out, b, h, i0 + i, d)] =
-                        simd::from_float<T>(kv_end > 0 ? Ot[d * kBlockQ + i] * inv : 0.0f);
+                for (int64_t d = 0; d < D; ++d) row[d] = kv_end > 0 ? Ot[d * kBlockQ + i] : 0.0f;
+                store_row(row, inv, D, p.out, out, b, h, i0 + i);
             }
         }
     });

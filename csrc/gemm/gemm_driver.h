@@ -36,6 +36,7 @@
 #include "fastnn/gemm.h"
 #include "fastnn/parallel.h"
 #include "fastnn/simd.h"
+#include "fastnn/workspace.h"
 #include "gemm_epilogue.h"
 #include "gemm_pack.h"
 
@@ -101,35 +102,6 @@ Blocking make_blocking(const CacheSizes& caches, SliverCache sliver) {
     int64_t nc = (caches.l3 / 4) / (kc * elt);
     nc = std::clamp<int64_t>(nc / NR * NR, NR, 8192 / NR * NR);
     return {mc, nc, kc, kSumSteps};
-}
-
-// Per-thread packing buffers, 64-byte aligned, grown on demand and kept for
-// the next call (the pool's workers live as long as the process). A failed
-// allocation returns nullptr; the caller reports it after the parallel region.
-class Workspace {
-public:
-    template <class T>
-    T* get(int64_t count) {
-        const std::size_t bytes = static_cast<std::size_t>(round_up(std::max<int64_t>(count, 1) * sizeof(T), 64));
-        if (bytes > capacity_) {
-            buffer_.reset(static_cast<char*>(std::aligned_alloc(64, bytes)));
-            capacity_ = buffer_ ? bytes : 0;
-        }
-        return reinterpret_cast<T*>(buffer_.get());
-    }
-
-private:
-    struct Free {
-        void operator()(char* p) const { std::free(p); }
-    };
-    std::unique_ptr<char, Free> buffer_;
-    std::size_t capacity_ = 0;
-};
-
-enum WorkspaceSlot { kPackA, kPackB, kScratch, kSlots };
-inline Workspace& workspace(WorkspaceSlot slot) {
-    thread_local Workspace slots[kSlots];
-    return slots[slot];
 }
 
 // Runs a micro-kernel's k loop (run(acc, steps) adds `steps` steps into acc)
@@ -280,9 +252,11 @@ bool run_rectangle(const Problem<T>& pr, int64_t bi, int64_t m0, int64_t m1, int
 
     const int64_t kc_max = round_up(std::min(blk.kc, pr.k), KU);
     const int64_t nc_max = std::min(blk.nc, n1 - n0);
-    P* packed_a = workspace(kPackA).get<P>(round_up(std::min(blk.mc, m1 - m0), MR) * kc_max);
-    P* packed_b = workspace(kPackB).get<P>(round_up(nc_max, NR) * kc_max);
-    float* scratch = pr.direct ? nullptr : workspace(kScratch).get<float>((m1 - m0) * nc_max);
+    // Per-thread packing buffers, kept for the next call (fastnn/workspace.h).
+    P* packed_a = thread_workspace<P>(WorkspaceSlot::gemm_pack_a, round_up(std::min(blk.mc, m1 - m0), MR) * kc_max);
+    P* packed_b = thread_workspace<P>(WorkspaceSlot::gemm_pack_b, round_up(nc_max, NR) * kc_max);
+    float* scratch =
+        pr.direct ? nullptr : thread_workspace<float>(WorkspaceSlot::gemm_scratch, (m1 - m0) * nc_max);
     if (!packed_a || !packed_b || (!pr.direct && !scratch)) return false;
     float* c_f32 = pr.direct ? reinterpret_cast<float*>(c_base) : nullptr;
     [[maybe_unused]] typename ScopeOf<Kern>::type scope;

@@ -1,18 +1,16 @@
 // Dispatch front of the quant family (baseline flags): picks the per-ISA
 // table, and among the int8 GEMM variants the VNNI ones when the CPU has them
-// (the AVX-512 path also runs on CPUs without VNNI). Owns the per-thread
-// workspace and the int8 peak probe.
+// (the AVX-512 path also runs on CPUs without VNNI). Hands out the
+// per-thread workspace and owns the int8 peak probe.
 #include "fastnn/quant.h"
 
-#include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <memory>
 #include <new>
 
 #include "fastnn/cpu_features.h"
 #include "fastnn/parallel.h"
 #include "fastnn/roofline.h"
+#include "fastnn/workspace.h"
 #include "quant_workspace.h"
 
 namespace fastnn {
@@ -34,26 +32,14 @@ const Int8GemmKernels& gemm_variant() {
     return table().gemm;
 }
 
-struct FreeDeleter {
-    void operator()(void* p) const { std::free(p); }
-};
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
 void* quant_workspace(std::size_t bytes) {
-    thread_local std::unique_ptr<void, FreeDeleter> buffer;
-    thread_local std::size_t capacity = 0;
-    if (bytes > capacity) {
-        // Grow geometrically so a slowly rising size does not reallocate per call.
-        const std::size_t want = std::max(bytes, capacity + capacity / 2);
-        const std::size_t rounded = (want + 4095) / 4096 * 4096;
-        buffer.reset(std::aligned_alloc(4096, rounded));
-        capacity = buffer ? rounded : 0;
-        if (!buffer) throw std::bad_alloc();
-    }
-    return buffer.get();
+    void* p = thread_workspace(WorkspaceSlot::quant, bytes);
+    if (!p) throw std::bad_alloc();
+    return p;
 }
 
 int64_t quant_packed_weight_bytes(QuantWeightLayout layout, int64_t n, int64_t k) {
