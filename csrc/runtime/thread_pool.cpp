@@ -56,8 +56,15 @@ public:
 
     void run(int64_t n, int64_t grain, RangeFn fn, void* ctx) {
         const int64_t max_chunks = (n + grain - 1) / grain;
+        if (max_chunks <= 1 || size() <= 1 || t_inside_task || busy_.exchange(true, std::memory_order_acquire)) {
+            fn(ctx, 0, n);
+            return;
+        }
+        // Read while holding busy_: resize() (which reallocates claims_) waits
+        // for it.
         const int threads = static_cast<int>(std::min<int64_t>(size(), max_chunks));
-        if (threads <= 1 || t_inside_task || busy_.exchange(true, std::memory_order_acquire)) {
+        if (threads <= 1) {
+            busy_.store(false, std::memory_order_release);
             fn(ctx, 0, n);
             return;
         }
