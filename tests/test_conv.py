@@ -91,6 +91,20 @@ def test_conv_strided_nan_gapped_and_unbatched(rng):
     assert_close(torch.from_numpy(res), F.conv2d(x, w), F.conv2d(x.double(), w.double()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_conv_pointwise_planar_inputs(dtype, rng):
+    """1x1 convolutions of planar (NCHW) inputs run as a batched GEMM: strided
+    pixels that still merge into one dimension (every other column of a
+    NaN-gapped buffer), pixels that do not (a column slice), bias or none."""
+    x, w, b = randn((3, 10, 7, 9), dtype, rng), randn((6, 10, 1, 1), dtype, rng), randn((6,), dtype, rng)
+    for xv in (x, nan_gapped(x, 2), x[..., 1:]):
+        xd = xv.detach().clone()
+        for bias in (b, None):
+            out = fastnn.conv2d(xv, w, bias)
+            ref_b = None if bias is None else bias.double()
+            assert_close(out, F.conv2d(xd, w, bias), F.conv2d(xd.double(), w.double(), ref_b))
+
+
 def test_conv_weight_only_and_input_only_grads(rng):
     x, w = randn((1, 4, 6, 6), torch.float32, rng), randn((3, 4, 3, 3), torch.float32, rng).requires_grad_()
     fastnn.conv2d(x, w).sum().backward()
