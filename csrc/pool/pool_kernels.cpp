@@ -4,16 +4,20 @@
 // units: with channels-last strides a block is 64 adjacent channels, so the
 // innermost loop runs over contiguous channels and vectorizes; with NCHW
 // strides a block is one channel plane, and the window loops walk rows.
-// Averages and gradients are summed in double (pooling is memory-bound, so
-// this is free) and rounded once, which keeps long windows (a global average
-// over 7x7 or 56x56) within PyTorch's own error. Backward accumulates each
-// unit's input gradient in a private buffer (windows overlap when stride <
-// kernel), so no two threads write one element and the sums are in a fixed
-// order.
+// Averages and their gradients are summed in double (pooling is
+// memory-bound, so this is free) and rounded once, which keeps long windows
+// (a global average over 7x7 or 56x56) within PyTorch's own error. The
+// average backward accumulates each unit's input gradient in a private
+// buffer (windows overlap when stride < kernel), so no two threads write one
+// element and the sums are in a fixed order. The max backward scatters each
+// output gradient to its argmax: a float32 sum of at most
+// ceil(kernel / stride)^2 terms per input, as PyTorch's, added straight into
+// the unit's slice of grad_in (zeroed first), or a float buffer for bf16.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "fastnn/parallel.h"
@@ -209,6 +213,49 @@ void forward_typed(const PoolParams& p) {
     });
 }
 
+// The max backward of one unit (image n, channels c0 .. c0 + nc) into a
+// float slice: element (h, w, c) at dst + h * hs + w * ws + c * cs. The slice
+// is zeroed, then receives each output gradient at its argmax (a flat
+// h * W + w index).
+template <class T>
+void max_backward_unit(const PoolBackwardParams& p, const Geometry& g, int64_t n, int64_t c0, int64_t nc, float* dst,
+                       int64_t hs, int64_t ws, int64_t cs) {
+    const TensorView &gy = p.grad_out, &iv = p.indices;
+    const T* gyd = static_cast<const T*>(gy.data);
+    const int64_t* idx = static_cast<const int64_t*>(iv.data);
+    for (int64_t h = 0; h < g.H; ++h) {
+        float* row = dst + h * hs;
+        if (nc == 1 && ws == 1) {
+            std::fill(row, row + g.W, 0.0f);  // a plane's row (NCHW)
+            continue;
+        }
+        for (int64_t w = 0; w < g.W; ++w) {
+            float* px = row + w * ws;
+            if (cs == 1) std::fill(px, px + nc, 0.0f);  // a pixel's channels (channels-last)
+            else
+                for (int64_t c = 0; c < nc; ++c) px[c * cs] = 0.0f;
+        }
+    }
+    // Rows of the slice W elements apart (dense planes): the flat index is
+    // the offset, no division.
+    const bool dense = hs == g.W * ws;
+    const int64_t pixels = g.H * g.W;
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+        const T* gy_row = gyd + n * gy.strides[0] + c0 * gy.strides[1] + oh * gy.strides[2];
+        const int64_t* idx_row = idx + n * iv.strides[0] + c0 * iv.strides[1] + oh * iv.strides[2];
+        for (int64_t ow = 0; ow < g.OW; ++ow) {
+            const T* gy_px = gy_row + ow * gy.strides[3];
+            const int64_t* idx_px = idx_row + ow * iv.strides[3];
+            for (int64_t c = 0; c < nc; ++c) {
+                const int64_t pixel = idx_px[c * iv.strides[1]];
+                if (pixel < 0 || pixel >= pixels) continue;
+                const int64_t off = dense ? pixel * ws : (pixel / g.W) * hs + (pixel % g.W) * ws;
+                dst[off + c * cs] += simd::to_float(gy_px[c * gy.strides[1]]);
+            }
+        }
+    }
+}
+
 template <class T>
 void backward_typed(const PoolBackwardParams& p) {
     const TensorView &gy = p.grad_out, &gx = p.grad_in;
@@ -216,7 +263,28 @@ void backward_typed(const PoolBackwardParams& p) {
     const bool is_max = p.window.kind == PoolKind::max;
     const T* gyd = static_cast<const T*>(gy.data);
     T* gxd = static_cast<T*>(gx.data);
-    const int64_t* idx = static_cast<const int64_t*>(p.indices.data);
+
+    if (is_max) {
+        parallel_for(g.N * g.ncb, 1, [&](int64_t u0, int64_t u1) {
+            std::vector<float> buf(std::is_same_v<T, float> ? 0 : static_cast<size_t>(g.H * g.W * g.cblock));
+            for (int64_t u = u0; u < u1; ++u) {
+                const int64_t n = u / g.ncb, c0 = u % g.ncb * g.cblock;
+                const int64_t nc = std::min(g.cblock, g.C - c0);
+                T* gb = gxd + n * gx.strides[0] + c0 * gx.strides[1];
+                if constexpr (std::is_same_v<T, float>) {
+                    max_backward_unit<T>(p, g, n, c0, nc, gb, gx.strides[2], gx.strides[3], gx.strides[1]);
+                } else {
+                    max_backward_unit<T>(p, g, n, c0, nc, buf.data(), g.W * g.cblock, g.cblock, 1);
+                    for (int64_t pixel = 0; pixel < g.H * g.W; ++pixel) {
+                        T* o = gb + (pixel / g.W) * gx.strides[2] + (pixel % g.W) * gx.strides[3];
+                        for (int64_t c = 0; c < nc; ++c)
+                            o[c * gx.strides[1]] = simd::from_float<T>(buf[pixel * g.cblock + c]);
+                    }
+                }
+            }
+        });
+        return;
+    }
 
     parallel_for(g.N * g.ncb, 1, [&](int64_t u0, int64_t u1) {
         // Input gradient of one unit, channel innermost: (H, W, nc).
@@ -229,16 +297,6 @@ void backward_typed(const PoolBackwardParams& p) {
                 const Span hs = window_span(p.window, 0, oh, g.H, g.OH);
                 for (int64_t ow = 0; ow < g.OW; ++ow) {
                     const int64_t yo = n * gy.strides[0] + c0 * gy.strides[1] + oh * gy.strides[2] + ow * gy.strides[3];
-                    if (is_max) {
-                        const TensorView& iv = p.indices;
-                        const int64_t io = n * iv.strides[0] + c0 * iv.strides[1] + oh * iv.strides[2] + ow * iv.strides[3];
-                        for (int64_t c = 0; c < nc; ++c) {
-                            const int64_t at = idx[io + c * iv.strides[1]];
-                            if (at >= 0 && at < g.H * g.W)
-                                acc[at * g.cblock + c] += simd::to_float(gyd[yo + c * gy.strides[1]]);
-                        }
-                        continue;
-                    }
                     const Span ws = window_span(p.window, 1, ow, g.W, g.OW);
                     const double divisor = average_divisor(p.window, hs, ws);
                     for (int64_t h = hs.begin; h < hs.end; ++h)
