@@ -219,23 +219,38 @@ void pack_weight_kernel(const QuantPackWeightParams& p) {
 constexpr int kWoNR = kWoNS * kStrip;
 constexpr int kWoV = kWoNR / W;  // vectors per tile row
 
+// Each accumulator sums kWoSumSteps products, then joins the tile's total:
+// the rounding error grows like kWoSumSteps + K / kWoSumSteps instead of K.
+// PyTorch's matrix-vector path (one token) sums a dot product in many
+// interleaved partial sums; one running sum per output was up to 4 ulps off
+// at K = 64 where PyTorch's was under one. One add per 16 FMAs.
+constexpr int64_t kWoSumSteps = 16;
+
 template <class T, int R, int V>
 void wo_tile(const T* x, int64_t xrs, int64_t xcs, const int8_t* w, int64_t strip_bytes, int64_t k, float* c) {
-    VecF32 acc[R][V];
+    VecF32 total[R][V];
     FASTNN_UNROLL for (int r = 0; r < R; ++r)
-        FASTNN_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = VecF32::zero();
+        FASTNN_UNROLL for (int v = 0; v < V; ++v) total[r][v] = VecF32::zero();
     const int8_t* wp[V];
     FASTNN_UNROLL for (int v = 0; v < V; ++v) wp[v] = w + (v * W / kStrip) * strip_bytes + (v * W) % kStrip;
-    for (int64_t kk = 0; kk < k; ++kk) {
-        VecF32 wv[V];
-        FASTNN_UNROLL for (int v = 0; v < V; ++v) wv[v] = qsimd::load_i8(wp[v] + kk * kStrip);
-        FASTNN_UNROLL for (int r = 0; r < R; ++r) {
-            const VecF32 xb = VecF32::broadcast(simd::to_float(x[r * xrs + kk * xcs]));
-            FASTNN_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = simd::fmadd(xb, wv[v], acc[r][v]);
+    for (int64_t k0 = 0; k0 < k; k0 += kWoSumSteps) {
+        const int64_t k1 = std::min(k, k0 + kWoSumSteps);
+        VecF32 acc[R][V];
+        FASTNN_UNROLL for (int r = 0; r < R; ++r)
+            FASTNN_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = VecF32::zero();
+        for (int64_t kk = k0; kk < k1; ++kk) {
+            VecF32 wv[V];
+            FASTNN_UNROLL for (int v = 0; v < V; ++v) wv[v] = qsimd::load_i8(wp[v] + kk * kStrip);
+            FASTNN_UNROLL for (int r = 0; r < R; ++r) {
+                const VecF32 xb = VecF32::broadcast(simd::to_float(x[r * xrs + kk * xcs]));
+                FASTNN_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = simd::fmadd(xb, wv[v], acc[r][v]);
+            }
         }
+        FASTNN_UNROLL for (int r = 0; r < R; ++r)
+            FASTNN_UNROLL for (int v = 0; v < V; ++v) total[r][v] = total[r][v] + acc[r][v];
     }
     FASTNN_UNROLL for (int r = 0; r < R; ++r)
-        FASTNN_UNROLL for (int v = 0; v < V; ++v) acc[r][v].store(c + r * kWoNR + v * W);
+        FASTNN_UNROLL for (int v = 0; v < V; ++v) total[r][v].store(c + r * kWoNR + v * W);
 }
 
 template <class T>
