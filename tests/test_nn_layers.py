@@ -15,7 +15,7 @@ import torch
 
 import fastnn
 from fastnn.testing import assert_close
-from helpers import nan_gapped, randn
+from helpers import check_sampled, nan_gapped, randn
 
 pytestmark = [pytest.mark.single_isa,
               pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")]
@@ -99,11 +99,13 @@ def randomize_parameters(layer, rng):
             p.copy_(randn(p.shape, p.dtype, rng) / fan_in**0.5)
 
 
-def check_layer(torch_layer, fast_layer, inputs, rng, pick=lambda out: out, fast_inputs=None):
+def check_layer(torch_layer, fast_layer, inputs, rng, pick=lambda out: out, fast_inputs=None, sample=None):
     """fast_layer, loaded from torch_layer's state_dict, against torch_layer at
     its precision and against a float64 copy: output, every input grad and
-    every parameter grad. fast_inputs (views with inputs' values) default to
-    inputs. Then the no-grad eval path must give the same output bits."""
+    every parameter grad (into `sample`, an ErrorSample, when given; else the
+    accuracy rule on this one draw). fast_inputs (views with inputs' values)
+    default to inputs. Then the no-grad eval path must give the same output
+    bits."""
     fast_layer.load_state_dict(torch_layer.state_dict())
     reference = copy.deepcopy(torch_layer).double()
     fast_inputs = inputs if fast_inputs is None else fast_inputs
@@ -116,11 +118,26 @@ def check_layer(torch_layer, fast_layer, inputs, rng, pick=lambda out: out, fast
     ref = run(reference, [x.double() if x.is_floating_point() else x for x in inputs], grad_out.double(), pick)
     for name, a, b, r in zip(names, mine, base, ref, strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype, name
-        assert_close(a, b, r, name)
+        if sample is None:
+            assert_close(a, b, r, name)
+        else:
+            sample.add(name, a, b, r)
     fast_layer.eval()
     with torch.no_grad():
         again = pick(fast_layer(*fast_inputs))
     assert again.grad_fn is None and torch.equal(again, mine[0])
+
+
+def check_layer_sampled(make, rng, pick=lambda out: out):
+    """check_layer over fresh draws: make(gen) gives (torch_layer, fast_layer,
+    inputs, fast_inputs or None). A layer's gradients at these sizes are tens
+    to thousands of elements, too few for the largest error to be more than
+    one rounding's luck (helpers.ErrorSample)."""
+    def trial(gen, sample):
+        torch_layer, fast_layer, inputs, fast_inputs = make(gen)
+        check_layer(torch_layer, fast_layer, inputs, gen, pick, fast_inputs, sample)
+
+    check_sampled(trial, rng)
 
 
 def build(case, dtype, rng):
@@ -133,23 +150,27 @@ def build(case, dtype, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES)
 def test_layer_matches_torch(case, dtype, rng):
-    check_layer(*build(case, dtype, rng), rng)
+    check_layer_sampled(lambda gen: (*build(case, dtype, gen), None), rng)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.startswith("cross_entropy_unbatched")])
 def test_layer_nan_gapped_input(case, rng):
-    torch_layer, fast_layer, inputs = build(case, torch.float32, rng)
-    gapped = [nan_gapped(x, 3) if x.is_floating_point() else x for x in inputs]
-    check_layer(torch_layer, fast_layer, inputs, rng, fast_inputs=gapped)
+    def make(gen):
+        torch_layer, fast_layer, inputs = build(case, torch.float32, gen)
+        return torch_layer, fast_layer, inputs, [nan_gapped(x, 3) if x.is_floating_point() else x for x in inputs]
+
+    check_layer_sampled(make, rng)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.startswith(("conv", "maxpool", "avgpool", "adaptive"))
                                   and "unbatched" not in c])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_layer_channels_last_input(case, dtype, rng):
-    torch_layer, fast_layer, inputs = build(case, dtype, rng)
-    channels_last = [inputs[0].to(memory_format=torch.channels_last)]
-    check_layer(torch_layer, fast_layer, channels_last, rng)
+    def make(gen):
+        torch_layer, fast_layer, inputs = build(case, dtype, gen)
+        return torch_layer, fast_layer, [inputs[0].to(memory_format=torch.channels_last)], None
+
+    check_layer_sampled(make, rng)
 
 
 def test_max_pool_indices(rng):

@@ -13,8 +13,8 @@ import torch
 
 import fastnn
 from fastnn.testing import assert_close
-from helpers import nan_gapped, randn
-from test_nn_layers import check_layer, randomize_parameters
+from helpers import check_sampled, nan_gapped, randn
+from test_nn_layers import check_layer_sampled, randomize_parameters
 
 pytestmark = [pytest.mark.single_isa,
               pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask and attn_mask")]
@@ -60,12 +60,15 @@ def qkv_shapes(batch_first, kdim=E, vdim=E, batched=True):
 
 def check_mha(dtype, rng, self_attention=False, batched=True, ctor=None, gap=False, **call):
     ctor = ctor or {}
-    torch_layer, fast_layer = mha_pair(dtype, rng, **ctor)
     shapes = qkv_shapes(ctor.get("batch_first", False), ctor.get("kdim", E), ctor.get("vdim", E), batched)
-    inputs = [randn(s, dtype, rng) for s in shapes[: 1 if self_attention else 3]]
-    fast_inputs = [nan_gapped(x, 2) for x in inputs] if gap else None
-    check_layer(Call(torch_layer, self_attention, **call), Call(fast_layer, self_attention, **call), inputs, rng,
-                fast_inputs=fast_inputs)
+
+    def make(gen):
+        torch_layer, fast_layer = mha_pair(dtype, gen, **ctor)
+        inputs = [randn(s, dtype, gen) for s in shapes[: 1 if self_attention else 3]]
+        fast_inputs = [nan_gapped(x, 2) for x in inputs] if gap else None
+        return Call(torch_layer, self_attention, **call), Call(fast_layer, self_attention, **call), inputs, fast_inputs
+
+    check_layer_sampled(make, rng)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -177,7 +180,7 @@ def test_mha_refusals(rng):
         layer(x[None], x[None], x[None], need_weights=False)
 
 
-def sdpa_check(q, k, v, g, **kw):
+def sdpa_check(q, k, v, g, sample, **kw):
     def run(fn, dtype):
         leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
         mask = kw.get("attn_mask")
@@ -191,7 +194,7 @@ def sdpa_check(q, k, v, g, **kw):
     ref = run(torch.nn.functional.scaled_dot_product_attention, torch.float64)
     for name, a, b, r in zip(("out", "dq", "dk", "dv"), mine, base, ref):
         assert a.shape == b.shape and a.dtype == b.dtype
-        assert_close(a, b, r, name)
+        sample.add(name, a, b, r)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -200,12 +203,21 @@ def sdpa_check(q, k, v, g, **kw):
     ((), None, {"is_causal": True}), ((2, 2), 2, {"mask": (2, 1, 17, 23)}), ((5,), 5, {"mask": (17, 23)})])
 def test_functional_sdpa(lead, kv_heads, kw, dtype, rng):
     kw = dict(kw)
+    mask_shape = kw.pop("mask", None)
     kv_lead = lead[:-1] + (kv_heads,) if lead else ()
-    q, g = randn(lead + (17, 40), dtype, rng), randn(lead + (17, 40), dtype, rng)
-    k, v = randn(kv_lead + (23, 40), dtype, rng), randn(kv_lead + (23, 40), dtype, rng)
-    if "mask" in kw:
-        kw["attn_mask"] = randn(kw.pop("mask"), dtype, rng)
-    sdpa_check(q, k, v, g, **kw)
+
+    def trial(gen, sample):
+        q, g = randn(lead + (17, 40), dtype, gen), randn(lead + (17, 40), dtype, gen)
+        k, v = randn(kv_lead + (23, 40), dtype, gen), randn(kv_lead + (23, 40), dtype, gen)
+        mask = {} if mask_shape is None else {"attn_mask": randn(mask_shape, dtype, gen)}
+        sdpa_check(q, k, v, g, sample, **kw, **mask)
+
+    # dq and dk of one 17 x 23 problem are a few thousand elements, each error
+    # decided by a cancellation in dP - delta: fastnn's median error there is
+    # 0.97-1.16x PyTorch's, and either one's largest error exceeds twice the
+    # other's on 1-2% of single draws, on ~1% of groups of 16 draws, and on
+    # none of 100 groups of 32 (worst 0.84 of the bound).
+    check_sampled(trial, rng, min_elements=1 << 17, max_trials=32)
 
 
 def test_functional_sdpa_refusals(rng):
