@@ -129,8 +129,11 @@ def register_torch_ops(torch):
         logits, target, *ctx.args = inputs
         ctx.save_for_backward(logits, target, output[1])
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
 
     def cross_entropy_autograd(ctx, grad_loss, _grad_stats):
+        if grad_loss is None:
+            return (None,) * 5
         logits, target, stats = ctx.saved_tensors
         return cross_entropy_backward_op(grad_loss, logits, target, stats, *ctx.args), None, None, None, None
 

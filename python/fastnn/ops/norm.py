@@ -166,8 +166,11 @@ def register_torch_ops(torch):
         _, mean, rstd = output
         ctx.save_for_backward(x, weight, bias, mean, rstd)
         ctx.mark_non_differentiable(mean, rstd)
+        ctx.set_materialize_grads(False)
 
     def layer_norm_autograd(ctx, grad_y, _grad_mean, _grad_rstd):
+        if grad_y is None:
+            return (None,) * 4
         x, weight, bias, mean, rstd = ctx.saved_tensors
         need_x, need_w, need_b, _ = ctx.needs_input_grad
         grads = layer_norm_backward_op(grad_y, x, mean, rstd, weight, bias, need_w, need_b)
@@ -198,8 +201,11 @@ def register_torch_ops(torch):
         x, weight, _ = inputs
         ctx.save_for_backward(x, weight, output[1])
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
 
     def rms_norm_autograd(ctx, grad_y, _grad_rstd):
+        if grad_y is None:
+            return (None,) * 3
         x, weight, rstd = ctx.saved_tensors
         need_x, need_w, _ = ctx.needs_input_grad
         grads = rms_norm_backward_op(grad_y, x, rstd, weight, need_w)
