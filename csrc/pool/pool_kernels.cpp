@@ -146,11 +146,42 @@ void forward_plane(const PoolParams& p, const Geometry& g, const T* xb, int64_t 
     }
 }
 
+// The max over one channels-last window (taps row-major, as PyTorch visits
+// them: the first of equal maxima, the last NaN), a vector of channels at a
+// time. The argmax travels beside the maximum as a float, exact while the
+// plane has fewer than 2^24 pixels. x and y have unit channel strides.
+template <class T>
+void max_pixel_channels_last(const T* xb, int64_t xhs, int64_t xws, const Span& hs, const Span& ws, int64_t width,
+                             int64_t nc, T* y, int64_t* idx, int64_t idx_cs) {
+    using simd::VecF32;
+    constexpr int kLanes = VecF32::width;
+    const float first = (hs.begin < hs.end && ws.begin < ws.end) ? static_cast<float>(hs.begin * width + ws.begin) : 0.0f;
+    for (int64_t c = 0; c < nc; c += kLanes) {
+        const int lanes = static_cast<int>(std::min<int64_t>(kLanes, nc - c));
+        VecF32 best = VecF32::broadcast(-std::numeric_limits<float>::infinity()), arg = VecF32::broadcast(first);
+        for (int64_t h = hs.begin; h < hs.end; h += hs.step)
+            for (int64_t w = ws.begin; w < ws.end; w += ws.step) {
+                const T* px = xb + h * xhs + w * xws + c;
+                const VecF32 v = lanes == kLanes ? VecF32::load(px) : VecF32::load_partial(px, lanes);
+                const VecF32 tap = VecF32::broadcast(static_cast<float>(h * width + w));
+                const simd::MaskF32 larger = simd::cmp_lt(best, v), nan = simd::is_nan(v);
+                best = simd::select(nan, v, simd::select(larger, v, best));
+                arg = simd::select(nan, tap, simd::select(larger, tap, arg));
+            }
+        float taps[kLanes];
+        arg.store(taps);
+        if (lanes == kLanes) best.store(y + c);
+        else best.store_partial(y + c, lanes);
+        for (int i = 0; i < lanes; ++i) idx[(c + i) * idx_cs] = static_cast<int64_t>(taps[i]);
+    }
+}
+
 template <class T>
 void forward_typed(const PoolParams& p) {
     const TensorView &x = p.x, &y = p.out;
     const Geometry g(x, y, channels_inner(x, y));
     const bool is_max = p.window.kind == PoolKind::max;
+    const bool exact_taps = g.H * g.W < (int64_t(1) << 24);
     const T* xd = static_cast<const T*>(x.data);
     T* yd = static_cast<T*>(y.data);
     int64_t* idx = static_cast<int64_t*>(p.indices.data);
@@ -173,6 +204,15 @@ void forward_typed(const PoolParams& p) {
                 const Span hs = window_span(p.window, 0, oh, g.H, g.OH);
                 for (int64_t ow = 0; ow < g.OW; ++ow) {
                     const Span ws = window_span(p.window, 1, ow, g.W, g.OW);
+                    if (is_max && exact_taps) {
+                        const TensorView& iv = p.indices;
+                        max_pixel_channels_last(xb, x.strides[2], x.strides[3], hs, ws, g.W, nc,
+                                                yd + n * y.strides[0] + c0 + oh * y.strides[2] + ow * y.strides[3],
+                                                idx + n * iv.strides[0] + c0 * iv.strides[1] + oh * iv.strides[2] +
+                                                    ow * iv.strides[3],
+                                                iv.strides[1]);
+                        continue;
+                    }
                     if (is_max) {
                         const int64_t first = (hs.begin < hs.end && ws.begin < ws.end) ? hs.begin * g.W + ws.begin : 0;
                         std::fill_n(best, nc, -std::numeric_limits<float>::infinity());
