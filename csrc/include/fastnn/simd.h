@@ -148,6 +148,9 @@ inline VecF32 pow2i(VecF32 n) {
     const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127));
     return {_mm512_castsi512_ps(_mm512_slli_epi32(e, 23))};
 }
+// p * 2^n for integer-valued n, rounded once: vscalefps covers the whole
+// exponent range (subnormal results, overflow to inf) in one instruction.
+inline VecF32 scale_pow2(VecF32 p, VecF32 n) { return {_mm512_scalef_ps(p.v, n.v)}; }
 
 // 32-bit unsigned lanes, one per float lane: the counter arithmetic of
 // counter-based random number generators.
@@ -434,6 +437,15 @@ inline MaskF32 cmp_lt(VecU32 a, VecU32 b) {
     return m;
 }
 
+#endif
+
+#if !FASTNN_SIMD_AVX512
+// p * 2^n for integer-valued n in [-150, 128], as two factors so that each
+// stays a normal power of two and a subnormal result is rounded once.
+inline VecF32 scale_pow2(VecF32 p, VecF32 n) {
+    const VecF32 n1 = round_nearest(n * VecF32::broadcast(0.5f));
+    return p * pow2i(n1) * pow2i(n - n1);
+}
 #endif
 
 // A float64 sum per lane of float32 vectors: the conversions are exact, so a

@@ -30,9 +30,8 @@ inline VecF32 horner(VecF32 x, const float (&c)[N]) {
 // e^x. The argument is clamped to [-104, 89] first: below, the result rounds
 // to 0 (e^-104 < half the smallest subnormal); above, it overflows to inf
 // (e^88.73 > FLT_MAX). min/max keep NaN (they return their second operand
-// when either is NaN). 2^n is applied as two factors so that n in [-150, 128]
-// stays within the normal exponent range and a subnormal result is rounded
-// once.
+// when either is NaN). 2^n (n in [-150, 128]) is applied by scale_pow2,
+// rounding a subnormal result once.
 inline VecF32 exp(VecF32 x) {
     static constexpr float poly[] = {0.5f, 0.166666671633720397949219f, 0.0416664853692054748535156f,
                                      0.00833336077630519866943359f, 0.00139304355252534151077271f,
@@ -43,8 +42,7 @@ inline VecF32 exp(VecF32 x) {
     VecF32 r = fmadd(n, VecF32::broadcast(-0.693145751953125f), x);
     r = fmadd(n, VecF32::broadcast(-1.428606765330187045e-06f), r);
     const VecF32 p = fmadd(r * r, horner(r, poly), r) + VecF32::broadcast(1.0f);
-    const VecF32 n1 = round_nearest(n * VecF32::broadcast(0.5f));
-    return p * pow2i(n1) * pow2i(n - n1);
+    return scale_pow2(p, n);
 }
 
 // tanh: an odd polynomial below 0.625 (x + x^3 P(x^2)), where 1 - 2/(e^2|x| + 1)
