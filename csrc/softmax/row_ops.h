@@ -220,7 +220,8 @@ float row_max(const T* x, int64_t n) {
 }
 
 // e[i] = exp(x[i] - shift) into a float row, returning sum(e), compensated
-// like row_stats's sums.
+// like row_stats's sums: blocks of 4 vectors summed as a tree, each block
+// added to the lanes' compensated sums.
 template <class T>
 double exp_shifted_into(const T* x, int64_t n, float shift, float* e) {
     constexpr int W = VecF32::width;
@@ -228,6 +229,14 @@ double exp_shifted_into(const T* x, int64_t n, float shift, float* e) {
     const VecF32 sh = VecF32::broadcast(shift);
     CompensatedLanes sum;
     int64_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+        VecF32 v[4];
+        for (int k = 0; k < 4; ++k) {
+            v[k] = simd::exp(VecF32::load(x + i + k * W) - sh);
+            v[k].store(e + i + k * W);
+        }
+        sum.add((v[0] + v[1]) + (v[2] + v[3]));
+    }
     for (; i + W <= n; i += W) {
         const VecF32 v = simd::exp(VecF32::load(x + i) - sh);
         v.store(e + i);
