@@ -150,8 +150,9 @@ void cross_entropy_backward_typed(const CrossEntropyBackwardParams& p) {
 }
 
 // sum((x - t)^2) over the element order of make_strided_layout, in fixed
-// blocks (independent of the thread count), float lanes within 256 elements,
-// float64 beyond.
+// blocks (independent of the thread count): each square formed in float and
+// summed in float64 lanes. (Float lane sums of 256 elements were up to 1.3 ulp
+// off at 210 elements, where PyTorch's sum landed within 0.1.)
 template <class T>
 double squared_error_sum(const MseParams& p) {
     constexpr int64_t kBlock = 16384;
@@ -176,21 +177,18 @@ double squared_error_sum(const MseParams& p) {
                     }
                     return;
                 }
-                for (int64_t i = 0; i < n; i += 256) {
-                    const int64_t m = std::min<int64_t>(256, n - i);
-                    VecF32 acc = VecF32::zero();
-                    int64_t j = 0;
-                    for (; j + W <= m; j += W) {
-                        const VecF32 d = VecF32::load(x + i + j) - VecF32::load(t + i + j);
-                        acc = fmadd(d, d, acc);
-                    }
-                    if (j < m) {
-                        const int r = static_cast<int>(m - j);
-                        const VecF32 d = VecF32::load_partial(x + i + j, r) - VecF32::load_partial(t + i + j, r);
-                        acc = fmadd(d, d, acc);
-                    }
-                    sum += simd::reduce_add(acc);
+                simd::LaneSumF64 lanes;
+                int64_t i = 0;
+                for (; i + W <= n; i += W) {
+                    const VecF32 d = VecF32::load(x + i) - VecF32::load(t + i);
+                    lanes.add(d * d);
                 }
+                if (i < n) {
+                    const int r = static_cast<int>(n - i);
+                    const VecF32 d = VecF32::load_partial(x + i, r) - VecF32::load_partial(t + i, r);
+                    lanes.add(d * d);
+                }
+                sum += lanes.total();
             });
             partial[b] = sum;
         }
