@@ -133,6 +133,29 @@ def test_lockstep_rmsprop_flags(data):
                              shapes=FEW_SHAPES))
 
 
+def check_bfloat16_params(of, ot, pb, p32, master):
+    """fastnn's bf16 params pb (float32 state) after the same steps as
+    torch.optim's float32 params p32. Relative differences over all tensors
+    as one vector, as check_lockstep measures them: per tensor, a small one (a
+    1-element param near 0.005) magnifies torch's own float32 rounding past
+    1e-6."""
+    for b in pb:
+        assert all(of.state[b][key].dtype == torch.float32 and of.state[b][key].device == b.device
+                   for key in STATE_KEYS if key in of.state[b])
+    for key in STATE_KEYS:
+        if key in of.state[pb[0]]:
+            # Without a master copy, a one-ulp float32 difference can round a
+            # bf16 param the other way; weight decay feeds that into the
+            # state, hence 1e-4 there.
+            diff = rel_diff(flat([of.state[b][key] for b in pb]), flat([ot.state[r][key] for r in p32]))
+            assert diff <= (1e-6 if master else 1e-4), key
+    if master:
+        assert rel_diff(flat([of.state[b]["master_param"] for b in pb]), flat(p32)) <= 1e-6
+        assert all(torch.equal(b, of.state[b]["master_param"].bfloat16()) for b in pb)
+    else:
+        assert all(rel_diff(b, r) <= 2.0**-8 for b, r in zip(pb, p32))
+
+
 @pytest.mark.parametrize("name", PAIRS)
 @pytest.mark.parametrize("master", [False, True])
 def test_bfloat16_params_float32_state(name, master, rng):
@@ -154,24 +177,9 @@ def test_bfloat16_params_float32_state(name, master, rng):
             with torch.no_grad():
                 for p in p32:
                     p.copy_(p.bfloat16().float())
-    # Relative differences over all tensors as one vector, as check_lockstep
-    # measures them: per tensor, a small one (a 1-element param near 0.005)
-    # magnifies torch's own float32 rounding past 1e-6.
     for b in pb:
         assert b.dtype == torch.bfloat16
-        assert all(of.state[b][key].dtype == torch.float32 for key in STATE_KEYS if key in of.state[b])
-    for key in STATE_KEYS:
-        if key in of.state[pb[0]]:
-            # Without a master copy, a one-ulp float32 difference can round a
-            # bf16 param the other way; weight decay feeds that into the
-            # state, hence 1e-4 there.
-            diff = rel_diff(flat([of.state[b][key] for b in pb]), flat([ot.state[r][key] for r in p32]))
-            assert diff <= (1e-6 if master else 1e-4), key
-    if master:
-        assert rel_diff(flat([of.state[b]["master_param"] for b in pb]), flat(p32)) <= 1e-6
-        assert all(torch.equal(b, of.state[b]["master_param"].bfloat16()) for b in pb)
-    else:
-        assert all(rel_diff(b, r) <= 2.0**-8 for b, r in zip(pb, p32))
+    check_bfloat16_params(of, ot, pb, p32, master)
 
 
 @pytest.mark.parametrize("name", PAIRS)

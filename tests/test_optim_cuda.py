@@ -14,6 +14,7 @@ import torch
 
 import fastnn.optim as fo
 from fastnn.testing import assert_close
+from test_optim import check_bfloat16_params
 
 pytestmark = [pytest.mark.cuda, pytest.mark.single_isa]
 
@@ -163,19 +164,7 @@ def test_bfloat16_params_float32_state(name, master, rng):
             with torch.no_grad():
                 for p in p32:
                     p.copy_(p.bfloat16().float())
-    # Relative differences over all tensors as one vector (test_optim.py).
-    for b in pb:
-        assert all(of.state[b][key].dtype == torch.float32 and of.state[b][key].device == b.device
-                   for key in STATE_KEYS if key in of.state[b])
-    for key in STATE_KEYS:
-        if key in of.state[pb[0]]:
-            diff = rel_diff(flat([of.state[b][key] for b in pb]), flat([ot.state[r][key] for r in p32]))
-            assert diff <= (1e-6 if master else 1e-4), key
-    if master:
-        assert rel_diff(flat([of.state[b]["master_param"] for b in pb]), flat(p32)) <= 1e-6
-        assert all(torch.equal(b, of.state[b]["master_param"].bfloat16()) for b in pb)
-    else:
-        assert all(rel_diff(b, r) <= 2.0**-8 for b, r in zip(pb, p32))
+    check_bfloat16_params(of, ot, pb, p32, master)
 
 
 @pytest.mark.parametrize("name", PAIRS)
