@@ -129,8 +129,6 @@ def register_torch_ops(torch):
         ctx.set_materialize_grads(False)
 
     def backward(ctx, grad_out, _grad_lse):
-        if grad_out is None:
-            return (None,) * 7
         q, k, v, mask, out, lse = ctx.saved_tensors
         grads = attention_backward_op(grad_out, q, k, v, out, lse, mask, ctx.scale, ctx.is_causal, ctx.layout)
         return (*B.absent_as_none(grads, ctx.needs_input_grad[:3]), None, None, None, None)

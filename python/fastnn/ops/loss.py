@@ -132,8 +132,6 @@ def register_torch_ops(torch):
         ctx.set_materialize_grads(False)
 
     def cross_entropy_autograd(ctx, grad_loss, _grad_stats):
-        if grad_loss is None:
-            return (None,) * 5
         logits, target, stats = ctx.saved_tensors
         return cross_entropy_backward_op(grad_loss, logits, target, stats, *ctx.args), None, None, None, None
 

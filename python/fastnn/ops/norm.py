@@ -169,8 +169,6 @@ def register_torch_ops(torch):
         ctx.set_materialize_grads(False)
 
     def layer_norm_autograd(ctx, grad_y, _grad_mean, _grad_rstd):
-        if grad_y is None:
-            return (None,) * 4
         x, weight, bias, mean, rstd = ctx.saved_tensors
         need_x, need_w, need_b, _ = ctx.needs_input_grad
         grads = layer_norm_backward_op(grad_y, x, mean, rstd, weight, bias, need_w, need_b)
@@ -204,8 +202,6 @@ def register_torch_ops(torch):
         ctx.set_materialize_grads(False)
 
     def rms_norm_autograd(ctx, grad_y, _grad_rstd):
-        if grad_y is None:
-            return (None,) * 3
         x, weight, rstd = ctx.saved_tensors
         need_x, need_w, _ = ctx.needs_input_grad
         grads = rms_norm_backward_op(grad_y, x, rstd, weight, need_w)

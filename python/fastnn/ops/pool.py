@@ -148,11 +148,11 @@ def _register_max(torch):
         _input_layout(ctx, x)
         ctx.save_for_backward(output[1])
         ctx.mark_non_differentiable(output[1])
+        # Else autograd fills a zero int64 gradient the size of the output for
+        # the indices before every backward (the other ops' statistics alike).
         ctx.set_materialize_grads(False)
 
     def backward(ctx, grad_out, _grad_indices):
-        if grad_out is None:
-            return (None,) * 6
         (indices,) = ctx.saved_tensors
         return backward_op(grad_out, indices, ctx.input_size, ctx.channels_last, *ctx.args), *(None,) * 5
 
