@@ -7,31 +7,40 @@
 // polynomial), which 2 cores at 16 lanes also sustain at about that rate, so
 // they sit near the memory floor with AVX-512 and become compute-bound with
 // narrower vectors.
+#include <type_traits>
+
 #include "fastnn/activation.h"
 #include "fastnn/simd_math.h"
 #include "elementwise_map.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE {
 
-struct Relu {
-    // max(0, x) returns x when x is NaN (x86 max rule), so NaN propagates.
-    static simd::VecF32 forward(simd::VecF32 x) { return simd::max(simd::VecF32::zero(), x); }
-    static simd::VecF32 backward(simd::VecF32 grad, simd::VecF32 y) {
-        const simd::VecF32 zero = simd::VecF32::zero();
-        return simd::select(simd::cmp_le(y, zero), zero, grad);
-    }
-};
-
+using simd::Precision;
 using simd::VecF32;
 
 inline VecF32 splat(float x) { return VecF32::broadcast(x); }
 
-// Exact GELU: x Phi(x); backward dy (Phi(x) + x phi(x)), as PyTorch's.
+// Each op computes in float32 vectors; Precision names the dtype the result
+// is stored in, for an op whose float32 accuracy would be wasted on bf16.
+struct Relu {
+    // max(0, x) returns x when x is NaN (x86 max rule), so NaN propagates.
+    template <Precision>
+    static VecF32 forward(VecF32 x) { return simd::max(VecF32::zero(), x); }
+    template <Precision>
+    static VecF32 backward(VecF32 grad, VecF32 y) {
+        return simd::select(simd::cmp_le(y, VecF32::zero()), VecF32::zero(), grad);
+    }
+};
+
+// Exact GELU: x Phi(x); backward dy (Phi(x) + x phi(x)), as PyTorch's, with
+// phi(x) = e^(-x^2/2) / sqrt(2 pi) the Gaussian that Phi is built from.
 struct Gelu {
-    static VecF32 forward(VecF32 x) { return x * simd::normal_cdf(x); }
+    template <Precision P>
+    static VecF32 forward(VecF32 x) { return x * simd::normal_cdf_and_gauss<P>(x).cdf; }
+    template <Precision P>
     static VecF32 backward(VecF32 grad, VecF32 x) {
-        const VecF32 pdf = splat(0.398942280401432678f) * simd::exp(splat(-0.5f) * x * x);
-        return grad * fmadd(x, pdf, simd::normal_cdf(x));
+        const simd::NormalCdf n = simd::normal_cdf_and_gauss<P>(x);
+        return grad * fmadd(x * splat(0.398942280401432678f), n.gauss, n.cdf);
     }
 };
 
@@ -45,7 +54,9 @@ struct GeluTanh {
         const VecF32 inner = fmadd(splat(kKappa) * x * x, x, x);
         return splat(2.0f * kBeta) * inner;
     }
+    template <Precision>
     static VecF32 forward(VecF32 x) { return x * simd::sigmoid(two_u(x)); }
+    template <Precision>
     static VecF32 backward(VecF32 grad, VecF32 x) {
         const simd::SigmoidPair s = simd::sigmoid_pair(two_u(x));
         const VecF32 du = splat(2.0f * kBeta) * fmadd(splat(3.0f * kKappa) * x, x, splat(1.0f));
@@ -55,7 +66,9 @@ struct GeluTanh {
 
 // SiLU: x sigmoid(x); backward dy s (1 + x (1 - s)), as PyTorch's.
 struct Silu {
+    template <Precision>
     static VecF32 forward(VecF32 x) { return x * simd::sigmoid(x); }
+    template <Precision>
     static VecF32 backward(VecF32 grad, VecF32 x) {
         const simd::SigmoidPair s = simd::sigmoid_pair(x);
         return grad * s.pos * fmadd(x, s.neg, splat(1.0f));
@@ -64,7 +77,9 @@ struct Silu {
 
 // Backward from the output y, as PyTorch's: dy (1 - y) y.
 struct Sigmoid {
+    template <Precision>
     static VecF32 forward(VecF32 x) { return simd::sigmoid(x); }
+    template <Precision>
     static VecF32 backward(VecF32 grad, VecF32 y) { return grad * (splat(1.0f) - y) * y; }
 };
 
@@ -72,20 +87,25 @@ struct Sigmoid {
 // (1 - y)(1 + y): for |y| near 1 both factors are exact or nearly so, where
 // 1 - y*y cancels the rounding error of y*y up to the size of the result.
 struct Tanh {
+    template <Precision>
     static VecF32 forward(VecF32 x) { return simd::tanh(x); }
+    template <Precision>
     static VecF32 backward(VecF32 grad, VecF32 y) { return grad * ((splat(1.0f) - y) * (splat(1.0f) + y)); }
 };
+
+template <class T>
+inline constexpr Precision kPrecisionOf = std::is_same_v<T, bf16> ? Precision::bfloat16 : Precision::float32;
 
 template <class Op, class T>
 void activation_forward_typed(const ActivationParams& p) {
     const TensorView* ops[] = {&p.y, &p.x};
-    map_elementwise<T, 1>(ops, [](const simd::VecF32* in) { return Op::forward(in[0]); });
+    map_elementwise<T, 1>(ops, [](const VecF32* in) { return Op::template forward<kPrecisionOf<T>>(in[0]); });
 }
 
 template <class Op, class T>
 void activation_backward_typed(const ActivationBackwardParams& p) {
     const TensorView* ops[] = {&p.grad_in, &p.grad_out, &p.saved};
-    map_elementwise<T, 2>(ops, [](const simd::VecF32* in) { return Op::backward(in[0], in[1]); });
+    map_elementwise<T, 2>(ops, [](const VecF32* in) { return Op::template backward<kPrecisionOf<T>>(in[0], in[1]); });
 }
 
 template <class Op>

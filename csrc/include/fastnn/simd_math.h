@@ -7,11 +7,9 @@
 // Coefficients: exp is Sleef's expf (Cody-Waite reduction by ln 2, degree-6
 // polynomial on |r| <= ln2/2). tanh and the error-function pieces were fitted
 // for this file (iteratively reweighted least squares toward the minimax
-// polynomial in float64 against mpmath, coefficients rounded to float and the
-// float evaluation re-checked): tanh on [0, 0.625] (0.63 ulp), erf on [0, 1)
-// (0.96 ulp with the leading coefficient kept as a float pair), and
-// log(erfc(a) / t) + a^2 in t = 1/(1 + a/2) for a in [1, 10], the
-// Numerical-Recipes form of erfc, refitted.
+// polynomial in float64, coefficients rounded to float and the float
+// evaluation re-checked): tanh on [0, 0.625] (0.63 ulp); the pieces of
+// normal_cdf_and_gauss are described there.
 //
 // Same namespace rule as simd.h: include only from per-ISA kernel files.
 #pragma once
@@ -25,6 +23,25 @@ inline VecF32 horner(VecF32 x, const float (&c)[N]) {
     VecF32 acc = VecF32::broadcast(c[N - 1]);
     for (int i = N - 2; i >= 0; --i) acc = fmadd(acc, x, VecF32::broadcast(c[i]));
     return acc;
+}
+
+// The same polynomial by Estrin's scheme: pairs c[2i] + c[2i+1] x, joined by
+// x^2, x^4, ... in a tree. log2(N) dependent FMAs instead of N - 1: in a long
+// formula (normal_cdf) the chain's latency, not the FMA count, limits the
+// loop, because the out-of-order window holds only about one iteration.
+template <int N>
+inline VecF32 estrin(VecF32 x, const float (&c)[N]) {
+    VecF32 terms[(N + 1) / 2];
+    for (int i = 0; i < N / 2; ++i)
+        terms[i] = fmadd(VecF32::broadcast(c[2 * i + 1]), x, VecF32::broadcast(c[2 * i]));
+    if (N % 2) terms[N / 2] = VecF32::broadcast(c[N - 1]);
+    VecF32 power = x * x;
+    for (int n = (N + 1) / 2; n > 1; n = (n + 1) / 2) {
+        for (int i = 0; i < n / 2; ++i) terms[i] = fmadd(terms[2 * i + 1], power, terms[2 * i]);
+        if (n % 2) terms[n / 2] = terms[n - 1];
+        power = power * power;
+    }
+    return terms[0];
 }
 
 // e^x. The argument is clamped to [-104, 89] first: below, the result rounds
@@ -77,30 +94,63 @@ inline SigmoidPair sigmoid_pair(VecF32 x) {
 }
 inline VecF32 sigmoid(VecF32 x) { return sigmoid_pair(x).pos; }
 
-// Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF. With a = |z|:
-// below 1, erf(z) = z (c0 + z^2 P(z^2)); from 1 up, the tails are computed as
-// erfc(a) = t e^(Q(t) - a^2), t = 1/(1 + a/2), so Phi(x) for x << 0 keeps its
-// relative accuracy instead of cancelling in 1 + erf (PyTorch's formula) and
-// reaches 0 only when it underflows.
-inline VecF32 normal_cdf(VecF32 x) {
-    static constexpr float erf_poly[] = {-0.37612637877464294f, 0.11283783614635468f, -0.026865506544709206f,
-                                         0.005221235100179911f, -0.0008486949955113232f, 0.00011286431254120544f,
-                                         -9.724985829961952e-06f};
-    static constexpr float erfc_poly[] = {-1.2655282020568848f, 1.0004870891571045f, 0.3685678541660309f,
-                                          0.13197383284568787f, -0.3180748522281647f, 0.5798279643058777f,
-                                          -1.553208827972412f, 1.8252360820770264f, -0.9603930711746216f,
-                                          0.19081376492977142f};
+// The standard normal CDF Phi(x) = erfc(-x / sqrt 2) / 2, with the Gaussian
+// e^(-x^2/2) it is built from (GELU's backward needs both). With a = |x| / sqrt 2,
+//   erfc(a) = t P(t) e^(-a^2),  t = 1 / (1 + p a),  P(t) = 1 + (t - 1) R(t),
+// one branch-free formula for every a >= 0: P(1) = 1 exactly, so Phi(0) = 1/2,
+// and the relative error of erfc holds out to its underflow, so Phi(x) for
+// x << 0 keeps its relative accuracy (PyTorch's 1 + erf(z) cancels to 0 from
+// x = -5.9). Phi(x > 0) = 1 - erfc(a)/2.
+//
+// Below a = 1 the roundings of t, P and their product, each relative to 1,
+// add up to ~3 ulps of Phi, where PyTorch's 1 + erf(z) rounds once (and
+// cancels less than 6x): at float precision a < 1 takes erf's odd polynomial
+// instead, z (c0 + z^2 S(z^2)) (0.96 ulp). At bf16 precision the output's
+// rounding (2^-9) dwarfs both, so R has lower degree and there is no
+// small-argument piece.
+//
+// R was fitted for this file (iteratively reweighted least squares toward the
+// minimax relative error of erfc on a in [0, 10.1], float64 against
+// torch.special.erfcx, coefficients rounded to float): degree 7 with p = 3/8,
+// 1.3e-8; degree 4 with p = 7/16, 5.3e-6 (1/1500 of a bf16 ulp). S was
+// fitted the same way for the relative error of erf on [0, 1).
+enum class Precision { float32, bfloat16 };
+
+struct NormalCdf {
+    VecF32 cdf;    // Phi(x)
+    VecF32 gauss;  // e^(-x^2/2)
+};
+
+template <Precision kPrecision = Precision::float32>
+inline NormalCdf normal_cdf_and_gauss(VecF32 x) {
+    constexpr bool kFloat = kPrecision == Precision::float32;
+    static constexpr float r_float[] = {0.7883874773979187f,   0.5777208805084229f,  0.3725306987762451f,
+                                        0.2505331337451935f,   -0.02200585789978504f, 0.20564356446266174f,
+                                        -0.22516784071922302f, 0.06137072667479515f};
+    static constexpr float r_bf16[] = {0.752788245677948f, 0.5124814510345459f, 0.2454431802034378f,
+                                       0.21578168869018555f, -0.14765147864818573f};
     const VecF32 half = VecF32::broadcast(0.5f), one = VecF32::broadcast(1.0f);
     const VecF32 z = x * VecF32::broadcast(0.707106781186547524f);
     const VecF32 a = abs(z);
     const VecF32 a2 = a * a;
-    // 2/sqrt(pi) = c0 + c0_lo; the pair keeps the leading term's rounding out.
-    const VecF32 q = fmadd(a2, horner(a2, erf_poly), VecF32::broadcast(-5.8635382771399236e-08f));
-    const VecF32 erf_z = copysign(fmadd(a, VecF32::broadcast(1.128379225730896f), a * q), z);
-    const VecF32 t = one / fmadd(a, half, one);
-    const VecF32 erfc_a = t * exp(horner(t, erfc_poly) - a2);
-    const VecF32 tail = select(cmp_lt(z, VecF32::zero()), half * erfc_a, fmadd(VecF32::zero() - half, erfc_a, one));
-    return select(cmp_lt(a, one), fmadd(half, erf_z, half), tail);
+    const VecF32 t = one / fmadd(a, VecF32::broadcast(kFloat ? 0.375f : 0.4375f), one);
+    const VecF32 r = kFloat ? estrin(t, r_float) : estrin(t, r_bf16);
+    const VecF32 half_tp = (half * t) * fmadd(t - one, r, one);
+    const VecF32 gauss = exp(VecF32::zero() - a2);
+    // erfc(a)/2 for x < 0; for x > 0, 1 - erfc(a)/2 with one rounding.
+    VecF32 cdf = select(cmp_lt(x, VecF32::zero()), half_tp * gauss, fmadd(VecF32::zero() - half_tp, gauss, one));
+    if constexpr (kFloat) {
+        static constexpr float erf_poly[] = {-0.37612637877464294f, 0.11283783614635468f,  -0.026865506544709206f,
+                                             0.005221235100179911f, -0.0008486949955113232f, 0.00011286431254120544f,
+                                             -9.724985829961952e-06f};
+        // 2/sqrt(pi) = c0 + c0_lo; the pair keeps the leading term's rounding out.
+        const VecF32 q = fmadd(a2, horner(a2, erf_poly), VecF32::broadcast(-5.8635382771399236e-08f));
+        const VecF32 erf_z = fmadd(z, VecF32::broadcast(1.128379225730896f), z * q);
+        cdf = select(cmp_lt(a, one), fmadd(half, erf_z, half), cdf);
+    }
+    return {cdf, gauss};
 }
+
+inline VecF32 normal_cdf(VecF32 x) { return normal_cdf_and_gauss(x).cdf; }
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE::simd
