@@ -4,8 +4,10 @@
 // dY is converted once into a float frame [n][row][col][g][Kgp] (zero padded
 // per group and around the image), the operand both products read.
 //
-// Stride 1 (most layers). dX is the correlation of the dY frame, padded by
-// dil rows and (S-1) dil columns on each side, with the taps reversed:
+// Stride 1 (most layers). 3x3 filters with 16 or more channels per group
+// take dX from the Winograd forward pass (conv_winograd.cpp). Otherwise dX
+// is the correlation of the dY frame, padded by dil rows and (S-1) dil
+// columns on each side, with the taps reversed:
 //   dx_pad[ih][iw][c] = sum_{r,s,k} frame[ih + (R-1-r) dil][iw + (S-1-s) dil][k] Wt[r][s][k][c]
 // and over frame-wide rows each tap is one long product (as the forward
 // pass). dW reads the input as a zero-padded copy of the same row width:
@@ -19,6 +21,7 @@
 // summing into its own float copy of dW, added in a fixed order at the end:
 // deterministic for a given thread count.
 #include "conv_common.h"
+#include "conv_winograd.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE::conv {
 namespace {
@@ -154,7 +157,16 @@ void backward_stride1(const ConvBackwardParams& p, const Sizes& z) {
     const float* frame = frame_buf.get();
     pack_grad_out<T>(p, z, top, left, Hq, Wq, frame_buf.get());
 
-    if (p.grad_x.data) {
+    if (p.grad_x.data && z.R == 3 && z.S == 3 && dh == 1 && dw == 1 && ph >= 0 && ph <= 2 && pw >= 0 && pw <= 2 &&
+        winograd_applies(z.Kg, z.Cg)) {
+        // dX is the forward convolution of dY with the filter reversed and
+        // its channel dimensions swapped, padded by 2 - pad.
+        const TensorView& wv = p.weight;
+        const T* w = static_cast<const T*>(wv.data) + 2 * wv.strides[2] + 2 * wv.strides[3];
+        winograd_forward({p.grad_out,
+                          {w, z.Kg * wv.strides[0], wv.strides[1], wv.strides[0], -wv.strides[2], -wv.strides[3]},
+                          nullptr, p.grad_x, z.G, 2 - ph, 2 - pw});
+    } else if (p.grad_x.data) {
         const FloatBuffer packed(z.G * z.R * z.S * z.Kg * z.Cgp, true);
         pack_transposed_weights<T>(p, z, packed.get());
         // Padded-input rows 0 .. Hp-1 exist; input row ih is padded row ih + ph.

@@ -13,8 +13,11 @@
 // Stride 1 (most layers) instead reads a zero-padded copy of the input in
 // which a block of output rows is one linear run of pixels (forward_stride1).
 // A 1x1, stride-1, unpadded convolution over dense pixels is a plain GEMM
-// (pixels x C times C x K), run in blocks of kPixelBlock pixels.
+// (pixels x C times C x K), run in blocks of kPixelBlock pixels. 3x3 stride-1
+// layers with 16 or more channels per group take the Winograd path
+// (conv_winograd.cpp) instead.
 #include "conv_common.h"
+#include "conv_winograd.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE::conv {
 namespace {
@@ -82,6 +85,21 @@ void forward_typed(const ConvParams& p) {
     const auto [ph, pw] = p.geo.pad;
     const auto [dh, dw] = p.geo.dilation;
 
+    FloatBuffer bias_buf(p.bias.data ? z.K : 0);
+    const float* bias = nullptr;
+    if (p.bias.data) {
+        for (int64_t k = 0; k < z.K; ++k)
+            bias_buf.get()[k] = simd::to_float(static_cast<const T*>(p.bias.data)[k * p.bias.strides[0]]);
+        bias = bias_buf.get();
+    }
+    if (z.R == 3 && z.S == 3 && sh == 1 && sw == 1 && dh == 1 && dw == 1 && winograd_applies(z.Cg, z.Kg)) {
+        const TensorView& wv = p.weight;
+        winograd_forward({p.x,
+                          {wv.data, z.Kg * wv.strides[0], wv.strides[0], wv.strides[1], wv.strides[2], wv.strides[3]},
+                          bias, p.out, z.G, ph, pw});
+        return;
+    }
+
     const FloatBuffer packed(z.G * z.R * z.S * z.Cg * z.Kgp, true);
     float* Wp = packed.get();
     const T* w = static_cast<const T*>(p.weight.data);
@@ -98,13 +116,6 @@ void forward_typed(const ConvParams& p) {
             }
         }
     });
-    FloatBuffer bias_buf(p.bias.data ? z.K : 0);
-    const float* bias = nullptr;
-    if (p.bias.data) {
-        for (int64_t k = 0; k < z.K; ++k)
-            bias_buf.get()[k] = simd::to_float(static_cast<const T*>(p.bias.data)[k * p.bias.strides[0]]);
-        bias = bias_buf.get();
-    }
     // A 1x1 unpadded stride-1 convolution of float32 channels-last pixels
     // (dense across rows) reads x in place as a (pixels x C) matrix.
     const bool pointwise = z.R == 1 && z.S == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 &&
