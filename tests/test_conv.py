@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastnn
+from fastnn import _C
 from fastnn.testing import assert_close
-from helpers import check_sampled, fresh_seeds, nan_gapped, randn
+from helpers import check_sampled, fresh_seeds, nan_gapped, poisoned, randn
 
 
 def check(x, w, b, channels_last=False, gen=None, sample=None, **kw):
@@ -75,6 +76,69 @@ def test_conv_bfloat16(channels_last, rng):
     x, w, b = (randn(s, torch.bfloat16, rng) for s in [(2, 9, 10, 10), (14, 9, 3, 3), (14,)])
     check(x, w, b, channels_last, rng, padding=1, stride=2)
     check(x, w[:12, :3], None, channels_last, rng, groups=3)
+
+
+# 3x3 stride-1 layers with >= 16 channels per group and outputs of >= 3x3
+# pixels run on Winograd F(2x2, 3x3) (forward, dx, dw): odd sizes (partial
+# 2x2 tiles), channel counts off the vector width, padding 0-2 (dx is the
+# forward with padding 2 - pad) and 3 (dx on the direct path), groups,
+# images of several tile blocks whose blocks end mid-row (30x30 at 48
+# channels), and 1- and 2-pixel images (the direct path).
+WINOGRAD_CASES = [
+    # (N, C, H, W, K, padding, groups)
+    (2, 16, 3, 4, 16, 1, 1),
+    (1, 17, 3, 5, 33, 1, 1),
+    (2, 33, 13, 7, 19, 0, 1),
+    (1, 32, 9, 11, 40, 2, 2),
+    (1, 24, 8, 8, 16, 3, 1),
+    (1, 48, 30, 30, 48, 1, 1),
+    (2, 16, 1, 2, 16, 1, 1),
+]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("N,C,H,W,K,pad,groups", WINOGRAD_CASES)
+def test_conv_winograd(N, C, H, W, K, pad, groups, channels_last, rng):
+    x, w, b = randn((N, C, H, W), torch.float32, rng), randn((K, C // groups, 3, 3), torch.float32, rng), \
+        randn((K,), torch.float32, rng)
+    check(x, w, b, channels_last, rng, padding=pad, groups=groups)
+
+
+@pytest.mark.parametrize("N,C,H,W,K,pad,groups", WINOGRAD_CASES[:4])
+def test_conv_winograd_writes_every_element(N, C, H, W, K, pad, groups, rng):
+    """The kernels called on NaN-filled outputs: out, grad_x and grad_weight
+    come back NaN-free and equal to what the autograd path computes."""
+    x, w, b = randn((N, C, H, W), torch.float32, rng), randn((K, C // groups, 3, 3), torch.float32, rng), \
+        randn((K,), torch.float32, rng)
+    geo = ((1, 1), (pad, pad), (pad, pad), (1, 1), groups)
+    out = poisoned((N, K, H + 2 * pad - 2, W + 2 * pad - 2))
+    _C.conv2d_forward(x, w, b, out, *geo)
+    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    expect = fastnn.conv2d(xg, wg, b, padding=pad, groups=groups)
+    assert torch.equal(out, expect.detach())
+    g = randn(out.shape, torch.float32, rng)
+    expect.backward(g)
+    gx, gw = poisoned(x.shape), poisoned(w.shape)
+    _C.conv2d_backward(x, w, g, gx, gw, None, *geo)
+    assert torch.equal(gx, xg.grad) and torch.equal(gw, wg.grad)
+
+
+def test_conv_winograd_bfloat16_strided_and_deterministic(rng):
+    x, w, b = randn((2, 20, 11, 9), torch.bfloat16, rng), randn((24, 20, 3, 3), torch.bfloat16, rng), \
+        randn((24,), torch.bfloat16, rng)
+    check(x, w, b, True, rng, padding=1)
+    check(x, w, None, False, rng, padding="valid")
+    x, w = randn((2, 16, 9, 10), torch.float32, rng), randn((18, 16, 3, 3), torch.float32, rng)
+    xs, ws = nan_gapped(x, 3), nan_gapped(w, 2)
+    assert_close(fastnn.conv2d(xs, ws, padding=1), F.conv2d(x, w, padding=1),
+                 F.conv2d(x.double(), w.double(), padding=1))
+    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    grads = []
+    for _ in range(2):
+        xg.grad = wg.grad = None
+        fastnn.conv2d(xg, wg, padding=1).square().sum().backward()
+        grads.append((xg.grad.clone(), wg.grad.clone()))
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
 
 
 def test_conv_strided_nan_gapped_and_unbatched(rng):

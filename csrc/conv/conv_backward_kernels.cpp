@@ -5,7 +5,7 @@
 // per group and around the image), the operand both products read.
 //
 // Stride 1 (most layers). 3x3 filters with 16 or more channels per group
-// take dX from the Winograd forward pass (conv_winograd.cpp). Otherwise dX
+// take dX and dW from the Winograd kernels (conv_winograd.cpp). Otherwise dX
 // is the correlation of the dY frame, padded by dil rows and (S-1) dil
 // columns on each side, with the taps reversed:
 //   dx_pad[ih][iw][c] = sum_{r,s,k} frame[ih + (R-1-r) dil][iw + (S-1-s) dil][k] Wt[r][s][k][c]
@@ -150,15 +150,10 @@ template <class T>
 void backward_stride1(const ConvBackwardParams& p, const Sizes& z) {
     const auto [ph, pw] = p.geo.pad;
     const auto [dh, dw] = p.geo.dilation;
-    const int64_t pix = z.G * z.Kgp;
-    const int64_t top = (z.R - 1) * dh, left = (z.S - 1) * dw;
-    const int64_t Hq = z.OH + 2 * top, Wq = z.OW + 2 * left;
-    const FloatBuffer frame_buf(z.N * Hq * Wq * pix + Wq * pix);
-    const float* frame = frame_buf.get();
-    pack_grad_out<T>(p, z, top, left, Hq, Wq, frame_buf.get());
-
-    if (p.grad_x.data && z.R == 3 && z.S == 3 && dh == 1 && dw == 1 && ph >= 0 && ph <= 2 && pw >= 0 && pw <= 2 &&
-        winograd_applies(z.Kg, z.Cg)) {
+    const bool winograd = z.R == 3 && z.S == 3 && dh == 1 && dw == 1;
+    const bool winograd_dx = p.grad_x.data && winograd && ph <= 2 && pw <= 2 && winograd_applies(z.Kg, z.Cg, z.H, z.W);
+    const bool winograd_dw = p.grad_weight.data && winograd && winograd_applies(z.Cg, z.Kg, z.OH, z.OW);
+    if (winograd_dx) {
         // dX is the forward convolution of dY with the filter reversed and
         // its channel dimensions swapped, padded by 2 - pad.
         const TensorView& wv = p.weight;
@@ -166,7 +161,19 @@ void backward_stride1(const ConvBackwardParams& p, const Sizes& z) {
         winograd_forward({p.grad_out,
                           {w, z.Kg * wv.strides[0], wv.strides[1], wv.strides[0], -wv.strides[2], -wv.strides[3]},
                           nullptr, p.grad_x, z.G, 2 - ph, 2 - pw});
-    } else if (p.grad_x.data) {
+    }
+    if (winograd_dw) winograd_grad_weight({p.x, p.grad_out, p.grad_weight, z.G, ph, pw});
+    const bool direct_dx = p.grad_x.data && !winograd_dx, direct_dw = p.grad_weight.data && !winograd_dw;
+    if (!direct_dx && !direct_dw) return;
+
+    const int64_t pix = z.G * z.Kgp;
+    const int64_t top = (z.R - 1) * dh, left = (z.S - 1) * dw;
+    const int64_t Hq = z.OH + 2 * top, Wq = z.OW + 2 * left;
+    const FloatBuffer frame_buf(z.N * Hq * Wq * pix + Wq * pix);
+    const float* frame = frame_buf.get();
+    pack_grad_out<T>(p, z, top, left, Hq, Wq, frame_buf.get());
+
+    if (direct_dx) {
         const FloatBuffer packed(z.G * z.R * z.S * z.Kg * z.Cgp, true);
         pack_transposed_weights<T>(p, z, packed.get());
         // Padded-input rows 0 .. Hp-1 exist; input row ih is padded row ih + ph.
@@ -193,7 +200,7 @@ void backward_stride1(const ConvBackwardParams& p, const Sizes& z) {
         });
     }
 
-    if (p.grad_weight.data) {
+    if (direct_dw) {
         // The padded input with rows as wide as the frame's: OW + (S-1) dil
         // output columns give Wq-wide rows.
         const PaddedPixels<T> x(p.x, z.OH, z.OW + left, z.R, z.S, p.geo);

@@ -92,7 +92,7 @@ void forward_typed(const ConvParams& p) {
             bias_buf.get()[k] = simd::to_float(static_cast<const T*>(p.bias.data)[k * p.bias.strides[0]]);
         bias = bias_buf.get();
     }
-    if (z.R == 3 && z.S == 3 && sh == 1 && sw == 1 && dh == 1 && dw == 1 && winograd_applies(z.Cg, z.Kg)) {
+    if (z.R == 3 && z.S == 3 && sh == 1 && sw == 1 && dh == 1 && dw == 1 && winograd_applies(z.Cg, z.Kg, z.OH, z.OW)) {
         const TensorView& wv = p.weight;
         winograd_forward({p.x,
                           {wv.data, z.Kg * wv.strides[0], wv.strides[0], wv.strides[1], wv.strides[2], wv.strides[3]},

@@ -12,14 +12,14 @@
 // both (bench/notes/conv_pool.md) its error was 5-16x over the accuracy
 // rule's bound (2x PyTorch's), while F(2x2, 3x3), whose transforms hold only
 // 0, +-1 and +-1/2, stayed at 0.4-0.75 of the bound: the GEMMs sum C terms,
-// not 9 C, and the transforms add at most 4 terms.
+// not 9 C, and the transforms add at most 4 (input) and 9 (output) terms.
 //
 // Data flow per task (image, group, a block of tiles in row-major order): the
 // input patches are read from a zero-padded channels-last float copy of x
-// and transformed 16 channels at a time into V[xi][tile][c]; for each chunk
-// of 64 output channels, the 16 GEMMs write M[xi][tile][k] and the output
-// transform turns them into the tile's four pixels in Y[tile][4][k]; then
-// the block's pixels go to `out` with the bias. The block is sized so that
+// and transformed a vector of channels at a time into V[xi][tile][c]; for
+// each chunk of 64 output channels, the 16 GEMMs write M[xi][tile][k] and
+// the output transform turns them into the tile's four pixels in
+// Y[tile][4][k]; then the block's pixels go to `out` with the bias. The block is sized so that
 // V, M and Y (~512 KiB) stay in L2 while the transformed weights U (16 C K
 // floats, shared by every task) stream from L2/L3 panel by panel.
 #include <vector>
@@ -32,32 +32,54 @@ namespace {
 
 using simd::VecF32;
 
-constexpr int kXi = 16;              // positions in a transformed 4x4 tile
-constexpr int64_t kChannelChunk = 64;  // output channels per GEMM + output transform pass
-constexpr int64_t kBlockFloats = 128 * 1024;
+constexpr int kXi = 16;  // positions in a transformed 4x4 tile
+// M holds the 16 GEMMs' results for this many output channels at a time, so
+// that it stays small beside V whatever K is.
+constexpr int64_t kChannelChunk = 64;
+constexpr int64_t kBlockFloats = 128 * 1024;  // V + M + Y of one task: 512 KiB, half of a Zen 4 L2
 
-// U[g][xi][c][k] = (G g G^T)[xi] for weight g = w(g, k, c), computed in
-// double and rounded once; k padded to Kgp with zeros.
+// U[g][xi][c][k] = (G f G^T)[xi] for the filter f = w(g, k, c), computed in
+// double and rounded once; k padded to Kgp with zeros. One task per (group,
+// input channel): the 9 taps of every k gathered into rows, then the
+// transform runs along k (G's entries are 0, 1 and 1/2: adds and halvings).
 template <class T>
 void transform_weights(const WinogradConv& p, int64_t Cg, int64_t Kg, int64_t Kgp, float* U) {
-    static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
     const T* w = static_cast<const T*>(p.weight.data);
     const WinogradWeights& s = p.weight;
-    parallel_for(p.groups * Kg, 1, [&](int64_t u0, int64_t u1) {
+    parallel_for(p.groups * Cg, 1, [&](int64_t u0, int64_t u1) {
+        std::vector<double> taps(9 * Kg), half_rows(12 * Kg);
         for (int64_t u = u0; u < u1; ++u) {
-            const int64_t g = u / Kg, k = u % Kg;
-            for (int64_t c = 0; c < Cg; ++c) {
-                const T* src = w + g * s.group + k * s.out + c * s.in;
-                double f[3][3], gf[4][3];
-                for (int r = 0; r < 3; ++r)
-                    for (int q = 0; q < 3; ++q) f[r][q] = simd::to_float(src[r * s.row + q * s.col]);
-                for (int i = 0; i < 4; ++i)
-                    for (int q = 0; q < 3; ++q) gf[i][q] = G[i][0] * f[0][q] + G[i][1] * f[1][q] + G[i][2] * f[2][q];
-                for (int i = 0; i < 4; ++i)
-                    for (int j = 0; j < 4; ++j) {
-                        const double v = gf[i][0] * G[j][0] + gf[i][1] * G[j][1] + gf[i][2] * G[j][2];
-                        U[((g * kXi + i * 4 + j) * Cg + c) * Kgp + k] = static_cast<float>(v);
-                    }
+            const int64_t g = u / Cg, c = u % Cg;
+            for (int tap = 0; tap < 9; ++tap) {
+                const T* src = w + g * s.group + c * s.in + tap / 3 * s.row + tap % 3 * s.col;
+                for (int64_t k = 0; k < Kg; ++k) taps[tap * Kg + k] = simd::to_float(src[k * s.out]);
+            }
+            // G f: rows f0, (f0 + f1 + f2)/2, (f0 - f1 + f2)/2, f2, per column q.
+            for (int q = 0; q < 3; ++q) {
+                const double* f0 = &taps[q * Kg];
+                const double* f1 = &taps[(3 + q) * Kg];
+                const double* f2 = &taps[(6 + q) * Kg];
+                double* h = &half_rows[q * Kg];
+                for (int64_t k = 0; k < Kg; ++k) {
+                    h[k] = f0[k];
+                    h[3 * Kg + k] = 0.5 * (f0[k] + f1[k] + f2[k]);
+                    h[6 * Kg + k] = 0.5 * (f0[k] - f1[k] + f2[k]);
+                    h[9 * Kg + k] = f2[k];
+                }
+            }
+            // (G f) G^T: the same combination along each row i.
+            for (int i = 0; i < 4; ++i) {
+                const double* h0 = &half_rows[(3 * i) * Kg];
+                const double* h1 = &half_rows[(3 * i + 1) * Kg];
+                const double* h2 = &half_rows[(3 * i + 2) * Kg];
+                float* out = U + ((g * kXi + 4 * i) * Cg + c) * Kgp;
+                const int64_t xi_stride = Cg * Kgp;
+                for (int64_t k = 0; k < Kg; ++k) {
+                    out[k] = static_cast<float>(h0[k]);
+                    out[xi_stride + k] = static_cast<float>(0.5 * (h0[k] + h1[k] + h2[k]));
+                    out[2 * xi_stride + k] = static_cast<float>(0.5 * (h0[k] - h1[k] + h2[k]));
+                    out[3 * xi_stride + k] = static_cast<float>(h2[k]);
+                }
             }
         }
     });
@@ -95,22 +117,34 @@ inline void transform_output(const float* M, int64_t xi_stride, float* Y, int64_
     }
 }
 
-// The block's pixels (Y[i][k], pixel q = i % 4 = 2 y + x of tile t0 + i / 4)
-// into channels [c0, c0 + channels) of image n of out, plus the bias;
-// pixels past the output's last row or column are dropped. `offsets` holds
-// 8 count elements of scratch.
+// Tiles per task, counted over the tiles of all images: as many as keep a
+// task's buffers (floats_per_tile each) within kBlockFloats (L2), but at
+// least 48 where the images hold that many, so that a wide layer's U (16 C K
+// floats, read once per block) is reused over enough rows; at most half of
+// each thread's share, for balance. A multiple of the micro-tile's rows.
+inline int64_t tile_block(int64_t floats_per_tile, int64_t total_tiles) {
+    const int64_t share = (total_tiles + 2 * num_threads() - 1) / (2 * num_threads());
+    const int64_t block = std::min(std::max<int64_t>(kBlockFloats / floats_per_tile, std::min<int64_t>(48, share)), share);
+    return std::min(std::max<int64_t>(tile::kRows, block / tile::kRows * tile::kRows), std::max<int64_t>(total_tiles, 1));
+}
+
+// The block's pixels (Y[i][k], pixel q = i % 4 = 2 y + x of tile t0 + i / 4
+// of the tiles of all images, `tiles` per image) into channels
+// [c0, c0 + channels) of out, plus the bias; pixels past the output's last
+// row or column are dropped. `offsets` holds 8 count elements of scratch.
 template <class T>
-void write_tiles(const TensorView& out, int64_t n, int64_t c0, int64_t channels, int64_t ld, const float* Y,
-                 int64_t t0, int64_t count, int64_t TW, const float* bias, int64_t* offsets) {
-    T* base = static_cast<T*>(out.data) + n * out.strides[0] + c0 * out.strides[1];
+void write_tiles(const TensorView& out, int64_t c0, int64_t channels, int64_t ld, const float* Y, int64_t t0,
+                 int64_t count, int64_t tiles, int64_t TW, const float* bias, int64_t* offsets) {
+    T* base = static_cast<T*>(out.data) + c0 * out.strides[1];
     const int64_t OH = out.shape[2], OW = out.shape[3], cs = out.strides[1];
     int64_t pixels = 0;
     for (int64_t t = 0; t < count; ++t) {
-        const int64_t oh = (t0 + t) / TW * 2, ow = (t0 + t) % TW * 2;
+        const int64_t n = (t0 + t) / tiles, oh = (t0 + t) % tiles / TW * 2, ow = (t0 + t) % TW * 2;
         for (int q = 0; q < 4; ++q)
             if (oh + q / 2 < OH && ow + q % 2 < OW) {
                 offsets[2 * pixels] = t * 4 + q;
-                offsets[2 * pixels + 1] = (oh + q / 2) * out.strides[2] + (ow + q % 2) * out.strides[3];
+                offsets[2 * pixels + 1] =
+                    n * out.strides[0] + (oh + q / 2) * out.strides[2] + (ow + q % 2) * out.strides[3];
                 ++pixels;
             }
     }
@@ -127,6 +161,22 @@ void write_tiles(const TensorView& out, int64_t n, int64_t c0, int64_t channels,
         const float b = bias ? bias[k] : 0.0f;
         T* dst = base + k * cs;
         for (int64_t i = 0; i < pixels; ++i) dst[offsets[2 * i + 1]] = simd::from_float<T>(Y[offsets[2 * i] * ld + k] + b);
+    }
+}
+
+// The 2x2 output gradient dy (pixel (y, x) at dy + y * row + x * ld) of one
+// tile as the 4x4 A dy A^T that meets (B^T d B) in the weight gradient,
+// stored at W + xi * xi_stride (all `width` lanes: those past n are zeros);
+// A = [1 0; 1 1; 1 -1; 0 -1].
+inline void transform_grad_tile(const float* dy, int64_t ld, int64_t row, int n, float* W, int64_t xi_stride) {
+    VecF32 a[4][2];
+    for (int x = 0; x < 2; ++x) {
+        const VecF32 top = VecF32::load_partial(dy + x * ld, n), bottom = VecF32::load_partial(dy + row + x * ld, n);
+        a[0][x] = top, a[1][x] = top + bottom, a[2][x] = top - bottom, a[3][x] = VecF32::zero() - bottom;
+    }
+    for (int i = 0; i < 4; ++i) {
+        const VecF32 v[4] = {a[i][0], a[i][0] + a[i][1], a[i][0] - a[i][1], VecF32::zero() - a[i][1]};
+        for (int j = 0; j < 4; ++j) v[j].store(W + (i * 4 + j) * xi_stride);
     }
 }
 
@@ -147,19 +197,16 @@ void winograd_typed(const WinogradConv& p) {
     const PaddedPixels<T> x(xv, 2 * TH, 2 * TW, 3, 3, geo);
 
     const int64_t Kc = std::min(Kgp, kChannelChunk);
-    const int64_t per_tile = kXi * (Cgp + Kc) + 4 * Kgp;
-    const int64_t block = std::clamp<int64_t>(kBlockFloats / per_tile / tile::kRows * tile::kRows, tile::kRows, tiles);
-    const int64_t blocks = (tiles + block - 1) / block;
-    parallel_for(N * p.groups * blocks, 1, [&](int64_t u0, int64_t u1) {
+    const int64_t block = tile_block(kXi * (Cgp + Kc) + 4 * Kgp, N * tiles);
+    const int64_t blocks = (N * tiles + block - 1) / block;
+    parallel_for(p.groups * blocks, 1, [&](int64_t u0, int64_t u1) {
         const FloatBuffer V(kXi * block * Cgp), M(kXi * block * Kc), Y(block * 4 * Kgp);
         std::vector<int64_t> offsets(8 * block);
         for (int64_t u = u0; u < u1; ++u) {
-            const int64_t n = u / (p.groups * blocks), g = u / blocks % p.groups, t0 = u % blocks * block;
-            const int64_t count = std::min(block, tiles - t0);
-            const float* image = x.data() + n * x.ns + g * Cg;
+            const int64_t g = u / blocks, t0 = u % blocks * block, count = std::min(block, N * tiles - t0);
             for (int64_t t = 0; t < count; ++t) {
-                const int64_t th = (t0 + t) / TW, tw = (t0 + t) % TW;
-                const float* patch = image + (2 * th * x.Wp + 2 * tw) * x.C;
+                const int64_t n = (t0 + t) / tiles, th = (t0 + t) % tiles / TW, tw = (t0 + t) % TW;
+                const float* patch = x.data() + n * x.ns + (2 * th * x.Wp + 2 * tw) * x.C + g * Cg;
                 for (int64_t c0 = 0; c0 < Cg; c0 += tile::kWidth)
                     transform_patch(patch + c0, x.C, x.Wp * x.C, static_cast<int>(std::min<int64_t>(tile::kWidth, Cg - c0)),
                                     V.get() + t * Cgp + c0, block * Cgp);
@@ -173,8 +220,93 @@ void winograd_typed(const WinogradConv& p) {
                     for (int64_t v = 0; v < kn; v += tile::kWidth)
                         transform_output(M.get() + t * Kc + v, block * Kc, Y.get() + t * 4 * Kgp + k0 + v, Kgp);
             }
-            write_tiles<T>(ov, n, g * Kg, Kg, Kgp, Y.get(), t0, count, TW, p.bias ? p.bias + g * Kg : nullptr,
+            write_tiles<T>(ov, g * Kg, Kg, Kgp, Y.get(), t0, count, tiles, TW, p.bias ? p.bias + g * Kg : nullptr,
                            offsets.data());
+        }
+    });
+}
+
+// Weight gradient: Y is linear in the filter f, so
+//   dL/df = G^T [ sum over tiles (A dy A^T) . (B^T d B) ] G,
+// 16 GEMMs Z_xi[c][k] = sum_tiles V_xi[tile][c] D_xi[tile][k] whose
+// reduction runs over every tile of every image. Each thread sums a
+// contiguous range of (image, tile block) units into its own Z; the copies
+// are added in a fixed order (deterministic for a thread count) and
+// transformed back in double.
+template <class T>
+void grad_weight_typed(const WinogradGradWeight& p) {
+    const TensorView& xv = p.x;
+    const TensorView& gv = p.grad_out;
+    const int64_t N = xv.shape[0], C = xv.shape[1], K = gv.shape[1], OH = gv.shape[2], OW = gv.shape[3];
+    const int64_t Cg = C / p.groups, Kg = K / p.groups;
+    const int64_t Cgp = round_up(Cg, tile::kWidth), Kgp = round_up(Kg, tile::kWidth);
+    const int64_t TH = (OH + 1) / 2, TW = (OW + 1) / 2, tiles = TH * TW;
+
+    ConvGeometry geo{};
+    geo.pad[0] = p.pad_top, geo.pad[1] = p.pad_left, geo.dilation[0] = geo.dilation[1] = 1;
+    const PaddedPixels<T> x(xv, 2 * TH, 2 * TW, 3, 3, geo);
+    // dY as channels-last float pixels over the whole tile grid (zeros past OH, OW).
+    const PaddedPixels<T> dy(gv, 2 * TH, 2 * TW, 1, 1, ConvGeometry{});
+
+    // Each block's GEMMs make one pass over Z (Cg x Kgp per xi): the blocks
+    // are 4x longer than the forward's.
+    const int64_t block = tile_block(kXi * (Cgp + Kgp) / 4, N * tiles);
+    const int64_t units = (N * tiles + block - 1) / block;
+    const int64_t z_size = p.groups * kXi * Cg * Kgp;
+    const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(num_threads(), units));
+    const FloatBuffer partial(splits * z_size);
+    parallel_for(splits, 1, [&](int64_t s0, int64_t s1) {
+        const FloatBuffer V(kXi * block * Cgp), D(kXi * block * Kgp);
+        for (int64_t split = s0; split < s1; ++split) {
+            float* Z = partial.get() + split * z_size;
+            std::fill_n(Z, z_size, 0.0f);
+            for (int64_t u = units * split / splits; u < units * (split + 1) / splits; ++u) {
+                const int64_t t0 = u * block, count = std::min(block, N * tiles - t0);
+                for (int64_t g = 0; g < p.groups; ++g) {
+                    for (int64_t t = 0; t < count; ++t) {
+                        const int64_t n = (t0 + t) / tiles, th = (t0 + t) % tiles / TW, tw = (t0 + t) % TW;
+                        const float* patch = x.data() + n * x.ns + (2 * th * x.Wp + 2 * tw) * x.C + g * Cg;
+                        for (int64_t c0 = 0; c0 < Cg; c0 += tile::kWidth)
+                            transform_patch(patch + c0, x.C, x.Wp * x.C,
+                                            static_cast<int>(std::min<int64_t>(tile::kWidth, Cg - c0)),
+                                            V.get() + t * Cgp + c0, block * Cgp);
+                        const float* grad = dy.data() + n * dy.ns + (2 * th * dy.Wp + 2 * tw) * dy.C + g * Kg;
+                        for (int64_t k0 = 0; k0 < Kgp; k0 += tile::kWidth)
+                            transform_grad_tile(grad + k0, dy.C, dy.Wp * dy.C,
+                                                static_cast<int>(std::clamp<int64_t>(Kg - k0, 0, tile::kWidth)),
+                                                D.get() + t * Kgp + k0, block * Kgp);
+                    }
+                    for (int xi = 0; xi < kXi; ++xi)
+                        tile::gemm(Cg, Kgp, count, V.get() + xi * block * Cgp, 1, Cgp, D.get() + xi * block * Kgp, Kgp,
+                                   Z + (g * kXi + xi) * Cg * Kgp, Kgp, true);
+                }
+            }
+        }
+    });
+
+    static constexpr double Gt[3][4] = {{1, 0.5, 0.5, 0}, {0, 0.5, -0.5, 0}, {0, 0.5, 0.5, 1}};
+    T* gw = static_cast<T*>(p.grad_weight.data);
+    const TensorView& wv = p.grad_weight;
+    parallel_for(K, 1, [&](int64_t k0, int64_t k1) {
+        for (int64_t kk = k0; kk < k1; ++kk) {
+            const int64_t g = kk / Kg, k = kk % Kg;
+            for (int64_t c = 0; c < Cg; ++c) {
+                double z[4][4], zg[4][3];
+                for (int xi = 0; xi < kXi; ++xi) {
+                    double sum = 0.0;
+                    for (int64_t split = 0; split < splits; ++split)
+                        sum += partial.get()[split * z_size + ((g * kXi + xi) * Cg + c) * Kgp + k];
+                    z[xi / 4][xi % 4] = sum;
+                }
+                for (int i = 0; i < 4; ++i)
+                    for (int s = 0; s < 3; ++s) zg[i][s] = z[i][0] * Gt[s][0] + z[i][1] * Gt[s][1] + z[i][2] * Gt[s][2] + z[i][3] * Gt[s][3];
+                for (int r = 0; r < 3; ++r)
+                    for (int s = 0; s < 3; ++s) {
+                        const double v = Gt[r][0] * zg[0][s] + Gt[r][1] * zg[1][s] + Gt[r][2] * zg[2][s] + Gt[r][3] * zg[3][s];
+                        gw[kk * wv.strides[0] + c * wv.strides[1] + r * wv.strides[2] + s * wv.strides[3]] =
+                            simd::from_float<T>(static_cast<float>(v));
+                    }
+            }
         }
     });
 }
@@ -184,6 +316,11 @@ void winograd_typed(const WinogradConv& p) {
 void winograd_forward(const WinogradConv& p) {
     if (p.x.dtype == DType::bf16) winograd_typed<bf16>(p);
     else winograd_typed<float>(p);
+}
+
+void winograd_grad_weight(const WinogradGradWeight& p) {
+    if (p.x.dtype == DType::bf16) grad_weight_typed<bf16>(p);
+    else grad_weight_typed<float>(p);
 }
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE::conv
