@@ -8,10 +8,12 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <new>
 
 #include "../attention/tile_gemm.h"
 #include "fastnn/conv.h"
 #include "fastnn/parallel.h"
+#include "fastnn/workspace.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE::conv {
 
@@ -60,6 +62,15 @@ private:
     float* data_;
 };
 
+// The calling thread's workspace `slot` (fastnn/workspace.h) as n floats,
+// kept for its next call: a layer's multi-MB buffers would otherwise pay
+// their page faults on every call. Outside parallel regions only.
+inline float* conv_workspace(WorkspaceSlot slot, int64_t n) {
+    float* p = thread_workspace<float>(slot, static_cast<size_t>(round_up(std::max<int64_t>(n, 1), 16)));
+    if (!p) throw std::bad_alloc();
+    return p;
+}
+
 // x as float pixels of C channels: element (n, h, w, c) at
 // data[n * ns + h * hs + w * ws + c]. A view of x when it is float32 with
 // unit channel stride (channels-last), else a converted copy.
@@ -103,17 +114,19 @@ struct PixelMajor {
 // (oh + r dil_h) * Wp + ow + s dil_w: one linear index over whole rows. The
 // Wp - OW extra columns per row are computed and discarded; the slack at the
 // end keeps their reads inside the buffer.
+// The copy lives in the calling thread's workspace `slot`.
 template <class T>
 struct PaddedPixels {
     int64_t Hp, Wp, C, ns;
-    FloatBuffer copy;
+    float* copy;
 
-    PaddedPixels(const TensorView& x, int64_t OH, int64_t OW, int64_t R, int64_t S, const ConvGeometry& geo)
+    PaddedPixels(const TensorView& x, int64_t OH, int64_t OW, int64_t R, int64_t S, const ConvGeometry& geo,
+                 WorkspaceSlot slot = WorkspaceSlot::conv_input)
         : Hp(OH + (R - 1) * geo.dilation[0]), Wp(OW + (S - 1) * geo.dilation[1]), C(x.shape[1]), ns(Hp * Wp * C),
-          copy(x.shape[0] * Hp * Wp * C + Wp * C) {
+          copy(conv_workspace(slot, x.shape[0] * Hp * Wp * C + Wp * C)) {
         const int64_t N = x.shape[0], H = x.shape[2], W = x.shape[3];
         const int64_t top = geo.pad[0], left = geo.pad[1];
-        float* dst = copy.get();
+        float* dst = copy;
         const T* src = static_cast<const T*>(x.data);
         std::fill_n(dst + N * ns, Wp * C, 0.0f);
         parallel_for(N * Hp, 1, [&](int64_t r0, int64_t r1) {
@@ -134,7 +147,7 @@ struct PaddedPixels {
             }
         });
     }
-    const float* data() const { return copy.get(); }
+    const float* data() const { return copy; }
 };
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE::conv

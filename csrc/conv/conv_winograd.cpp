@@ -22,10 +22,13 @@
 // Y[tile][4][k]; then the block's pixels go to `out` with the bias. The block is sized so that
 // V, M and Y (~512 KiB) stay in L2 while the transformed weights U (16 C K
 // floats, shared by every task) stream from L2/L3 panel by panel.
+#include <atomic>
+#include <new>
 #include <vector>
 
 #include "conv_common.h"
 #include "conv_winograd.h"
+#include "fastnn/gemm.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE::conv {
 namespace {
@@ -39,46 +42,57 @@ constexpr int64_t kChannelChunk = 64;
 constexpr int64_t kBlockFloats = 128 * 1024;  // V + M + Y of one task: 512 KiB, half of a Zen 4 L2
 
 // U[g][xi][c][k] = (G f G^T)[xi] for the filter f = w(g, k, c), computed in
-// double and rounded once; k padded to Kgp with zeros. One task per (group,
-// input channel): the 9 taps of every k gathered into rows, then the
-// transform runs along k (G's entries are 0, 1 and 1/2: adds and halvings).
+// double and rounded once; k padded to Kgp with zeros. One task per group
+// and 16 x 16 block of (input, output) channels: its taps (9 KiB of
+// weights) are gathered in the weights' memory order (the filter's own
+// order in the forward pass, the transposed one for dX) into an L1 buffer,
+// then transformed along k (G's entries are 0, 1 and 1/2: adds and
+// halvings) into whole 64-byte lines of U.
 template <class T>
 void transform_weights(const WinogradConv& p, int64_t Cg, int64_t Kg, int64_t Kgp, float* U) {
+    constexpr int64_t kB = 16;
     const T* w = static_cast<const T*>(p.weight.data);
     const WinogradWeights& s = p.weight;
-    parallel_for(p.groups * Cg, 1, [&](int64_t u0, int64_t u1) {
-        std::vector<double> taps(9 * Kg), half_rows(12 * Kg);
+    const int64_t cblocks = (Cg + kB - 1) / kB, kblocks = (Kg + kB - 1) / kB;
+    const int64_t xi_stride = Cg * Kgp;
+    parallel_for(p.groups * cblocks * kblocks, 1, [&](int64_t u0, int64_t u1) {
+        double taps[kB][9][kB], h[12][kB];
         for (int64_t u = u0; u < u1; ++u) {
-            const int64_t g = u / Cg, c = u % Cg;
-            for (int tap = 0; tap < 9; ++tap) {
-                const T* src = w + g * s.group + c * s.in + tap / 3 * s.row + tap % 3 * s.col;
-                for (int64_t k = 0; k < Kg; ++k) taps[tap * Kg + k] = simd::to_float(src[k * s.out]);
+            const int64_t g = u / (cblocks * kblocks), c0 = u / kblocks % cblocks * kB, k0 = u % kblocks * kB;
+            const int64_t cn = std::min(kB, Cg - c0), kn = std::min(kB, Kg - k0);
+            auto gather = [&](int64_t cc, int64_t kk) {
+                const T* src = w + g * s.group + (k0 + kk) * s.out + (c0 + cc) * s.in;
+                for (int tap = 0; tap < 9; ++tap) taps[cc][tap][kk] = simd::to_float(src[tap / 3 * s.row + tap % 3 * s.col]);
+            };
+            if (std::abs(s.in) <= std::abs(s.out)) {
+                for (int64_t kk = 0; kk < kn; ++kk)
+                    for (int64_t cc = 0; cc < cn; ++cc) gather(cc, kk);
+            } else {
+                for (int64_t cc = 0; cc < cn; ++cc)
+                    for (int64_t kk = 0; kk < kn; ++kk) gather(cc, kk);
             }
-            // G f: rows f0, (f0 + f1 + f2)/2, (f0 - f1 + f2)/2, f2, per column q.
-            for (int q = 0; q < 3; ++q) {
-                const double* f0 = &taps[q * Kg];
-                const double* f1 = &taps[(3 + q) * Kg];
-                const double* f2 = &taps[(6 + q) * Kg];
-                double* h = &half_rows[q * Kg];
-                for (int64_t k = 0; k < Kg; ++k) {
-                    h[k] = f0[k];
-                    h[3 * Kg + k] = 0.5 * (f0[k] + f1[k] + f2[k]);
-                    h[6 * Kg + k] = 0.5 * (f0[k] - f1[k] + f2[k]);
-                    h[9 * Kg + k] = f2[k];
-                }
-            }
-            // (G f) G^T: the same combination along each row i.
-            for (int i = 0; i < 4; ++i) {
-                const double* h0 = &half_rows[(3 * i) * Kg];
-                const double* h1 = &half_rows[(3 * i + 1) * Kg];
-                const double* h2 = &half_rows[(3 * i + 2) * Kg];
-                float* out = U + ((g * kXi + 4 * i) * Cg + c) * Kgp;
-                const int64_t xi_stride = Cg * Kgp;
-                for (int64_t k = 0; k < Kg; ++k) {
-                    out[k] = static_cast<float>(h0[k]);
-                    out[xi_stride + k] = static_cast<float>(0.5 * (h0[k] + h1[k] + h2[k]));
-                    out[2 * xi_stride + k] = static_cast<float>(0.5 * (h0[k] - h1[k] + h2[k]));
-                    out[3 * xi_stride + k] = static_cast<float>(h2[k]);
+            for (int64_t cc = 0; cc < cn; ++cc) {
+                // G f: rows f0, (f0 + f1 + f2)/2, (f0 - f1 + f2)/2, f2 of each column q.
+                for (int q = 0; q < 3; ++q)
+                    for (int64_t kk = 0; kk < kn; ++kk) {
+                        const double f0 = taps[cc][q][kk], f1 = taps[cc][3 + q][kk], f2 = taps[cc][6 + q][kk];
+                        h[q][kk] = f0;
+                        h[3 + q][kk] = 0.5 * (f0 + f1 + f2);
+                        h[6 + q][kk] = 0.5 * (f0 - f1 + f2);
+                        h[9 + q][kk] = f2;
+                    }
+                // (G f) G^T: the same combination along each row i.
+                for (int i = 0; i < 4; ++i) {
+                    float* out = U + ((g * kXi + 4 * i) * Cg + c0 + cc) * Kgp + k0;
+                    for (int64_t kk = 0; kk < kn; ++kk) {
+                        const double h0 = h[3 * i][kk], h1 = h[3 * i + 1][kk], h2 = h[3 * i + 2][kk];
+                        out[kk] = static_cast<float>(h0);
+                        out[xi_stride + kk] = static_cast<float>(0.5 * (h0 + h1 + h2));
+                        out[2 * xi_stride + kk] = static_cast<float>(0.5 * (h0 - h1 + h2));
+                        out[3 * xi_stride + kk] = static_cast<float>(h2);
+                    }
+                    if (k0 + kn == Kg)
+                        for (int j = 0; j < 4; ++j) std::fill(out + j * xi_stride + kn, out + j * xi_stride + Kgp - k0, 0.0f);
                 }
             }
         }
@@ -180,6 +194,80 @@ inline void transform_grad_tile(const float* dy, int64_t ld, int64_t row, int n,
     }
 }
 
+// Tile t (counted over the tiles of all images) of the tile grid.
+struct TileGrid {
+    int64_t tiles, TW;  // tiles per image, tiles per row
+    int64_t image(int64_t t) const { return t / tiles; }
+    int64_t row(int64_t t) const { return t % tiles / TW; }
+    int64_t col(int64_t t) const { return t % TW; }
+};
+
+// V[xi][t - t0][c] (V + xi * xi_stride + (t - t0) * ld + c) for tiles
+// [t0, t0 + count) of group g; x is the padded input of the tile grid.
+template <class T>
+void transform_inputs(const PaddedPixels<T>& x, const TileGrid& grid, int64_t g, int64_t Cg, int64_t t0, int64_t count,
+                      float* V, int64_t ld, int64_t xi_stride) {
+    for (int64_t t = t0; t < t0 + count; ++t) {
+        const float* patch =
+            x.data() + grid.image(t) * x.ns + (2 * grid.row(t) * x.Wp + 2 * grid.col(t)) * x.C + g * Cg;
+        for (int64_t c0 = 0; c0 < Cg; c0 += tile::kWidth)
+            transform_patch(patch + c0, x.C, x.Wp * x.C, static_cast<int>(std::min<int64_t>(tile::kWidth, Cg - c0)),
+                            V + (t - t0) * ld + c0, xi_stride);
+    }
+}
+
+// D[xi][t - t0][k] likewise from the output gradient's 2x2 tiles (all Kgp
+// lanes written, zeros past Kg).
+template <class T>
+void transform_grads(const PaddedPixels<T>& dy, const TileGrid& grid, int64_t g, int64_t Kg, int64_t Kgp, int64_t t0,
+                     int64_t count, float* D, int64_t ld, int64_t xi_stride) {
+    for (int64_t t = t0; t < t0 + count; ++t) {
+        const float* grad =
+            dy.data() + grid.image(t) * dy.ns + (2 * grid.row(t) * dy.Wp + 2 * grid.col(t)) * dy.C + g * Kg;
+        for (int64_t k0 = 0; k0 < Kgp; k0 += tile::kWidth)
+            transform_grad_tile(grad + k0, dy.C, dy.Wp * dy.C, static_cast<int>(std::clamp<int64_t>(Kg - k0, 0, tile::kWidth)),
+                                D + (t - t0) * ld + k0, xi_stride);
+    }
+}
+
+// c_xi (M x N, row stride ldc) (+)= a_xi (M x K) @ b_xi (K x N, row stride
+// ldb) for the 16 xi, on the package's GEMM (packed panels, cache blocking,
+// threads over the batch and the matrix); a_xi's element (m, k) is at
+// a + xi * a_batch + m * a_m + k * a_k. Called outside any parallel region.
+void gemm16(int64_t M, int64_t N, int64_t K, const float* a, int64_t a_batch, int64_t a_m, int64_t a_k, const float* b,
+            int64_t b_batch, int64_t ldb, float* c, int64_t c_batch, int64_t ldc, bool accumulate) {
+    auto view = [](const float* data, int64_t rows, int64_t cols, int64_t batch, int64_t row_stride, int64_t col_stride) {
+        TensorView t;
+        t.data = const_cast<float*>(data);
+        t.dtype = DType::f32;
+        t.ndim = 3;
+        t.shape[0] = kXi, t.shape[1] = rows, t.shape[2] = cols;
+        t.strides[0] = batch, t.strides[1] = row_stride, t.strides[2] = col_stride;
+        return t;
+    };
+    GemmParams gp;
+    gp.a = view(a, M, K, a_batch, a_m, a_k);
+    gp.b = view(b, K, N, b_batch, ldb, 1);
+    gp.c = view(c, M, N, c_batch, ldc, 1);
+    gp.beta = accumulate ? 1.0f : 0.0f;
+    gemm(gp);
+}
+
+// Wide layers (C, K >= ~200): a tile's V and M outgrow the L2 budget, so a
+// fused block would hold too few tiles to reuse each U_xi panel. They
+// transform every tile of a chunk first (up to kWholeFloats of V and M, in
+// L3 or memory) and run the 16 products over all of them on the package's
+// GEMM.
+constexpr int64_t kWholeFloats = 16 * 1024 * 1024;
+
+inline bool wide_layer(int64_t Cgp, int64_t Kgp) {
+    return kBlockFloats / (kXi * (Cgp + std::min(Kgp, kChannelChunk)) + 4 * Kgp) < 24;
+}
+
+inline int64_t whole_chunk(int64_t Cgp, int64_t Kgp, int64_t total_tiles) {
+    return std::clamp<int64_t>(kWholeFloats / (kXi * (Cgp + Kgp)), tile::kRows, std::max<int64_t>(total_tiles, 1));
+}
+
 template <class T>
 void winograd_typed(const WinogradConv& p) {
     const TensorView& xv = p.x;
@@ -187,107 +275,92 @@ void winograd_typed(const WinogradConv& p) {
     const int64_t N = xv.shape[0], C = xv.shape[1], K = ov.shape[1], OH = ov.shape[2], OW = ov.shape[3];
     const int64_t Cg = C / p.groups, Kg = K / p.groups;
     const int64_t Cgp = round_up(Cg, tile::kWidth), Kgp = round_up(Kg, tile::kWidth);
-    const int64_t TH = (OH + 1) / 2, TW = (OW + 1) / 2, tiles = TH * TW;
+    const int64_t TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    const TileGrid grid{TH * TW, TW};
+    const int64_t total = N * grid.tiles;
 
-    const FloatBuffer U(p.groups * kXi * Cg * Kgp, true);
-    transform_weights<T>(p, Cg, Kg, Kgp, U.get());
+    float* U = conv_workspace(WorkspaceSlot::conv_weights, p.groups * kXi * Cg * Kgp);
+    transform_weights<T>(p, Cg, Kg, Kgp, U);
     // The padded input covers the whole tile grid: 2 TH + 2 rows of 2 TW + 2 pixels.
     ConvGeometry geo{};
     geo.pad[0] = p.pad_top, geo.pad[1] = p.pad_left, geo.dilation[0] = geo.dilation[1] = 1;
     const PaddedPixels<T> x(xv, 2 * TH, 2 * TW, 3, 3, geo);
+    auto bias_of = [&](int64_t g) { return p.bias ? p.bias + g * Kg : nullptr; };
+
+    if (wide_layer(Cgp, Kgp)) {
+        const int64_t chunk = whole_chunk(Cgp, Kgp, total);
+        float* V = conv_workspace(WorkspaceSlot::conv_tiles, kXi * chunk * (Cgp + Kgp));
+        float* M = V + kXi * chunk * Cgp;
+        constexpr int64_t kWriteBlock = 32;
+        std::atomic<bool> out_of_memory{false};
+        for (int64_t g = 0; g < p.groups; ++g)
+            for (int64_t t0 = 0; t0 < total; t0 += chunk) {
+                const int64_t count = std::min(chunk, total - t0);
+                parallel_for(count, 8, [&](int64_t a, int64_t b) {
+                    transform_inputs(x, grid, g, Cg, t0 + a, b - a, V + a * Cgp, Cgp, chunk * Cgp);
+                });
+                gemm16(count, Kgp, Cg, V, chunk * Cgp, Cgp, 1, U + g * kXi * Cg * Kgp, Cg * Kgp, Kgp, M, chunk * Kgp, Kgp,
+                       false);
+                parallel_for((count + kWriteBlock - 1) / kWriteBlock, 1, [&](int64_t b0, int64_t b1) {
+                    float* Y = thread_workspace<float>(WorkspaceSlot::conv_block, kWriteBlock * 4 * Kgp);
+                    if (!Y) {
+                        out_of_memory = true;
+                        return;
+                    }
+                    int64_t offsets[8 * kWriteBlock];
+                    for (int64_t b = b0; b < b1; ++b) {
+                        const int64_t s0 = b * kWriteBlock, n = std::min(kWriteBlock, count - s0);
+                        for (int64_t t = 0; t < n; ++t)
+                            for (int64_t v = 0; v < Kgp; v += tile::kWidth)
+                                transform_output(M + (s0 + t) * Kgp + v, chunk * Kgp, Y + t * 4 * Kgp + v, Kgp);
+                        write_tiles<T>(ov, g * Kg, Kg, Kgp, Y, t0 + s0, n, grid.tiles, TW, bias_of(g), offsets);
+                    }
+                });
+            }
+        if (out_of_memory) throw std::bad_alloc();
+        return;
+    }
 
     const int64_t Kc = std::min(Kgp, kChannelChunk);
-    const int64_t block = tile_block(kXi * (Cgp + Kc) + 4 * Kgp, N * tiles);
-    const int64_t blocks = (N * tiles + block - 1) / block;
+    const int64_t block = tile_block(kXi * (Cgp + Kc) + 4 * Kgp, total);
+    const int64_t blocks = (total + block - 1) / block;
+    std::atomic<bool> out_of_memory{false};
     parallel_for(p.groups * blocks, 1, [&](int64_t u0, int64_t u1) {
-        const FloatBuffer V(kXi * block * Cgp), M(kXi * block * Kc), Y(block * 4 * Kgp);
+        float* V = thread_workspace<float>(WorkspaceSlot::conv_block, kXi * block * (Cgp + Kc) + 4 * block * Kgp);
+        if (!V) {
+            out_of_memory = true;
+            return;
+        }
+        float* M = V + kXi * block * Cgp;
+        float* Y = M + kXi * block * Kc;
         std::vector<int64_t> offsets(8 * block);
         for (int64_t u = u0; u < u1; ++u) {
-            const int64_t g = u / blocks, t0 = u % blocks * block, count = std::min(block, N * tiles - t0);
-            for (int64_t t = 0; t < count; ++t) {
-                const int64_t n = (t0 + t) / tiles, th = (t0 + t) % tiles / TW, tw = (t0 + t) % TW;
-                const float* patch = x.data() + n * x.ns + (2 * th * x.Wp + 2 * tw) * x.C + g * Cg;
-                for (int64_t c0 = 0; c0 < Cg; c0 += tile::kWidth)
-                    transform_patch(patch + c0, x.C, x.Wp * x.C, static_cast<int>(std::min<int64_t>(tile::kWidth, Cg - c0)),
-                                    V.get() + t * Cgp + c0, block * Cgp);
-            }
+            const int64_t g = u / blocks, t0 = u % blocks * block, count = std::min(block, total - t0);
+            transform_inputs(x, grid, g, Cg, t0, count, V, Cgp, block * Cgp);
             for (int64_t k0 = 0; k0 < Kgp; k0 += Kc) {
                 const int64_t kn = std::min(Kc, Kgp - k0);
                 for (int xi = 0; xi < kXi; ++xi)
-                    tile::gemm(count, kn, Cg, V.get() + xi * block * Cgp, Cgp, 1,
-                               U.get() + (g * kXi + xi) * Cg * Kgp + k0, Kgp, M.get() + xi * block * Kc, Kc, false);
+                    tile::gemm(count, kn, Cg, V + xi * block * Cgp, Cgp, 1, U + (g * kXi + xi) * Cg * Kgp + k0, Kgp,
+                               M + xi * block * Kc, Kc, false);
                 for (int64_t t = 0; t < count; ++t)
                     for (int64_t v = 0; v < kn; v += tile::kWidth)
-                        transform_output(M.get() + t * Kc + v, block * Kc, Y.get() + t * 4 * Kgp + k0 + v, Kgp);
+                        transform_output(M + t * Kc + v, block * Kc, Y + t * 4 * Kgp + k0 + v, Kgp);
             }
-            write_tiles<T>(ov, g * Kg, Kg, Kgp, Y.get(), t0, count, tiles, TW, p.bias ? p.bias + g * Kg : nullptr,
-                           offsets.data());
+            write_tiles<T>(ov, g * Kg, Kg, Kgp, Y, t0, count, grid.tiles, TW, bias_of(g), offsets.data());
         }
     });
+    if (out_of_memory) throw std::bad_alloc();
 }
 
-// Weight gradient: Y is linear in the filter f, so
-//   dL/df = G^T [ sum over tiles (A dy A^T) . (B^T d B) ] G,
-// 16 GEMMs Z_xi[c][k] = sum_tiles V_xi[tile][c] D_xi[tile][k] whose
-// reduction runs over every tile of every image. Each thread sums a
-// contiguous range of (image, tile block) units into its own Z; the copies
-// are added in a fixed order (deterministic for a thread count) and
-// transformed back in double.
+// grad_weight from Z[g][xi][c][k] summed over `splits` copies (z_size floats
+// apart) in split order: dW = G^T Z G in double.
 template <class T>
-void grad_weight_typed(const WinogradGradWeight& p) {
-    const TensorView& xv = p.x;
-    const TensorView& gv = p.grad_out;
-    const int64_t N = xv.shape[0], C = xv.shape[1], K = gv.shape[1], OH = gv.shape[2], OW = gv.shape[3];
-    const int64_t Cg = C / p.groups, Kg = K / p.groups;
-    const int64_t Cgp = round_up(Cg, tile::kWidth), Kgp = round_up(Kg, tile::kWidth);
-    const int64_t TH = (OH + 1) / 2, TW = (OW + 1) / 2, tiles = TH * TW;
-
-    ConvGeometry geo{};
-    geo.pad[0] = p.pad_top, geo.pad[1] = p.pad_left, geo.dilation[0] = geo.dilation[1] = 1;
-    const PaddedPixels<T> x(xv, 2 * TH, 2 * TW, 3, 3, geo);
-    // dY as channels-last float pixels over the whole tile grid (zeros past OH, OW).
-    const PaddedPixels<T> dy(gv, 2 * TH, 2 * TW, 1, 1, ConvGeometry{});
-
-    // Each block's GEMMs make one pass over Z (Cg x Kgp per xi): the blocks
-    // are 4x longer than the forward's.
-    const int64_t block = tile_block(kXi * (Cgp + Kgp) / 4, N * tiles);
-    const int64_t units = (N * tiles + block - 1) / block;
-    const int64_t z_size = p.groups * kXi * Cg * Kgp;
-    const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(num_threads(), units));
-    const FloatBuffer partial(splits * z_size);
-    parallel_for(splits, 1, [&](int64_t s0, int64_t s1) {
-        const FloatBuffer V(kXi * block * Cgp), D(kXi * block * Kgp);
-        for (int64_t split = s0; split < s1; ++split) {
-            float* Z = partial.get() + split * z_size;
-            std::fill_n(Z, z_size, 0.0f);
-            for (int64_t u = units * split / splits; u < units * (split + 1) / splits; ++u) {
-                const int64_t t0 = u * block, count = std::min(block, N * tiles - t0);
-                for (int64_t g = 0; g < p.groups; ++g) {
-                    for (int64_t t = 0; t < count; ++t) {
-                        const int64_t n = (t0 + t) / tiles, th = (t0 + t) % tiles / TW, tw = (t0 + t) % TW;
-                        const float* patch = x.data() + n * x.ns + (2 * th * x.Wp + 2 * tw) * x.C + g * Cg;
-                        for (int64_t c0 = 0; c0 < Cg; c0 += tile::kWidth)
-                            transform_patch(patch + c0, x.C, x.Wp * x.C,
-                                            static_cast<int>(std::min<int64_t>(tile::kWidth, Cg - c0)),
-                                            V.get() + t * Cgp + c0, block * Cgp);
-                        const float* grad = dy.data() + n * dy.ns + (2 * th * dy.Wp + 2 * tw) * dy.C + g * Kg;
-                        for (int64_t k0 = 0; k0 < Kgp; k0 += tile::kWidth)
-                            transform_grad_tile(grad + k0, dy.C, dy.Wp * dy.C,
-                                                static_cast<int>(std::clamp<int64_t>(Kg - k0, 0, tile::kWidth)),
-                                                D.get() + t * Kgp + k0, block * Kgp);
-                    }
-                    for (int xi = 0; xi < kXi; ++xi)
-                        tile::gemm(Cg, Kgp, count, V.get() + xi * block * Cgp, 1, Cgp, D.get() + xi * block * Kgp, Kgp,
-                                   Z + (g * kXi + xi) * Cg * Kgp, Kgp, true);
-                }
-            }
-        }
-    });
-
+void write_grad_weight(const WinogradGradWeight& p, int64_t Cg, int64_t Kg, int64_t Kgp, const float* Z, int64_t splits,
+                       int64_t z_size) {
     static constexpr double Gt[3][4] = {{1, 0.5, 0.5, 0}, {0, 0.5, -0.5, 0}, {0, 0.5, 0.5, 1}};
     T* gw = static_cast<T*>(p.grad_weight.data);
     const TensorView& wv = p.grad_weight;
-    parallel_for(K, 1, [&](int64_t k0, int64_t k1) {
+    parallel_for(p.groups * Kg, 1, [&](int64_t k0, int64_t k1) {
         for (int64_t kk = k0; kk < k1; ++kk) {
             const int64_t g = kk / Kg, k = kk % Kg;
             for (int64_t c = 0; c < Cg; ++c) {
@@ -295,20 +368,99 @@ void grad_weight_typed(const WinogradGradWeight& p) {
                 for (int xi = 0; xi < kXi; ++xi) {
                     double sum = 0.0;
                     for (int64_t split = 0; split < splits; ++split)
-                        sum += partial.get()[split * z_size + ((g * kXi + xi) * Cg + c) * Kgp + k];
+                        sum += Z[split * z_size + ((g * kXi + xi) * Cg + c) * Kgp + k];
                     z[xi / 4][xi % 4] = sum;
                 }
                 for (int i = 0; i < 4; ++i)
-                    for (int s = 0; s < 3; ++s) zg[i][s] = z[i][0] * Gt[s][0] + z[i][1] * Gt[s][1] + z[i][2] * Gt[s][2] + z[i][3] * Gt[s][3];
+                    for (int s = 0; s < 3; ++s)
+                        zg[i][s] = z[i][0] * Gt[s][0] + z[i][1] * Gt[s][1] + z[i][2] * Gt[s][2] + z[i][3] * Gt[s][3];
                 for (int r = 0; r < 3; ++r)
                     for (int s = 0; s < 3; ++s) {
-                        const double v = Gt[r][0] * zg[0][s] + Gt[r][1] * zg[1][s] + Gt[r][2] * zg[2][s] + Gt[r][3] * zg[3][s];
+                        const double v =
+                            Gt[r][0] * zg[0][s] + Gt[r][1] * zg[1][s] + Gt[r][2] * zg[2][s] + Gt[r][3] * zg[3][s];
                         gw[kk * wv.strides[0] + c * wv.strides[1] + r * wv.strides[2] + s * wv.strides[3]] =
                             simd::from_float<T>(static_cast<float>(v));
                     }
             }
         }
     });
+}
+
+// Weight gradient: Y is linear in the filter f, so
+//   dL/df = G^T [ sum over tiles (A dy A^T) . (B^T d B) ] G,
+// 16 GEMMs Z_xi[c][k] = sum_tiles V_xi[tile][c] D_xi[tile][k] whose
+// reduction runs over every tile of every image. Fused: each thread sums a
+// contiguous range of tile blocks into its own Z; the copies are added in a
+// fixed order (deterministic for a thread count). Wide layers: the tiles of
+// a chunk at once on the package's GEMM, one Z.
+template <class T>
+void grad_weight_typed(const WinogradGradWeight& p) {
+    const TensorView& xv = p.x;
+    const TensorView& gv = p.grad_out;
+    const int64_t N = xv.shape[0], C = xv.shape[1], K = gv.shape[1], OH = gv.shape[2], OW = gv.shape[3];
+    const int64_t Cg = C / p.groups, Kg = K / p.groups;
+    const int64_t Cgp = round_up(Cg, tile::kWidth), Kgp = round_up(Kg, tile::kWidth);
+    const int64_t TH = (OH + 1) / 2, TW = (OW + 1) / 2;
+    const TileGrid grid{TH * TW, TW};
+    const int64_t total = N * grid.tiles;
+
+    ConvGeometry geo{};
+    geo.pad[0] = p.pad_top, geo.pad[1] = p.pad_left, geo.dilation[0] = geo.dilation[1] = 1;
+    const PaddedPixels<T> x(xv, 2 * TH, 2 * TW, 3, 3, geo);
+    // dY as channels-last float pixels over the whole tile grid (zeros past OH, OW).
+    const PaddedPixels<T> dy(gv, 2 * TH, 2 * TW, 1, 1, ConvGeometry{}, WorkspaceSlot::conv_grad);
+    const int64_t z_size = p.groups * kXi * Cg * Kgp;
+
+    if (wide_layer(Cgp, Kgp)) {
+        const int64_t chunk = whole_chunk(Cgp, Kgp, total);
+        float* Z = conv_workspace(WorkspaceSlot::conv_tiles, z_size + kXi * chunk * (Cgp + Kgp));
+        float* V = Z + z_size;
+        float* D = V + kXi * chunk * Cgp;
+        for (int64_t g = 0; g < p.groups; ++g)
+            for (int64_t t0 = 0; t0 < total; t0 += chunk) {
+                const int64_t count = std::min(chunk, total - t0);
+                parallel_for(count, 8, [&](int64_t a, int64_t b) {
+                    transform_inputs(x, grid, g, Cg, t0 + a, b - a, V + a * Cgp, Cgp, chunk * Cgp);
+                    transform_grads(dy, grid, g, Kg, Kgp, t0 + a, b - a, D + a * Kgp, Kgp, chunk * Kgp);
+                });
+                gemm16(Cg, Kgp, count, V, chunk * Cgp, 1, Cgp, D, chunk * Kgp, Kgp, Z + g * kXi * Cg * Kgp, Cg * Kgp,
+                       Kgp, t0 > 0);
+            }
+        write_grad_weight<T>(p, Cg, Kg, Kgp, Z, 1, z_size);
+        return;
+    }
+
+    // Each block's GEMMs make one pass over Z (Cg x Kgp per xi): the blocks
+    // are 4x longer than the forward's.
+    const int64_t block = tile_block(kXi * (Cgp + Kgp) / 4, total);
+    const int64_t units = (total + block - 1) / block;
+    const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(num_threads(), units));
+    float* partial = conv_workspace(WorkspaceSlot::conv_tiles, splits * z_size);
+    std::atomic<bool> out_of_memory{false};
+    parallel_for(splits, 1, [&](int64_t s0, int64_t s1) {
+        float* V = thread_workspace<float>(WorkspaceSlot::conv_block, kXi * block * (Cgp + Kgp));
+        if (!V) {
+            out_of_memory = true;
+            return;
+        }
+        float* D = V + kXi * block * Cgp;
+        for (int64_t split = s0; split < s1; ++split) {
+            float* Z = partial + split * z_size;
+            std::fill_n(Z, z_size, 0.0f);
+            for (int64_t u = units * split / splits; u < units * (split + 1) / splits; ++u) {
+                const int64_t t0 = u * block, count = std::min(block, total - t0);
+                for (int64_t g = 0; g < p.groups; ++g) {
+                    transform_inputs(x, grid, g, Cg, t0, count, V, Cgp, block * Cgp);
+                    transform_grads(dy, grid, g, Kg, Kgp, t0, count, D, Kgp, block * Kgp);
+                    for (int xi = 0; xi < kXi; ++xi)
+                        tile::gemm(Cg, Kgp, count, V + xi * block * Cgp, 1, Cgp, D + xi * block * Kgp, Kgp,
+                                   Z + (g * kXi + xi) * Cg * Kgp, Kgp, true);
+                }
+            }
+        }
+    });
+    if (out_of_memory) throw std::bad_alloc();
+    write_grad_weight<T>(p, Cg, Kg, Kgp, partial, splits, z_size);
 }
 
 }  // namespace

@@ -10,7 +10,11 @@
 namespace fastnn {
 
 // One slot per user, so that buffers live at the same time never share one.
-enum class WorkspaceSlot { gemm_pack_a, gemm_pack_b, gemm_scratch, quant, attention, count };
+enum class WorkspaceSlot {
+    gemm_pack_a, gemm_pack_b, gemm_scratch, quant, attention,
+    conv_input, conv_grad, conv_weights, conv_tiles, conv_block,
+    count
+};
 
 // At least `bytes` bytes aligned to a page, owned by the calling thread and
 // valid until its next request for the same slot; nullptr when the memory
