@@ -382,12 +382,18 @@ def test_bad_inputs_raise_naming_the_argument():
        kind=st.sampled_from(KINDS), dtype=st.sampled_from(DTYPES), step=st.integers(1, 3),
        transpose=st.booleans(), affine=st.booleans(), seed=fresh_seeds())
 def test_hypothesis(lead, n, kind, dtype, step, transpose, affine, seed):
-    gen = torch.Generator().manual_seed(seed)
+    # Over repeated draws of the shape (check_sampled): on a single draw of a
+    # few rows either library's largest error exceeds twice the other's now
+    # and then (a dx failed so in one full run of the suite).
     shape = tuple(lead) + (n,)
-    x, g = randn(shape, dtype, gen), randn(shape, dtype, gen)
-    w, b = params(n, dtype, None, gen) if affine else (None, None)
-    xs = nan_gapped(x, step, transpose and len(shape) >= 2)
-    check_forward_backward(kind, x, w, b, g, x_view=xs)
+
+    def trial(gen, sample):
+        x, g = randn(shape, dtype, gen), randn(shape, dtype, gen)
+        w, b = params(n, dtype, None, gen) if affine else (None, None)
+        xs = nan_gapped(x, step, transpose and len(shape) >= 2)
+        check_forward_backward(kind, x, w, b, g, x_view=xs, sample=sample)
+
+    check_sampled(trial, seed, min_elements=4096)
 
 
 @pytest.mark.large
