@@ -169,6 +169,34 @@ def test_conv_pointwise_planar_inputs(dtype, rng):
             assert_close(out, F.conv2d(xd, w, bias), F.conv2d(xd.double(), w.double(), ref_b))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "column_slice"])
+def test_conv_pointwise_backward(dtype, layout, rng):
+    """The backward of a 1x1 convolution as GEMMs: dX batched over images,
+    dW over the pixels of all images (channels-last) or image by image
+    (planar float32); pixels that do not merge and planar bf16 dW take the
+    kernel. Outputs NaN-filled first; db alongside."""
+    x, w = randn((3, 10, 7, 9), dtype, rng), randn((6, 10, 1, 1), dtype, rng)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "column_slice":
+        x = randn((3, 10, 7, 10), dtype, rng)[..., 1:]
+    g = randn((3, 6, 7, 9), dtype, rng)
+    if layout == "channels_last":
+        g = g.to(memory_format=torch.channels_last)
+    geo = ((1, 1), (0, 0), (0, 0), (1, 1), 1)
+    gx, gw, gb = poisoned(x.shape, dtype), poisoned(w.shape, dtype), poisoned((6,), dtype)
+    _C.conv2d_backward(x, w, g, gx, gw, gb, *geo)
+    results = []
+    for t in (dtype, torch.float64):
+        xt, wt = x.detach().to(t).requires_grad_(), w.detach().to(t).requires_grad_()
+        bt = torch.zeros(6, dtype=t, requires_grad=True)
+        F.conv2d(xt, wt, bt).backward(g.to(t))
+        results.append((xt.grad, wt.grad, bt.grad))
+    for name, ours, base, ref in zip(("dx", "dw", "db"), (gx, gw, gb), *results):
+        assert_close(ours, base, ref, name)
+
+
 def test_conv_weight_only_and_input_only_grads(rng):
     x, w = randn((1, 4, 6, 6), torch.float32, rng), randn((3, 4, 3, 3), torch.float32, rng).requires_grad_()
     fastnn.conv2d(x, w).sum().backward()
