@@ -54,7 +54,8 @@ CASES = [
     (2, 8, 12, 12, 6, 3, 2, dict(dilation=(2, 1), padding=2, groups=2)),
     (1, 12, 9, 9, 12, 3, 3, dict(padding=1, groups=12)),       # depthwise
     (1, 6, 9, 9, 12, 3, 3, dict(padding="same", groups=6)),    # depthwise, multiplier 2
-    (2, 19, 7, 7, 21, 1, 1, dict()),                          # 1x1 as GEMM
+    (2, 19, 7, 7, 21, 1, 1, dict()),                          # 1x1 as GEMM (planar)
+    (2, 24, 5, 6, 80, 1, 1, dict()),                          # 1x1 as GEMM (channels-last too: K > 64)
     (1, 16, 8, 8, 7, 1, 1, dict(stride=2)),
     (1, 5, 8, 10, 7, 4, 4, dict(padding="same")),             # even kernel: asymmetric padding
     (1, 4, 9, 8, 3, 5, 3, dict(padding="valid", stride=(1, 3), dilation=2)),
