@@ -26,9 +26,9 @@ inline VecF32 horner(VecF32 x, const float (&c)[N]) {
 }
 
 // The same polynomial by Estrin's scheme: pairs c[2i] + c[2i+1] x, joined by
-// x^2, x^4, ... in a tree. log2(N) dependent FMAs instead of N - 1: in a long
-// formula (normal_cdf) the chain's latency, not the FMA count, limits the
-// loop, because the out-of-order window holds only about one iteration.
+// x^2, x^4, ... in a tree: log2(N) dependent FMAs instead of N - 1, for the
+// longest polynomial of a long formula (normal_cdf's R), so that its chain
+// does not bound how many iterations overlap.
 template <int N>
 inline VecF32 estrin(VecF32 x, const float (&c)[N]) {
     VecF32 terms[(N + 1) / 2];
