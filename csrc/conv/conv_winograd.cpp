@@ -268,23 +268,38 @@ inline int64_t whole_chunk(int64_t Cgp, int64_t Kgp, int64_t total_tiles) {
     return std::clamp<int64_t>(kWholeFloats / (kXi * (Cgp + Kgp)), tile::kRows, std::max<int64_t>(total_tiles, 1));
 }
 
+// The sizes of a convolution from its input (N, C, H, W) and output
+// (N, K, OH, OW), and its grid of 2x2 output tiles.
+struct Problem {
+    int64_t Cg, Kg, Cgp, Kgp, TH, TW;
+    TileGrid grid;
+    int64_t total;  // tiles of all images
+
+    Problem(const TensorView& in, const TensorView& out, int64_t groups)
+        : Cg(in.shape[1] / groups), Kg(out.shape[1] / groups), Cgp(round_up(Cg, tile::kWidth)),
+          Kgp(round_up(Kg, tile::kWidth)), TH((out.shape[2] + 1) / 2), TW((out.shape[3] + 1) / 2),
+          grid{TH * TW, TW}, total(in.shape[0] * TH * TW) {}
+
+    // x zero-padded (top/left as given) over the whole tile grid: 2 TH + 2
+    // rows of 2 TW + 2 pixels.
+    template <class T>
+    PaddedPixels<T> padded_input(const TensorView& x, int64_t pad_top, int64_t pad_left) const {
+        ConvGeometry geo{};
+        geo.pad[0] = pad_top, geo.pad[1] = pad_left, geo.dilation[0] = geo.dilation[1] = 1;
+        return PaddedPixels<T>(x, 2 * TH, 2 * TW, 3, 3, geo);
+    }
+};
+
 template <class T>
 void winograd_typed(const WinogradConv& p) {
-    const TensorView& xv = p.x;
     const TensorView& ov = p.out;
-    const int64_t N = xv.shape[0], C = xv.shape[1], K = ov.shape[1], OH = ov.shape[2], OW = ov.shape[3];
-    const int64_t Cg = C / p.groups, Kg = K / p.groups;
-    const int64_t Cgp = round_up(Cg, tile::kWidth), Kgp = round_up(Kg, tile::kWidth);
-    const int64_t TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const TileGrid grid{TH * TW, TW};
-    const int64_t total = N * grid.tiles;
+    const Problem z(p.x, ov, p.groups);
+    const int64_t Cg = z.Cg, Kg = z.Kg, Cgp = z.Cgp, Kgp = z.Kgp, TW = z.TW, total = z.total;
+    const TileGrid& grid = z.grid;
 
     float* U = conv_workspace(WorkspaceSlot::conv_weights, p.groups * kXi * Cg * Kgp);
     transform_weights<T>(p, Cg, Kg, Kgp, U);
-    // The padded input covers the whole tile grid: 2 TH + 2 rows of 2 TW + 2 pixels.
-    ConvGeometry geo{};
-    geo.pad[0] = p.pad_top, geo.pad[1] = p.pad_left, geo.dilation[0] = geo.dilation[1] = 1;
-    const PaddedPixels<T> x(xv, 2 * TH, 2 * TW, 3, 3, geo);
+    const PaddedPixels<T> x = z.padded_input<T>(p.x, p.pad_top, p.pad_left);
     auto bias_of = [&](int64_t g) { return p.bias ? p.bias + g * Kg : nullptr; };
 
     if (wide_layer(Cgp, Kgp)) {
@@ -395,20 +410,12 @@ void write_grad_weight(const WinogradGradWeight& p, int64_t Cg, int64_t Kg, int6
 // a chunk at once on the package's GEMM, one Z.
 template <class T>
 void grad_weight_typed(const WinogradGradWeight& p) {
-    const TensorView& xv = p.x;
-    const TensorView& gv = p.grad_out;
-    const int64_t N = xv.shape[0], C = xv.shape[1], K = gv.shape[1], OH = gv.shape[2], OW = gv.shape[3];
-    const int64_t Cg = C / p.groups, Kg = K / p.groups;
-    const int64_t Cgp = round_up(Cg, tile::kWidth), Kgp = round_up(Kg, tile::kWidth);
-    const int64_t TH = (OH + 1) / 2, TW = (OW + 1) / 2;
-    const TileGrid grid{TH * TW, TW};
-    const int64_t total = N * grid.tiles;
-
-    ConvGeometry geo{};
-    geo.pad[0] = p.pad_top, geo.pad[1] = p.pad_left, geo.dilation[0] = geo.dilation[1] = 1;
-    const PaddedPixels<T> x(xv, 2 * TH, 2 * TW, 3, 3, geo);
+    const Problem z(p.x, p.grad_out, p.groups);
+    const int64_t Cg = z.Cg, Kg = z.Kg, Cgp = z.Cgp, Kgp = z.Kgp, total = z.total;
+    const TileGrid& grid = z.grid;
+    const PaddedPixels<T> x = z.padded_input<T>(p.x, p.pad_top, p.pad_left);
     // dY as channels-last float pixels over the whole tile grid (zeros past OH, OW).
-    const PaddedPixels<T> dy(gv, 2 * TH, 2 * TW, 1, 1, ConvGeometry{}, WorkspaceSlot::conv_grad);
+    const PaddedPixels<T> dy(p.grad_out, 2 * z.TH, 2 * z.TW, 1, 1, ConvGeometry{}, WorkspaceSlot::conv_grad);
     const int64_t z_size = p.groups * kXi * Cg * Kgp;
 
     if (wide_layer(Cgp, Kgp)) {
