@@ -25,25 +25,6 @@ inline VecF32 horner(VecF32 x, const float (&c)[N]) {
     return acc;
 }
 
-// The same polynomial by Estrin's scheme: pairs c[2i] + c[2i+1] x, joined by
-// x^2, x^4, ... in a tree: log2(N) dependent FMAs instead of N - 1, for the
-// longest polynomial of a long formula (normal_cdf's R), so that its chain
-// does not bound how many iterations overlap.
-template <int N>
-inline VecF32 estrin(VecF32 x, const float (&c)[N]) {
-    VecF32 terms[(N + 1) / 2];
-    for (int i = 0; i < N / 2; ++i)
-        terms[i] = fmadd(VecF32::broadcast(c[2 * i + 1]), x, VecF32::broadcast(c[2 * i]));
-    if (N % 2) terms[N / 2] = VecF32::broadcast(c[N - 1]);
-    VecF32 power = x * x;
-    for (int n = (N + 1) / 2; n > 1; n = (n + 1) / 2) {
-        for (int i = 0; i < n / 2; ++i) terms[i] = fmadd(terms[2 * i + 1], power, terms[2 * i]);
-        if (n % 2) terms[n / 2] = terms[n - 1];
-        power = power * power;
-    }
-    return terms[0];
-}
-
 // e^x. The argument is clamped to [-104, 89] first: below, the result rounds
 // to 0 (e^-104 < half the smallest subnormal); above, it overflows to inf
 // (e^88.73 > FLT_MAX). min/max keep NaN (they return their second operand
@@ -102,18 +83,19 @@ inline VecF32 sigmoid(VecF32 x) { return sigmoid_pair(x).pos; }
 // x << 0 keeps its relative accuracy (PyTorch's 1 + erf(z) cancels to 0 from
 // x = -5.9). Phi(x > 0) = 1 - erfc(a)/2.
 //
-// Below a = 1 the roundings of t, P and their product, each relative to 1,
+// Below a ~ 1 the roundings of t, P and their product, each relative to 1,
 // add up to ~3 ulps of Phi, where PyTorch's 1 + erf(z) rounds once (and
-// cancels less than 6x): at float precision a < 1 takes erf's odd polynomial
-// instead, z (c0 + z^2 S(z^2)) (0.96 ulp). At bf16 precision the output's
+// cancels less than 6x): at float precision a < 0.875 takes erf's odd
+// polynomial instead, z (c0 + z^2 S(z^2)). At bf16 precision the output's
 // rounding (2^-9) dwarfs both, so R has lower degree and there is no
 // small-argument piece.
 //
 // R was fitted for this file (iteratively reweighted least squares toward the
 // minimax relative error of erfc on a in [0, 10.1], float64 against
 // torch.special.erfcx, coefficients rounded to float): degree 7 with p = 3/8,
-// 1.3e-8; degree 4 with p = 7/16, 5.3e-6 (1/1500 of a bf16 ulp). S was
-// fitted the same way for the relative error of erf on [0, 1).
+// 1.3e-8; degree 4 with p = 7/16, 5.3e-6 (1/1500 of a bf16 ulp). S (degree
+// 4 in z^2) was fitted the same way for the relative error of erf on
+// [0, 0.875): 9.5e-9.
 enum class Precision { float32, bfloat16 };
 
 struct NormalCdf {
@@ -134,19 +116,20 @@ inline NormalCdf normal_cdf_and_gauss(VecF32 x) {
     const VecF32 a = abs(z);
     const VecF32 a2 = a * a;
     const VecF32 t = one / fmadd(a, VecF32::broadcast(kFloat ? 0.375f : 0.4375f), one);
-    const VecF32 r = kFloat ? estrin(t, r_float) : estrin(t, r_bf16);
+    const VecF32 r = kFloat ? horner(t, r_float) : horner(t, r_bf16);
     const VecF32 half_tp = (half * t) * fmadd(t - one, r, one);
     const VecF32 gauss = exp(VecF32::zero() - a2);
-    // erfc(a)/2 for x < 0; for x > 0, 1 - erfc(a)/2 with one rounding.
-    VecF32 cdf = select(cmp_lt(x, VecF32::zero()), half_tp * gauss, fmadd(VecF32::zero() - half_tp, gauss, one));
+    // erfc(a)/2 for x < 0, 1 - erfc(a)/2 for x > 0 (where a >= 1 here, so the
+    // subtraction's operand is at most 0.08 and its rounding negligible).
+    const VecF32 half_erfc = half_tp * gauss;
+    VecF32 cdf = select(cmp_lt(x, VecF32::zero()), half_erfc, one - half_erfc);
     if constexpr (kFloat) {
-        static constexpr float erf_poly[] = {-0.37612637877464294f, 0.11283783614635468f,  -0.026865506544709206f,
-                                             0.005221235100179911f, -0.0008486949955113232f, 0.00011286431254120544f,
-                                             -9.724985829961952e-06f};
+        static constexpr float erf_poly[] = {-0.3761257529258728f, 0.11282648891210556f, -0.02679726481437683f,
+                                             0.005039758514612913f, -0.0006239198264665902f};
         // 2/sqrt(pi) = c0 + c0_lo; the pair keeps the leading term's rounding out.
         const VecF32 q = fmadd(a2, horner(a2, erf_poly), VecF32::broadcast(-5.8635382771399236e-08f));
         const VecF32 erf_z = fmadd(z, VecF32::broadcast(1.128379225730896f), z * q);
-        cdf = select(cmp_lt(a, one), fmadd(half, erf_z, half), cdf);
+        cdf = select(cmp_lt(a, VecF32::broadcast(0.875f)), fmadd(half, erf_z, half), cdf);
     }
     return {cdf, gauss};
 }
