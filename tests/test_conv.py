@@ -66,10 +66,17 @@ CASES = [
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("N,C,H,W,K,R,S,kw", CASES)
 def test_conv_cases(N, C, H, W, K, R, S, kw, channels_last, rng):
+    # Over repeated draws (check_sampled): some cases have a handful of
+    # outputs (6 at the 5x3 dilated one), where a single draw is a coin toss
+    # between two libraries' few-ulp errors (that case: 1 failure in 3000).
     groups = kw.get("groups", 1)
-    x, w, b = randn((N, C, H, W), torch.float32, rng), randn((K, C // groups, R, S), torch.float32, rng), \
-        randn((K,), torch.float32, rng)
-    check(x, w, b, channels_last, rng, **kw)
+
+    def trial(gen, sample):
+        x, w, b = randn((N, C, H, W), torch.float32, gen), randn((K, C // groups, R, S), torch.float32, gen), \
+            randn((K,), torch.float32, gen)
+        check(x, w, b, channels_last, gen, sample, **kw)
+
+    check_sampled(trial, rng, min_elements=4096)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -100,9 +107,12 @@ WINOGRAD_CASES = [
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("N,C,H,W,K,pad,groups", WINOGRAD_CASES)
 def test_conv_winograd(N, C, H, W, K, pad, groups, channels_last, rng):
-    x, w, b = randn((N, C, H, W), torch.float32, rng), randn((K, C // groups, 3, 3), torch.float32, rng), \
-        randn((K,), torch.float32, rng)
-    check(x, w, b, channels_last, rng, padding=pad, groups=groups)
+    def trial(gen, sample):
+        x, w, b = randn((N, C, H, W), torch.float32, gen), randn((K, C // groups, 3, 3), torch.float32, gen), \
+            randn((K,), torch.float32, gen)
+        check(x, w, b, channels_last, gen, sample, padding=pad, groups=groups)
+
+    check_sampled(trial, rng, min_elements=4096)
 
 
 @pytest.mark.parametrize("N,C,H,W,K,pad,groups", WINOGRAD_CASES[:4])
