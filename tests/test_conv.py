@@ -63,8 +63,28 @@ CASES = [
 ]
 
 
+# 3x3 stride-1 layers with >= 16 channels per group and outputs of >= 3x3
+# pixels run on Winograd F(2x2, 3x3) (forward, dx, dw): odd sizes (partial
+# 2x2 tiles), channel counts off the vector width, padding 0-2 (dx is the
+# forward with padding 2 - pad) and 3 (dx on the direct path), groups,
+# images of several tile blocks whose blocks end mid-row (30x30 at 48
+# channels), and 1- and 2-pixel images (the direct path).
+WINOGRAD_CASES = [
+    # (N, C, H, W, K, padding, groups)
+    (2, 16, 3, 4, 16, 1, 1),
+    (1, 17, 3, 5, 33, 1, 1),
+    (2, 33, 13, 7, 19, 0, 1),
+    (1, 32, 9, 11, 40, 2, 2),
+    (1, 24, 8, 8, 16, 3, 1),
+    (1, 48, 30, 30, 48, 1, 1),
+    (2, 16, 1, 2, 16, 1, 1),
+]
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("N,C,H,W,K,R,S,kw", CASES)
+@pytest.mark.parametrize("N,C,H,W,K,R,S,kw",
+                         CASES + [(N, C, H, W, K, 3, 3, dict(padding=p, groups=g))
+                                  for N, C, H, W, K, p, g in WINOGRAD_CASES])
 def test_conv_cases(N, C, H, W, K, R, S, kw, channels_last, rng):
     # Over repeated draws (check_sampled): some cases have a handful of
     # outputs (6 at the 5x3 dilated one), where a single draw is a coin toss
@@ -86,35 +106,6 @@ def test_conv_bfloat16(channels_last, rng):
     check(x, w[:12, :3], None, channels_last, rng, groups=3)
 
 
-# 3x3 stride-1 layers with >= 16 channels per group and outputs of >= 3x3
-# pixels run on Winograd F(2x2, 3x3) (forward, dx, dw): odd sizes (partial
-# 2x2 tiles), channel counts off the vector width, padding 0-2 (dx is the
-# forward with padding 2 - pad) and 3 (dx on the direct path), groups,
-# images of several tile blocks whose blocks end mid-row (30x30 at 48
-# channels), and 1- and 2-pixel images (the direct path).
-WINOGRAD_CASES = [
-    # (N, C, H, W, K, padding, groups)
-    (2, 16, 3, 4, 16, 1, 1),
-    (1, 17, 3, 5, 33, 1, 1),
-    (2, 33, 13, 7, 19, 0, 1),
-    (1, 32, 9, 11, 40, 2, 2),
-    (1, 24, 8, 8, 16, 3, 1),
-    (1, 48, 30, 30, 48, 1, 1),
-    (2, 16, 1, 2, 16, 1, 1),
-]
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("N,C,H,W,K,pad,groups", WINOGRAD_CASES)
-def test_conv_winograd(N, C, H, W, K, pad, groups, channels_last, rng):
-    def trial(gen, sample):
-        x, w, b = randn((N, C, H, W), torch.float32, gen), randn((K, C // groups, 3, 3), torch.float32, gen), \
-            randn((K,), torch.float32, gen)
-        check(x, w, b, channels_last, gen, sample, padding=pad, groups=groups)
-
-    check_sampled(trial, rng, min_elements=4096)
-
-
 @pytest.mark.parametrize("N,C,H,W,K,pad,groups", WINOGRAD_CASES[:4])
 def test_conv_winograd_writes_every_element(N, C, H, W, K, pad, groups, rng):
     """The kernels called on NaN-filled outputs: out, grad_x and grad_weight
@@ -134,7 +125,7 @@ def test_conv_winograd_writes_every_element(N, C, H, W, K, pad, groups, rng):
     assert torch.equal(gx, xg.grad) and torch.equal(gw, wg.grad)
 
 
-def test_conv_winograd_bfloat16_strided_and_deterministic(rng):
+def test_conv_winograd_bfloat16_and_strided(rng):
     x, w, b = randn((2, 20, 11, 9), torch.bfloat16, rng), randn((24, 20, 3, 3), torch.bfloat16, rng), \
         randn((24,), torch.bfloat16, rng)
     check(x, w, b, True, rng, padding=1)
@@ -143,13 +134,6 @@ def test_conv_winograd_bfloat16_strided_and_deterministic(rng):
     xs, ws = nan_gapped(x, 3), nan_gapped(w, 2)
     assert_close(fastnn.conv2d(xs, ws, padding=1), F.conv2d(x, w, padding=1),
                  F.conv2d(x.double(), w.double(), padding=1))
-    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
-    grads = []
-    for _ in range(2):
-        xg.grad = wg.grad = None
-        fastnn.conv2d(xg, wg, padding=1).square().sum().backward()
-        grads.append((xg.grad.clone(), wg.grad.clone()))
-    assert all(torch.equal(a, b) for a, b in zip(*grads))
 
 
 def test_conv_strided_nan_gapped_and_unbatched(rng):
@@ -233,16 +217,17 @@ def test_conv_random(N, G, cg, kg, H, W, R, S, sh, sw, p, d, cl, seed):
     check_sampled(trial, seed)
 
 
-def test_conv_deterministic_and_zero_batch(rng):
-    x = randn((2, 8, 10, 10), torch.float32, rng).requires_grad_()
-    w = randn((8, 8, 3, 3), torch.float32, rng).requires_grad_()
+@pytest.mark.parametrize("channels", [8, 16], ids=["direct", "winograd"])
+def test_conv_deterministic_and_zero_batch(channels, rng):
+    x = randn((2, channels, 10, 10), torch.float32, rng).requires_grad_()
+    w = randn((channels, channels, 3, 3), torch.float32, rng).requires_grad_()
     grads = []
     for _ in range(2):
         x.grad = w.grad = None
         fastnn.conv2d(x, w, padding=1).square().sum().backward()
         grads.append((x.grad.clone(), w.grad.clone()))
     assert all(torch.equal(a, b) for a, b in zip(*grads))
-    assert fastnn.conv2d(torch.empty(0, 8, 5, 5), w.detach()).shape == (0, 8, 3, 3)
+    assert fastnn.conv2d(torch.empty(0, channels, 5, 5), w.detach()).shape == (0, channels, 3, 3)
 
 
 def test_conv_bad_inputs():

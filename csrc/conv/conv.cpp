@@ -20,6 +20,11 @@ bool merge_pixels(const TensorView& t, TensorView& out) {
     return true;
 }
 
+bool is_pointwise(const ConvGeometry& g, const TensorView& weight) {
+    return weight.shape[2] == 1 && weight.shape[3] == 1 && g.groups == 1 && g.stride[0] == 1 && g.stride[1] == 1 &&
+           g.pad[0] == 0 && g.pad[1] == 0;
+}
+
 // A 1 x 1 convolution with stride 1, no padding and one group is, per image,
 //   out^T (pixels x K) = x^T (pixels x C) @ weight^T (C x K) + bias,
 // a batched GEMM over the images with the weight broadcast. The convolution
@@ -30,8 +35,6 @@ bool merge_pixels(const TensorView& t, TensorView& out) {
 // where the convolution kernel reads the pixels in place and the GEMM would
 // pack all of x for one narrow panel (C256 K64 56x56: 5.2 vs 5.6 ms). Wider
 // layers gain: C1024 K256 14x14 5.5 -> 4.1 ms, C2048 K512 7x7 8.0 -> 5.1 ms.
-bool is_pointwise(const ConvGeometry& g, const TensorView& weight);
-
 bool pointwise_as_gemm(const ConvParams& p) {
     if (!is_pointwise(p.geo, p.weight) || p.weight.dtype != p.x.dtype) return false;
     if (p.x.strides[1] == 1 && p.weight.shape[0] <= 64) return false;
@@ -44,11 +47,6 @@ bool pointwise_as_gemm(const ConvParams& p) {
     gp.bias = p.bias;
     gemm(gp);
     return true;
-}
-
-bool is_pointwise(const ConvGeometry& g, const TensorView& weight) {
-    return weight.shape[2] == 1 && weight.shape[3] == 1 && g.groups == 1 && g.stride[0] == 1 && g.stride[1] == 1 &&
-           g.pad[0] == 0 && g.pad[1] == 0;
 }
 
 // A (rows x cols) matrix view of `t` (any 2 of its dims), batch 1.
@@ -66,8 +64,8 @@ TensorView matrix(const TensorView& t, int64_t rows, int64_t row_stride, int64_t
 //   dX^T (pixels x C) = dY^T (pixels x K) @ W (K x C), batched over images;
 //   dW (K x C) = sum over images of dY (K x pixels) @ X^T (pixels x C),
 // one GEMM over the pixels of all images where they merge (channels-last),
-// else accumulated image by image in float32 C. The bias gradient stays with
-// the kernel. Returns the params left for the kernel.
+// else accumulated image by image in float32 C. Returns the params left for
+// the kernel (the bias gradient among them).
 ConvBackwardParams pointwise_backward_as_gemm(const ConvBackwardParams& p) {
     ConvBackwardParams rest = p;
     if (!is_pointwise(p.geo, p.weight) || p.weight.dtype != p.x.dtype) return rest;

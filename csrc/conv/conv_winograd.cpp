@@ -142,18 +142,26 @@ inline int64_t tile_block(int64_t floats_per_tile, int64_t total_tiles) {
     return std::min(std::max<int64_t>(tile::kRows, block / tile::kRows * tile::kRows), std::max<int64_t>(total_tiles, 1));
 }
 
+// Tile t (counted over the tiles of all images) of the tile grid.
+struct TileGrid {
+    int64_t tiles, TW;  // tiles per image, tiles per row
+    int64_t image(int64_t t) const { return t / tiles; }
+    int64_t row(int64_t t) const { return t % tiles / TW; }
+    int64_t col(int64_t t) const { return t % TW; }
+};
+
 // The block's pixels (Y[i][k], pixel q = i % 4 = 2 y + x of tile t0 + i / 4
-// of the tiles of all images, `tiles` per image) into channels
-// [c0, c0 + channels) of out, plus the bias; pixels past the output's last
-// row or column are dropped. `offsets` holds 8 count elements of scratch.
+// of the grid) into channels [c0, c0 + channels) of out, plus the bias;
+// pixels past the output's last row or column are dropped. `offsets` holds
+// 8 count elements of scratch.
 template <class T>
 void write_tiles(const TensorView& out, int64_t c0, int64_t channels, int64_t ld, const float* Y, int64_t t0,
-                 int64_t count, int64_t tiles, int64_t TW, const float* bias, int64_t* offsets) {
+                 int64_t count, const TileGrid& grid, const float* bias, int64_t* offsets) {
     T* base = static_cast<T*>(out.data) + c0 * out.strides[1];
     const int64_t OH = out.shape[2], OW = out.shape[3], cs = out.strides[1];
     int64_t pixels = 0;
     for (int64_t t = 0; t < count; ++t) {
-        const int64_t n = (t0 + t) / tiles, oh = (t0 + t) % tiles / TW * 2, ow = (t0 + t) % TW * 2;
+        const int64_t n = grid.image(t0 + t), oh = 2 * grid.row(t0 + t), ow = 2 * grid.col(t0 + t);
         for (int q = 0; q < 4; ++q)
             if (oh + q / 2 < OH && ow + q % 2 < OW) {
                 offsets[2 * pixels] = t * 4 + q;
@@ -193,14 +201,6 @@ inline void transform_grad_tile(const float* dy, int64_t ld, int64_t row, int n,
         for (int j = 0; j < 4; ++j) v[j].store(W + (i * 4 + j) * xi_stride);
     }
 }
-
-// Tile t (counted over the tiles of all images) of the tile grid.
-struct TileGrid {
-    int64_t tiles, TW;  // tiles per image, tiles per row
-    int64_t image(int64_t t) const { return t / tiles; }
-    int64_t row(int64_t t) const { return t % tiles / TW; }
-    int64_t col(int64_t t) const { return t % TW; }
-};
 
 // V[xi][t - t0][c] (V + xi * xi_stride + (t - t0) * ld + c) for tiles
 // [t0, t0 + count) of group g; x is the padded input of the tile grid.
@@ -294,7 +294,7 @@ template <class T>
 void winograd_typed(const WinogradConv& p) {
     const TensorView& ov = p.out;
     const Problem z(p.x, ov, p.groups);
-    const int64_t Cg = z.Cg, Kg = z.Kg, Cgp = z.Cgp, Kgp = z.Kgp, TW = z.TW, total = z.total;
+    const int64_t Cg = z.Cg, Kg = z.Kg, Cgp = z.Cgp, Kgp = z.Kgp, total = z.total;
     const TileGrid& grid = z.grid;
 
     float* U = conv_workspace(WorkspaceSlot::conv_weights, p.groups * kXi * Cg * Kgp);
@@ -328,7 +328,7 @@ void winograd_typed(const WinogradConv& p) {
                         for (int64_t t = 0; t < n; ++t)
                             for (int64_t v = 0; v < Kgp; v += tile::kWidth)
                                 transform_output(M + (s0 + t) * Kgp + v, chunk * Kgp, Y + t * 4 * Kgp + v, Kgp);
-                        write_tiles<T>(ov, g * Kg, Kg, Kgp, Y, t0 + s0, n, grid.tiles, TW, bias_of(g), offsets);
+                        write_tiles<T>(ov, g * Kg, Kg, Kgp, Y, t0 + s0, n, grid, bias_of(g), offsets);
                     }
                 });
             }
@@ -361,7 +361,7 @@ void winograd_typed(const WinogradConv& p) {
                     for (int64_t v = 0; v < kn; v += tile::kWidth)
                         transform_output(M + t * Kc + v, block * Kc, Y + t * 4 * Kgp + k0 + v, Kgp);
             }
-            write_tiles<T>(ov, g * Kg, Kg, Kgp, Y, t0, count, grid.tiles, TW, bias_of(g), offsets.data());
+            write_tiles<T>(ov, g * Kg, Kg, Kgp, Y, t0, count, grid, bias_of(g), offsets.data());
         }
     });
     if (out_of_memory) throw std::bad_alloc();
