@@ -448,6 +448,19 @@ inline VecF32 scale_pow2(VecF32 p, VecF32 n) {
 }
 #endif
 
+// A vector load of a stream that also requests the line kStreamPrefetchBytes
+// ahead. Some machines' hardware prefetchers do not keep a slow stream
+// ahead of its loop: on an Intel Xeon VM (2 cores), bf16 sigmoid over an
+// 8 MB DRAM-resident input ran at 2.6 ms without it and 0.92 ms with it (0.9
+// ms from cache); float32 1.8 -> 1.0 ms. 2 KB is about one DRAM latency of
+// the slowest loops (~20 cycles per 64-byte vector).
+inline constexpr int kStreamPrefetchBytes = 2048;
+template <class T>
+inline VecF32 load_ahead(const T* p) {
+    __builtin_prefetch(reinterpret_cast<const char*>(p) + kStreamPrefetchBytes, 0, 3);
+    return VecF32::load(p);
+}
+
 // A float64 sum per lane of float32 vectors: the conversions are exact, so a
 // row of floats summed this way is rounded at 53 bits, not at each addition
 // (the LayerNorm mean). Two independent float64 vectors per add.
