@@ -180,7 +180,7 @@ double squared_error_sum(const MseParams& p) {
                 simd::LaneSumF64 lanes;
                 int64_t i = 0;
                 for (; i + W <= n; i += W) {
-                    const VecF32 d = VecF32::load(x + i) - VecF32::load(t + i);
+                    const VecF32 d = simd::load_ahead(x + i) - simd::load_ahead(t + i);
                     lanes.add(d * d);
                 }
                 if (i < n) {

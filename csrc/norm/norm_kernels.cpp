@@ -139,7 +139,7 @@ float sum_of_squares(const T* x, int64_t n, float hi, float lo) {
     while (i + kGroup <= n) {
         for (int c = 0; c < kChains; ++c) block[c] = VecF32::zero();
         for (int64_t g = 0; g < kBlockGroups && i + kGroup <= n; ++g, i += kGroup)
-            for (int c = 0; c < kChains; ++c) block[c] = add_square(deviation(VecF32::load(x + i + c * W)), block[c]);
+            for (int c = 0; c < kChains; ++c) block[c] = add_square(deviation(simd::load_ahead(x + i + c * W)), block[c]);
         for (int c = 0; c < kChains; ++c) total[c] = total[c] + block[c];
     }
     VecF32 rest = VecF32::zero();
@@ -160,8 +160,8 @@ double row_sum(const T* x, int64_t n) {
     simd::LaneSumF64 a, b;
     int64_t i = 0;
     for (; i + 2 * W <= n; i += 2 * W) {
-        a.add(VecF32::load(x + i));
-        b.add(VecF32::load(x + i + W));
+        a.add(simd::load_ahead(x + i));
+        b.add(simd::load_ahead(x + i + W));
     }
     for (; i < n; i += W) a.add(load_n(x + i, static_cast<int>(std::min<int64_t>(W, n - i))));
     return a.total() + b.total();

@@ -53,7 +53,7 @@ inline VecF32 lerp(VecF32 start, VecF32 end, float weight) {
 // body is written once for both (Full is std::true_type / std::false_type).
 template <class Full, class T>
 inline VecF32 load(const T* p, int n) {
-    if constexpr (Full::value) return VecF32::load(p);
+    if constexpr (Full::value) return load_ahead(p);
     else return VecF32::load_partial(p, n);
 }
 

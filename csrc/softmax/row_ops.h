@@ -104,12 +104,12 @@ void map_row(T* out, const TIn* const* in, int64_t n, Fn fn) {
             i = head;
         }
         for (; i + W <= n; i += W) {
-            for (int k = 0; k < NIn; ++k) v[k] = VecF32::load(in[k] + i);
+            for (int k = 0; k < NIn; ++k) v[k] = simd::load_ahead(in[k] + i);
             fn(v, i).stream(out + i);
         }
     }
     for (; i + W <= n; i += W) {
-        for (int k = 0; k < NIn; ++k) v[k] = VecF32::load(in[k] + i);
+        for (int k = 0; k < NIn; ++k) v[k] = simd::load_ahead(in[k] + i);
         fn(v, i).store(out + i);
     }
     if (i < n) partial(i, static_cast<int>(n - i));
@@ -157,11 +157,11 @@ RowStats row_stats(const T* x, int64_t n) {
     int64_t i = 0;
     VecF32 v[4];
     for (; i + 4 * W <= n; i += 4 * W) {
-        for (int k = 0; k < 4; ++k) v[k] = VecF32::load(x + i + k * W);
+        for (int k = 0; k < 4; ++k) v[k] = simd::load_ahead(x + i + k * W);
         accumulate(v, 4);
     }
     for (; i + W <= n; i += W) {
-        v[0] = VecF32::load(x + i);
+        v[0] = simd::load_ahead(x + i);
         accumulate(v, 1);
     }
     if (i < n) {
@@ -210,7 +210,7 @@ float row_max(const T* x, int64_t n) {
     constexpr float kInf = std::numeric_limits<float>::infinity();
     VecF32 m = VecF32::broadcast(-kInf);
     int64_t i = 0;
-    for (; i + W <= n; i += W) m = simd::max(m, VecF32::load(x + i));
+    for (; i + W <= n; i += W) m = simd::max(m, simd::load_ahead(x + i));
     if (i < n) m = simd::max(m, load_filled(x + i, static_cast<int>(n - i), -kInf));
     float lanes[W];
     m.store(lanes);

@@ -73,7 +73,7 @@ double row_dot(const T* a, const T* b, int64_t n) {
         s = t;
     };
     int64_t i = 0;
-    for (; i + W <= n; i += W) add(VecF32::load(a + i), b ? VecF32::load(b + i) : VecF32::zero());
+    for (; i + W <= n; i += W) add(simd::load_ahead(a + i), b ? simd::load_ahead(b + i) : VecF32::zero());
     if (i < n) {
         const int r = static_cast<int>(n - i);
         add(VecF32::load_partial(a + i, r), b ? VecF32::load_partial(b + i, r) : VecF32::zero());
