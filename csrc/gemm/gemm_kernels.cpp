@@ -62,6 +62,7 @@ struct Fp32Kernel {
         VecF32 total[MR][kNV];
         gemm_detail::sum_in_blocks<MR, kNV>(kc, u.sum_steps, total, [&](VecF32 (&acc)[MR][kNV], int64_t steps) {
             for (int64_t k = 0; k < steps; ++k, a += MR, b += NR) {
+                gemm_detail::prefetch_slivers<MR * sizeof(float), NR * sizeof(float)>(a, b);
                 VecF32 bv[kNV];
 #pragma GCC unroll 4
                 for (int v = 0; v < kNV; ++v) bv[v] = VecF32::load(b + v * W);
