@@ -1,6 +1,6 @@
 """int8 quantization against PyTorch: quantize/dequantize bit-exact with
 torch.quantize_per_tensor/per_channel, the int8 GEMM bit-exact with
-torch._int_mm on every ISA path and GEMM variant (VNNI on and off), the fused
+torch._int_mm on every ISA path and GEMM variant (AMX, VNNI, neither), the fused
 epilogue and both QuantLinear modes against float64 references, and the model
 swap of fastnn.quantize."""
 
@@ -30,28 +30,42 @@ def randint8(shape, gen):
     return torch.randint(-128, 128, shape, generator=gen, dtype=torch.int8)
 
 
-def expected_variant(isa: str, vnni: bool) -> str:
+INT8_MODES = ("amx", "vnni", "no_vnni")
+
+
+def set_int8_mode(mode: str):
+    """Lets dispatch take AMX ("amx"), at most VNNI ("vnni"), or neither."""
+    _C.set_int8_amx(mode == "amx")
+    _C.set_int8_vnni(mode != "no_vnni")
+
+
+def expected_variant(isa: str, mode: str) -> str:
     f = _C.cpu_features()
-    if vnni and isa == "avx512" and f["avx512_vnni"]:
+    if mode == "amx" and isa == "avx512" and f["amx_int8"]:
+        return "amx_int8"
+    if mode != "no_vnni" and isa == "avx512" and f["avx512_vnni"]:
         return "avx512_vnni"
-    if vnni and isa in ("avx2", "avx512") and f["avx_vnni"]:
+    if mode != "no_vnni" and isa in ("avx2", "avx512") and f["avx_vnni"]:
         return "avx2_vnni"
     return isa
 
 
-@pytest.fixture(params=[True, False], ids=["vnni", "no_vnni"])
+@pytest.fixture(params=INT8_MODES)
 def variant(request, isa):
-    """Runs a GEMM test on the VNNI variant of the path (where the CPU has
-    one) and on the vpmaddwd/portable one; checks dispatch picked it."""
-    want = expected_variant(isa, request.param)
-    if request.param and want == isa:
+    """Runs a GEMM test on each int8 GEMM variant of the path that this CPU
+    has: AMX, VNNI, and the vpmaddwd/portable one; checks dispatch picked it."""
+    mode = request.param
+    want = expected_variant(isa, mode)
+    if mode == "amx" and want != "amx_int8":
+        pytest.skip("no AMX variant on this path")
+    if mode == "vnni" and want == isa:
         pytest.skip("no VNNI variant on this path")
-    _C.set_int8_vnni(request.param)
+    set_int8_mode(mode)
     try:
         assert _C.int8_gemm_variant() == want
         yield want
     finally:
-        _C.set_int8_vnni(True)
+        set_int8_mode("amx")
 
 
 # ---- quantize / dequantize -------------------------------------------------
@@ -141,7 +155,8 @@ def test_quantize_rows(dtype, rng):
 
 # ---- int8 GEMM -------------------------------------------------------------
 
-SHAPES = [(1, 1, 1), (1, 4096, 33), (7, 8, 15), (17, 33, 65), (63, 129, 31), (97, 1023, 130), (6, 1025, 64)]
+SHAPES = [(1, 1, 1), (1, 4096, 33), (7, 8, 15), (17, 33, 65), (63, 129, 31), (97, 1023, 130), (6, 1025, 64),
+          (40, 2100, 33)]
 
 
 @pytest.mark.parametrize("m,k,n", SHAPES)
@@ -156,11 +171,13 @@ def test_int8_mm_exact(m, k, n, variant, rng):
 @given(m=st.integers(1, 40), k=st.integers(0, 300), n=st.integers(1, 150), seed=fresh_seeds())
 def test_int8_mm_random_shapes(m, k, n, seed):
     gen = torch.Generator().manual_seed(seed)
-    for vnni in (True, False):
-        _C.set_int8_vnni(vnni)
-        a, b = randint8((m, k), gen), randint8((k, n), gen)
-        assert torch.equal(fastnn.int8_mm(a, b), (a.long() @ b.long()).int())
-    _C.set_int8_vnni(True)
+    try:
+        for mode in INT8_MODES:
+            set_int8_mode(mode)
+            a, b = randint8((m, k), gen), randint8((k, n), gen)
+            assert torch.equal(fastnn.int8_mm(a, b), (a.long() @ b.long()).int())
+    finally:
+        set_int8_mode("amx")
 
 
 def test_int8_mm_extremes_at_max_k(variant):

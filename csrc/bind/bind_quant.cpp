@@ -169,15 +169,19 @@ void bind_quant(nb::module_& m) {
           "out = x @ dequant(W).T + bias with W packed by quant_pack_weight.");
     m.def("int8_gemm_variant", [] { return std::string(int8_gemm_variant()); },
           "The int8 GEMM variant the active path uses.");
+    m.def("set_int8_amx", &set_int8_amx_enabled, nb::arg("enabled"),
+          "Allow (default) or forbid the AMX int8 GEMM variant; for testing the others.");
     m.def("set_int8_vnni", &set_int8_vnni_enabled, nb::arg("enabled"),
-          "Allow (default) or forbid the VNNI int8 GEMM variants; for testing the other paths.");
+          "Allow (default) or forbid the AMX and VNNI int8 GEMM variants; for testing the other paths.");
     m.def(
-        "int8_vnni_peak_gops",
+        "int8_peak_gops",
         [](double seconds) {
             nb::gil_scoped_release release;
-            return measure_int8_vnni_peak_gops(seconds);
+            return measure_int8_peak_gops(seconds);
         },
-        nb::arg("seconds") = 0.2, "Register-only vpdpbusd throughput (GOP/s, 2 ops per byte product); 0 without VNNI.");
+        nb::arg("seconds") = 0.2,
+        "Register-only throughput of the int8 GEMM variant's instruction (tdpbssd or vpdpbusd; GOP/s, 2 ops per "
+        "byte product); 0 for variants without one.");
 }
 
 }  // namespace fastnn::bind

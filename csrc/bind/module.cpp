@@ -35,7 +35,7 @@ void bind_runtime(nb::module_& m) {
         d["avx2"] = f.avx2; d["fma"] = f.fma; d["f16c"] = f.f16c;
         d["avx512f"] = f.avx512f; d["avx512bw"] = f.avx512bw; d["avx512vl"] = f.avx512vl;
         d["avx512dq"] = f.avx512dq; d["avx512_vnni"] = f.avx512_vnni; d["avx512_bf16"] = f.avx512_bf16;
-        d["avx_vnni"] = f.avx_vnni; d["amx_bf16"] = f.amx_bf16;
+        d["avx_vnni"] = f.avx_vnni; d["amx_bf16"] = f.amx_bf16; d["amx_int8"] = f.amx_int8;
         return d;
     });
     m.def("num_threads", &num_threads);

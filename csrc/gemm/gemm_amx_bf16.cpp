@@ -33,39 +33,13 @@ using gemm_detail::Matrix;
 using gemm_detail::TileUpdate;
 using simd::VecF32;
 
-// Palette 1 tile shapes: rows and bytes per row of each tile register.
-struct alignas(64) TileConfig {
-    uint8_t palette = 1;
-    uint8_t start_row = 0;
-    uint8_t reserved[14] = {};
-    uint16_t bytes_per_row[16] = {};
-    uint8_t rows[16] = {};
-};
-
-TileConfig gemm_tile_config() {
-    TileConfig cfg;
-    for (int t = 0; t < 8; ++t) cfg.rows[t] = 16, cfg.bytes_per_row[t] = 64;
-    return cfg;
-}
-
 struct AmxBf16Kernel {
     using P = bf16;
     static constexpr int MR = 32, NR = 32, KU = 32;
     static constexpr gemm_detail::SliverCache b_sliver = gemm_detail::SliverCache::l1;
     static constexpr int kTileRows = 16, kTileCols = 16, kTileK = 32;
 
-    // The tile configuration is per thread, and other code on the thread
-    // (PyTorch's own AMX kernels) may load its own between two GEMMs: each
-    // thread's rectangle of C loads it first and releases the tiles after.
-    struct Scope {
-        Scope() {
-            static const TileConfig cfg = gemm_tile_config();
-            _tile_loadconfig(&cfg);
-        }
-        ~Scope() { _tile_release(); }
-        Scope(const Scope&) = delete;
-        Scope& operator=(const Scope&) = delete;
-    };
+    using Scope = AmxTileScope;
 
     static void pack_a(const Matrix<bf16>& a, int64_t m, int64_t kc, bf16* dst) {
         if (a.cs != 1) return gemm_detail::pack_a<MR, KU>(a, m, kc, dst);
@@ -160,7 +134,7 @@ void gemm_bf16_amx(const GemmParams& p, const CacheSizes& caches) {
 float amx_peak_loop(long iterations, int seed) {
     static_assert(kAmxPeakChains == 4, "the loop below names four accumulator tiles");
     if (iterations < 1) return 0.0f;
-    AmxBf16Kernel::Scope scope;
+    AmxTileScope scope;
     alignas(64) bf16 operand[16 * 32];
     alignas(64) float out[16 * 16];
     for (bf16& x : operand) x = simd::float_to_bf16(1e-3f);

@@ -36,6 +36,7 @@
 #include "fastnn/gemm.h"
 #include "fastnn/parallel.h"
 #include "fastnn/simd.h"
+#include "fastnn/tile_scope.h"
 #include "fastnn/workspace.h"
 #include "gemm_epilogue.h"
 #include "gemm_pack.h"
@@ -222,18 +223,6 @@ struct Problem {
     bool direct;             // float32 C with unit column stride
     Epilogue epilogue;
     Blocking blocking;
-};
-
-// A kernel's per-thread state around its micro-kernel calls (AMX: the tile
-// configuration): Kern::Scope where it has one, else nothing.
-struct NoScope {};
-template <class Kern, class = void>
-struct ScopeOf {
-    using type = NoScope;
-};
-template <class Kern>
-struct ScopeOf<Kern, std::void_t<typename Kern::Scope>> {
-    using type = typename Kern::Scope;
 };
 
 // Kern provides MR, NR, KU, the packed type P, b_sliver (SliverCache),

@@ -28,6 +28,7 @@
 
 #include "fastnn/parallel.h"
 #include "fastnn/quant.h"
+#include "fastnn/tile_scope.h"
 #include "int8_pack.h"
 #include "quant_simd.h"
 #include "quant_workspace.h"
@@ -94,9 +95,19 @@ inline void store_i32_row(const Int8Epilogue& e, int64_t m, int64_t n0, const in
     }
 }
 
+// Dot is a vector policy (V, A, B, load_b, bcast_a, dot, ...: the register
+// tile below runs it) or a tile-unit policy (AMX), which declares Scope (its
+// per-thread state), kPanelGroup (groups per A panel line, int8_pack.h) and
+// its own tile routines, pick(rows, vectors).
 template <class Dot>
 struct Int8Gemm {
     static constexpr int MR = Dot::kMR, NV = Dot::kNV, L = Dot::kLanes, NR = NV * L;
+    static constexpr bool kTileUnit = !std::is_same_v<typename ScopeOf<Dot>::type, NoScope>;
+    static constexpr int panel_group() {
+        if constexpr (kTileUnit) return Dot::kPanelGroup;
+        else return 1;
+    }
+    static constexpr int G = panel_group();
     static_assert(NR % kStrip == 0 && L <= kStrip && qsimd::W <= kStrip, "tiles are whole strips");
     using TileFn = void (*)(const uint8_t* a, const int8_t* b, int64_t k4, int64_t strip_bytes, int32_t* c,
                             bool accumulate);
@@ -131,9 +142,13 @@ struct Int8Gemm {
         else return j == J ? &tile<R, J> : pick_j<R, J - 1>(j);
     }
     template <int R = MR>
-    static TileFn pick(int r, int j) {
+    static TileFn pick_rows(int r, int j) {
         if constexpr (R == 1) return pick_j<1>(j);
-        else return r == R ? pick_j<R>(j) : pick<R - 1>(r, j);
+        else return r == R ? pick_j<R>(j) : pick_rows<R - 1>(r, j);
+    }
+    static TileFn pick(int r, int j) {
+        if constexpr (kTileUnit) return Dot::pick(r, j);
+        else return pick_rows(r, j);
     }
 
     // Blocking. K runs in blocks of kKcGroups 4-byte groups; the 64-column B
@@ -151,7 +166,7 @@ struct Int8Gemm {
     static constexpr int64_t kABlockBytes = 384 << 10, kCBlockBytes = 256 << 10;
 
     static int64_t block_panels(int64_t m, int64_t k4) {
-        const int64_t by_a = kABlockBytes / std::max<int64_t>(k4 * MR * 4, 1);
+        const int64_t by_a = kABlockBytes / std::max<int64_t>(padded_groups(k4) * MR * 4, 1);
         const int64_t by_c = kCBlockBytes / (MR * NR * 4);
         return std::max<int64_t>(1, std::min({by_a, by_c, ceil_div(m, MR)}));
     }
@@ -161,16 +176,19 @@ struct Int8Gemm {
         return k4 <= kKcGroups ? 0 : grid.workers() * block_panels(m, k4) * MR * NR;
     }
 
+    static int64_t padded_groups(int64_t k4) { return ceil_div(k4, G) * G; }
+
     static TileGrid make_grid(int64_t m, int64_t n) { return TileGrid(ceil_div(n, NR), ceil_div(m, MR), num_threads()); }
 
     // out = epilogue(A panels (m rows) x B strips (n columns)).
     static void run(const TileGrid& grid, const uint8_t* a_panels, int64_t m, const int8_t* b_strips, int64_t n,
                     int64_t k4, const Int8Epilogue& e, int32_t* scratch) {
         if (m == 0 || n == 0) return;
-        const int64_t strip_bytes = k4 * 64, panel_bytes = k4 * MR * 4;
+        const int64_t strip_bytes = k4 * 64, panel_bytes = padded_groups(k4) * MR * 4;
         const int64_t bp = block_panels(m, k4);
         const bool k_blocked = k4 > kKcGroups;
         parallel_for(grid.workers(), 1, [&](int64_t w0, int64_t w1) {
+            [[maybe_unused]] typename ScopeOf<Dot>::type scope;
             alignas(64) int32_t c_local[MR * NR];
             for (int64_t w = w0; w < w1; ++w) {
                 int64_t nt0, nt1, p0, p1;
@@ -229,7 +247,7 @@ struct Int8Gemm {
         if (m == 0 || n == 0) return;
         const int64_t k4 = ceil_div(k, 4), n_pad = ceil_div(n, kStrip) * kStrip;
         WorkspaceLayout ws;
-        const std::size_t a_at = ws.add<uint8_t>(ceil_div(m, MR) * MR * k4 * 4);
+        const std::size_t a_at = ws.add<uint8_t>(ceil_div(m, MR) * MR * padded_groups(k4) * 4);
         const std::size_t b_at = ws.add<int8_t>(n_pad * k4 * 4);
         const std::size_t comp_at = ws.add<int32_t>(n_pad);
         const std::size_t cs_at = ws.add<float>(n_pad), bias_at = ws.add<float>(n_pad);
@@ -239,7 +257,7 @@ struct Int8Gemm {
         auto* a = reinterpret_cast<uint8_t*>(base + a_at);
         auto* b = reinterpret_cast<int8_t*>(base + b_at);
         auto* comp = reinterpret_cast<int32_t*>(base + comp_at);
-        pack_a_panels(p.a, MR, a_xor(), a);
+        pack_a_panels(p.a, MR, G, a_xor(), a);
         pack_b_strips(static_cast<const int8_t*>(p.b.data), p.b.strides[0], p.b.strides[1], k, n, b, comp);
 
         Int8Epilogue e;
@@ -266,16 +284,16 @@ struct Int8Gemm {
     template <class T>
     static void quantize_into_panels(const QuantLinearParams& p, uint8_t* a, float* row_scale) {
         const TensorView& x = p.x;
-        const int64_t m = x.shape[0], k = x.shape[1], k4 = ceil_div(k, 4);
+        const int64_t m = x.shape[0], k = x.shape[1], k4 = ceil_div(k, 4), kg = padded_groups(k4);
         const float* smooth = static_cast<const float*>(p.smooth_inv.data);
         parallel_for(ceil_div(m, MR), std::max<int64_t>(1, 8192 / std::max<int64_t>(k, 1)),
                      [&](int64_t p0, int64_t p1) {
             for (int64_t pi = p0; pi < p1; ++pi) {
-                uint8_t* panel = a + pi * k4 * MR * 4;
+                uint8_t* panel = a + pi * kg * MR * 4;
                 for (int r = 0; r < MR; ++r) {
                     const int64_t row = pi * MR + r;
                     if (row >= m) {
-                        fill_panel_row(panel, MR, r, k4, a_xor());
+                        fill_panel_row(panel, MR, G, r, 0, kg, a_xor());
                         continue;
                     }
                     const T* src = elem<T>(x, row, 0);
@@ -283,8 +301,9 @@ struct Int8Gemm {
                     row_scale[row] = scale;
                     quantize_row(src, x.strides[1], k, smooth, inverse_scale(scale),
                                  [&](const int8_t* q, int64_t n, int64_t k0) {
-                                     put_panel_words(panel, MR, r, k0 / 4, q, ceil_div(n, 4), a_xor());
+                                     put_panel_words(panel, MR, G, r, k0 / 4, q, ceil_div(n, 4), a_xor());
                                  });
+                    fill_panel_row(panel, MR, G, r, k4, kg, a_xor());
                 }
             }
         });
@@ -295,7 +314,7 @@ struct Int8Gemm {
         if (m == 0 || n == 0) return;
         const int64_t k4 = ceil_div(k, 4), n_pad = ceil_div(n, kStrip) * kStrip;
         WorkspaceLayout ws;
-        const std::size_t a_at = ws.add<uint8_t>(ceil_div(m, MR) * MR * k4 * 4);
+        const std::size_t a_at = ws.add<uint8_t>(ceil_div(m, MR) * MR * padded_groups(k4) * 4);
         const std::size_t rs_at = ws.add<float>(m);
         const std::size_t cs_at = ws.add<float>(n_pad), bias_at = ws.add<float>(n_pad);
         const TileGrid grid = make_grid(m, n);

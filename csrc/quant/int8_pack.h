@@ -2,11 +2,13 @@
 // the weight layouts). Included by every quant kernel translation unit; all
 // of it lives in that unit's ISA namespace.
 //
-// A panels: rows [p*MR, p*MR + MR) of A as [K4][MR][4] bytes, K4 = ceil(K/4):
-// each k-group of a row is the 4-byte word that one vpdpbusd lane consumes,
-// and the MR words of a group are adjacent, so the micro-kernel walks one
-// sequential stream. Missing rows and the K tail hold the value 0 (stored as
-// 0x80 on the unsigned-A paths).
+// A panels: rows [p*MR, p*MR + MR) of A as [K4 / G][MR][G * 4] bytes, K4 =
+// ceil(K/4) rounded up to a multiple of G: a k-group is the 4-byte word that
+// one vpdpbusd lane consumes, and a panel line holds G consecutive groups of
+// one row. G = 1 for the vector kernels (the MR words of a group adjacent,
+// so the micro-kernel walks one sequential stream); G = 16 for AMX (a line
+// is a 64-byte tile row, 64 k of one row). Missing rows and the K tail hold
+// the value 0 (stored as 0x80 on the unsigned-A paths).
 #pragma once
 
 #include <algorithm>
@@ -140,48 +142,64 @@ void quantize_row(const T* x, int64_t stride, int64_t k, const float* smooth, fl
     });
 }
 
-// Writes 4-byte words of row r of an A panel; xor32 is 0x80808080 on the
-// unsigned-A paths (a + 128 as uint8 == a ^ 0x80).
-inline void put_panel_words(uint8_t* panel, int mr, int r, int64_t g0, const int8_t* q, int64_t words,
+// Where group g of row r lies in a panel of mr rows and g-groups per line.
+inline uint8_t* panel_word(uint8_t* panel, int mr, int group, int r, int64_t g) {
+    return panel + ((g / group * mr + r) * group + g % group) * 4;
+}
+
+// Writes 4-byte words of row r of an A panel, a line's worth at a time;
+// xor32 is 0x80808080 on the unsigned-A paths (a + 128 as uint8 == a ^ 0x80).
+inline void put_panel_words(uint8_t* panel, int mr, int group, int r, int64_t g0, const int8_t* q, int64_t words,
                             uint32_t xor32) {
-    for (int64_t d = 0; d < words; ++d) {
-        uint32_t w;
-        std::memcpy(&w, q + 4 * d, 4);
-        w ^= xor32;
-        std::memcpy(panel + ((g0 + d) * mr + r) * 4, &w, 4);
+    for (int64_t d = 0; d < words;) {
+        const int64_t g = g0 + d, run = std::min<int64_t>(words - d, group - g % group);
+        uint8_t* dst = panel_word(panel, mr, group, r, g);
+        std::memcpy(dst, q + 4 * d, static_cast<size_t>(run * 4));
+        for (int64_t i = 0; xor32 && i < run; ++i) {
+            uint32_t w;
+            std::memcpy(&w, dst + 4 * i, 4);
+            w ^= xor32;
+            std::memcpy(dst + 4 * i, &w, 4);
+        }
+        d += run;
     }
 }
 
-inline void fill_panel_row(uint8_t* panel, int mr, int r, int64_t k4, uint32_t xor32) {
-    for (int64_t g = 0; g < k4; ++g) std::memcpy(panel + (g * mr + r) * 4, &xor32, 4);
+// Groups [g0, g1) of row r hold the value 0.
+inline void fill_panel_row(uint8_t* panel, int mr, int group, int r, int64_t g0, int64_t g1, uint32_t xor32) {
+    for (int64_t g = g0; g < g1; ++g) std::memcpy(panel_word(panel, mr, group, r, g), &xor32, 4);
 }
 
+// Groups per panel row: K4 rounded up to whole panel lines.
+inline int64_t panel_groups(int64_t k, int group) { return ceil_div(ceil_div(k, 4), group) * group; }
+
 // A (M, K) int8, any strides, into panels of mr rows.
-inline void pack_a_panels(const TensorView& a, int mr, uint32_t xor32, uint8_t* out) {
-    const int64_t m = a.shape[0], k = a.shape[1], k4 = ceil_div(k, 4);
+inline void pack_a_panels(const TensorView& a, int mr, int group, uint32_t xor32, uint8_t* out) {
+    const int64_t m = a.shape[0], k = a.shape[1], k4 = ceil_div(k, 4), kg = panel_groups(k, group);
     const int64_t panels = ceil_div(m, mr);
     const int64_t cs = a.strides[1];
     parallel_for(panels, std::max<int64_t>(1, 4096 / std::max<int64_t>(k4, 1)), [&](int64_t p0, int64_t p1) {
         for (int64_t p = p0; p < p1; ++p) {
-            uint8_t* panel = out + p * k4 * mr * 4;
+            uint8_t* panel = out + p * kg * mr * 4;
             for (int r = 0; r < mr; ++r) {
                 const int64_t row = p * mr + r;
                 if (row >= m) {
-                    fill_panel_row(panel, mr, r, k4, xor32);
+                    fill_panel_row(panel, mr, group, r, 0, kg, xor32);
                     continue;
                 }
                 const int8_t* src = elem<int8_t>(a, row, 0);
                 int64_t g = 0;
                 if (cs == 1) {
-                    put_panel_words(panel, mr, r, 0, src, k / 4, xor32);
+                    put_panel_words(panel, mr, group, r, 0, src, k / 4, xor32);
                     g = k / 4;
                 }
                 for (; g < k4; ++g) {
                     int8_t w[4] = {0, 0, 0, 0};
                     const int64_t kk = 4 * g, n = std::min<int64_t>(4, k - kk);
                     for (int64_t i = 0; i < n; ++i) w[i] = src[(kk + i) * cs];
-                    put_panel_words(panel, mr, r, g, w, 1, xor32);
+                    put_panel_words(panel, mr, group, r, g, w, 1, xor32);
                 }
+                fill_panel_row(panel, mr, group, r, k4, kg, xor32);
             }
         }
     });

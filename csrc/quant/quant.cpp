@@ -1,6 +1,6 @@
 // Dispatch front of the quant family (baseline flags): picks the per-ISA
-// table, and among the int8 GEMM variants the VNNI ones when the CPU has them
-// (the AVX-512 path also runs on CPUs without VNNI). Hands out the
+// table, and among the int8 GEMM variants AMX or VNNI when the CPU has them
+// (the AVX-512 path also runs on CPUs without either). Hands out the
 // per-thread workspace and owns the int8 peak probe.
 #include "fastnn/quant.h"
 
@@ -16,7 +16,7 @@
 namespace fastnn {
 namespace {
 
-std::atomic<bool> g_vnni_enabled{true};
+std::atomic<bool> g_amx_enabled{true}, g_vnni_enabled{true};
 
 const QuantKernels& table() { return FASTNN_SELECT_KERNELS(quant_kernels); }
 
@@ -25,6 +25,10 @@ const Int8GemmKernels& gemm_variant() {
     if (g_vnni_enabled.load(std::memory_order_relaxed)) {
         const Isa isa = active_isa();
         const CpuFeatures& f = cpu_features();
+#if FASTNN_AMX_KERNELS
+        if (isa == Isa::avx512 && f.amx_int8 && g_amx_enabled.load(std::memory_order_relaxed))
+            return amx_int8::int8_gemm_kernels;
+#endif
         if (isa == Isa::avx512 && f.avx512_vnni) return avx512_vnni::int8_gemm_kernels;
         if (isa >= Isa::avx2 && f.avx_vnni) return avx2_vnni::int8_gemm_kernels;
     }
@@ -60,20 +64,12 @@ void quant_linear(const QuantLinearParams& p) {
 }
 
 const char* int8_gemm_variant() { return gemm_variant().name; }
+void set_int8_amx_enabled(bool enabled) { g_amx_enabled.store(enabled, std::memory_order_relaxed); }
 void set_int8_vnni_enabled(bool enabled) { g_vnni_enabled.store(enabled, std::memory_order_relaxed); }
 
-double measure_int8_vnni_peak_gops(double seconds) {
-#if FASTNN_X86_KERNELS
-    const CpuFeatures& f = cpu_features();
-    const Int8GemmKernels* k = f.avx512_vnni && detected_isa() == Isa::avx512 ? &avx512_vnni::int8_gemm_kernels
-                               : f.avx_vnni && detected_isa() >= Isa::avx2    ? &avx2_vnni::int8_gemm_kernels
-                                                                              : nullptr;
-    if (!k) return 0.0;
-    return measure_loop_peak(k->peak_loop, k->ops_per_iteration, seconds);
-#else
-    (void)seconds;
-    return 0.0;
-#endif
+double measure_int8_peak_gops(double seconds) {
+    const Int8GemmKernels& k = gemm_variant();
+    return k.peak_loop ? measure_loop_peak(k.peak_loop, k.ops_per_iteration, seconds) : 0.0;
 }
 
 }  // namespace fastnn

@@ -70,10 +70,12 @@ CpuFeatures probe() {
     __cpuid_count(7, 1, a1, b1, c1, d1);
     f.avx512_bf16 = z && (a1 & (1u << 5));
     f.avx_vnni = avx && (a1 & (1u << 4));
-    // AMX-TILE and AMX-BF16 (leaf 7 EDX bits 24 and 22), the tile config and
-    // data state enabled in XCR0 (bits 17, 18), and the process's grant.
-    const bool tile_state = (xcr0 & (3ull << 17)) == (3ull << 17);
-    f.amx_bf16 = f.avx512_bf16 && tile_state && (d & (1u << 24)) && (d & (1u << 22)) && request_amx_tile_state();
+    // AMX-TILE, AMX-BF16 and AMX-INT8 (leaf 7 EDX bits 24, 22, 25), the tile
+    // config and data state enabled in XCR0 (bits 17, 18), and the process's
+    // grant. The kernels' epilogues are AVX-512 code.
+    const bool tiles = z && (d & (1u << 24)) && (xcr0 & (3ull << 17)) == (3ull << 17) && request_amx_tile_state();
+    f.amx_bf16 = tiles && f.avx512_bf16 && (d & (1u << 22));
+    f.amx_int8 = tiles && (d & (1u << 25));
     return f;
 }
 #else

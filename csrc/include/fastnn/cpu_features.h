@@ -19,6 +19,7 @@ struct CpuFeatures {
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
     bool avx512_vnni = false, avx512_bf16 = false, avx_vnni = false;
     bool amx_bf16 = false;  // AMX-TILE + AMX-BF16, with the OS's tile state granted
+    bool amx_int8 = false;  // AMX-TILE + AMX-INT8, likewise
 };
 
 const CpuFeatures& cpu_features();

@@ -106,15 +106,18 @@ void int8_matmul(const Int8MatmulParams& p);
 void quant_pack_weight(const QuantPackWeightParams& p);
 void quant_linear(const QuantLinearParams& p);
 
-// The int8 GEMM variant the active path runs: "avx512_vnni", "avx2_vnni"
-// (AVX-VNNI), "avx512", "avx2" or "generic". set_int8_vnni_enabled(false)
-// keeps the VNNI variants out of dispatch so tests reach the vpmaddwd paths
-// on CPUs that have VNNI.
+// The int8 GEMM variant the active path runs: "amx_int8", "avx512_vnni",
+// "avx2_vnni" (AVX-VNNI), "avx512", "avx2" or "generic".
+// set_int8_amx_enabled(false) keeps AMX out of dispatch, and
+// set_int8_vnni_enabled(false) the VNNI variants too (AMX implies VNNI), so
+// tests reach every variant below the best one the CPU has.
 const char* int8_gemm_variant();
+void set_int8_amx_enabled(bool enabled);
 void set_int8_vnni_enabled(bool enabled);
-// Register-only vpdpbusd throughput on all pool threads (int8 ops: 2 per
-// multiply-add); 0 when the CPU has no VNNI.
-double measure_int8_vnni_peak_gops(double seconds);
+// Register-only throughput of the variant's int8 instruction (tdpbssd or
+// vpdpbusd) on all pool threads (int8 ops: 2 per multiply-add); 0 for the
+// variants without one.
+double measure_int8_peak_gops(double seconds);
 
 // One int8 GEMM variant: the plain/epilogue product and the dynamic Linear,
 // which quantizes its activations straight into the variant's A panels.
@@ -122,8 +125,9 @@ struct Int8GemmKernels {
     const char* name;
     void (*matmul)(const Int8MatmulParams&);
     void (*linear_dynamic)(const QuantLinearParams&);
-    // VNNI variants: runs iterations x ops_per_iteration int8 ops of register-
-    // only vpdpbusd on one thread (the peak probe); nullptr on the others.
+    // AMX and VNNI variants: runs iterations x ops_per_iteration int8 ops of
+    // register-only tdpbssd / vpdpbusd on one thread (the peak probe);
+    // nullptr on the others.
     int32_t (*peak_loop)(long iterations, int32_t seed);
     int ops_per_iteration;
 };
@@ -141,6 +145,9 @@ FASTNN_DECLARE_KERNEL_TABLE(QuantKernels, quant_kernels)
 #if FASTNN_X86_KERNELS
 namespace avx512_vnni { extern const Int8GemmKernels int8_gemm_kernels; }
 namespace avx2_vnni { extern const Int8GemmKernels int8_gemm_kernels; }
+#endif
+#if FASTNN_AMX_KERNELS
+namespace amx_int8 { extern const Int8GemmKernels int8_gemm_kernels; }
 #endif
 
 }  // namespace fastnn

@@ -19,6 +19,8 @@
 
 #if defined(__AMX_BF16__)
 #define FASTNN_ISA_NAMESPACE amx_bf16
+#elif defined(__AMX_INT8__)
+#define FASTNN_ISA_NAMESPACE amx_int8
 #elif defined(__AVX512BF16__)
 #define FASTNN_ISA_NAMESPACE avx512_bf16
 #elif defined(__AVX512VNNI__)

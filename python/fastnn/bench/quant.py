@@ -19,10 +19,10 @@ from .harness import Case, Workload, register, rotations_for
 
 
 @functools.cache
-def vnni_peak_gops() -> float | None:
+def int8_peak_gops() -> float | None:
     from .. import _C
 
-    peak = _C.int8_vnni_peak_gops(0.3)
+    peak = _C.int8_peak_gops(0.3)
     return peak or None
 
 
@@ -54,7 +54,7 @@ def _int8_mm(m, k, n):
         fastnn=lambda i: fastnn.int8_mm(a[i % rot], b[i % rot]),
         torch=lambda i: torch._int_mm(a[i % rot], b[i % rot]),
         torch_backends={"fp32_mm": lambda i: torch.mm(af, bf)},
-        flops=2.0 * m * n * k, bytes=m * k + k * n + 4 * m * n, rotations=rot, peak_gops=vnni_peak_gops(),
+        flops=2.0 * m * n * k, bytes=m * k + k * n + 4 * m * n, rotations=rot, peak_gops=int8_peak_gops(),
         accuracy=accuracy)
 
 
@@ -114,7 +114,7 @@ def _quant_linear(mode, tokens, k, n):
         return run
 
     if mode == "dynamic":
-        runners = dict(torch=timed(theirs), torch_backends={"fp32": timed(fp32)}, peak_gops=vnni_peak_gops())
+        runners = dict(torch=timed(theirs), torch_backends={"fp32": timed(fp32)}, peak_gops=int8_peak_gops())
     else:
         runners = dict(torch=timed(fp32), torch_backends={"dynamic_int8": timed(theirs)})
     return Workload(fastnn=timed(ours), flops=2.0 * tokens * n * k, bytes=n * k + 4 * tokens * (k + n),
