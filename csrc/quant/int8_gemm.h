@@ -98,7 +98,7 @@ inline void store_i32_row(const Int8Epilogue& e, int64_t m, int64_t n0, const in
 // Dot is a vector policy (V, A, B, load_b, bcast_a, dot, ...: the register
 // tile below runs it) or a tile-unit policy (AMX), which declares Scope (its
 // per-thread state), kPanelGroup (groups per A panel line, int8_pack.h) and
-// its own tile routines, pick(rows, vectors).
+// its own tile routines, pick(rows, vectors), and its K block kKcGroups.
 template <class Dot>
 struct Int8Gemm {
     static constexpr int MR = Dot::kMR, NV = Dot::kNV, L = Dot::kLanes, NR = NV * L;
@@ -161,8 +161,14 @@ struct Int8Gemm {
     // 24 vpdpbusd, few enough to stream them from L2; what a short K block
     // costs is the round trip of the 24 accumulators through the scratch
     // once per block: on 2 Zen 4 cores at 2048^3, 757 GOP/s with blocks of
-    // 64 groups (B in L1), 852 with 512.
-    static constexpr int64_t kKcGroups = 512;
+    // 64 groups (B in L1), 852 with 512. A tile-unit policy sets its own
+    // block (AMX: its tile loads want B in L1).
+    static constexpr int64_t kc_groups() {
+        if constexpr (kTileUnit) return Dot::kKcGroups;
+        else return 512;
+    }
+    static constexpr int64_t kKcGroups = kc_groups();
+    static_assert(kKcGroups % G == 0, "K blocks are whole panel lines");
     static constexpr int64_t kABlockBytes = 384 << 10, kCBlockBytes = 256 << 10;
 
     static int64_t block_panels(int64_t m, int64_t k4) {
@@ -257,7 +263,7 @@ struct Int8Gemm {
         auto* a = reinterpret_cast<uint8_t*>(base + a_at);
         auto* b = reinterpret_cast<int8_t*>(base + b_at);
         auto* comp = reinterpret_cast<int32_t*>(base + comp_at);
-        pack_a_panels(p.a, MR, G, a_xor(), a);
+        pack_a_panels<G>(p.a, MR, a_xor(), a);
         pack_b_strips(static_cast<const int8_t*>(p.b.data), p.b.strides[0], p.b.strides[1], k, n, b, comp);
 
         Int8Epilogue e;
@@ -293,7 +299,7 @@ struct Int8Gemm {
                 for (int r = 0; r < MR; ++r) {
                     const int64_t row = pi * MR + r;
                     if (row >= m) {
-                        fill_panel_row(panel, MR, G, r, 0, kg, a_xor());
+                        fill_panel_row<G>(panel, MR, r, 0, kg, a_xor());
                         continue;
                     }
                     const T* src = elem<T>(x, row, 0);
@@ -301,9 +307,9 @@ struct Int8Gemm {
                     row_scale[row] = scale;
                     quantize_row(src, x.strides[1], k, smooth, inverse_scale(scale),
                                  [&](const int8_t* q, int64_t n, int64_t k0) {
-                                     put_panel_words(panel, MR, G, r, k0 / 4, q, ceil_div(n, 4), a_xor());
+                                     put_panel_words<G>(panel, MR, r, k0 / 4, q, ceil_div(n, 4), a_xor());
                                  });
-                    fill_panel_row(panel, MR, G, r, k4, kg, a_xor());
+                    fill_panel_row<G>(panel, MR, r, k4, kg, a_xor());
                 }
             }
         });

@@ -142,19 +142,22 @@ void quantize_row(const T* x, int64_t stride, int64_t k, const float* smooth, fl
     });
 }
 
-// Where group g of row r lies in a panel of mr rows and g-groups per line.
-inline uint8_t* panel_word(uint8_t* panel, int mr, int group, int r, int64_t g) {
-    return panel + ((g / group * mr + r) * group + g % group) * 4;
+// Where group g of row r lies in a panel of mr rows and G groups per line.
+template <int G>
+inline uint8_t* panel_word(uint8_t* panel, int mr, int r, int64_t g) {
+    return panel + ((g / G * mr + r) * G + g % G) * 4;
 }
 
 // Writes 4-byte words of row r of an A panel, a line's worth at a time;
 // xor32 is 0x80808080 on the unsigned-A paths (a + 128 as uint8 == a ^ 0x80).
-inline void put_panel_words(uint8_t* panel, int mr, int group, int r, int64_t g0, const int8_t* q, int64_t words,
+template <int G>
+inline void put_panel_words(uint8_t* panel, int mr, int r, int64_t g0, const int8_t* q, int64_t words,
                             uint32_t xor32) {
     for (int64_t d = 0; d < words;) {
-        const int64_t g = g0 + d, run = std::min<int64_t>(words - d, group - g % group);
-        uint8_t* dst = panel_word(panel, mr, group, r, g);
-        std::memcpy(dst, q + 4 * d, static_cast<size_t>(run * 4));
+        const int64_t g = g0 + d, run = std::min<int64_t>(words - d, G - g % G);
+        uint8_t* dst = panel_word<G>(panel, mr, r, g);
+        if (run == G) std::memcpy(dst, q + 4 * d, 4 * G);  // a whole line: a fixed-size copy
+        else std::memcpy(dst, q + 4 * d, static_cast<size_t>(run * 4));
         for (int64_t i = 0; xor32 && i < run; ++i) {
             uint32_t w;
             std::memcpy(&w, dst + 4 * i, 4);
@@ -166,16 +169,18 @@ inline void put_panel_words(uint8_t* panel, int mr, int group, int r, int64_t g0
 }
 
 // Groups [g0, g1) of row r hold the value 0.
-inline void fill_panel_row(uint8_t* panel, int mr, int group, int r, int64_t g0, int64_t g1, uint32_t xor32) {
-    for (int64_t g = g0; g < g1; ++g) std::memcpy(panel_word(panel, mr, group, r, g), &xor32, 4);
+template <int G>
+inline void fill_panel_row(uint8_t* panel, int mr, int r, int64_t g0, int64_t g1, uint32_t xor32) {
+    for (int64_t g = g0; g < g1; ++g) std::memcpy(panel_word<G>(panel, mr, r, g), &xor32, 4);
 }
 
 // Groups per panel row: K4 rounded up to whole panel lines.
 inline int64_t panel_groups(int64_t k, int group) { return ceil_div(ceil_div(k, 4), group) * group; }
 
 // A (M, K) int8, any strides, into panels of mr rows.
-inline void pack_a_panels(const TensorView& a, int mr, int group, uint32_t xor32, uint8_t* out) {
-    const int64_t m = a.shape[0], k = a.shape[1], k4 = ceil_div(k, 4), kg = panel_groups(k, group);
+template <int G>
+void pack_a_panels(const TensorView& a, int mr, uint32_t xor32, uint8_t* out) {
+    const int64_t m = a.shape[0], k = a.shape[1], k4 = ceil_div(k, 4), kg = panel_groups(k, G);
     const int64_t panels = ceil_div(m, mr);
     const int64_t cs = a.strides[1];
     parallel_for(panels, std::max<int64_t>(1, 4096 / std::max<int64_t>(k4, 1)), [&](int64_t p0, int64_t p1) {
@@ -184,22 +189,22 @@ inline void pack_a_panels(const TensorView& a, int mr, int group, uint32_t xor32
             for (int r = 0; r < mr; ++r) {
                 const int64_t row = p * mr + r;
                 if (row >= m) {
-                    fill_panel_row(panel, mr, group, r, 0, kg, xor32);
+                    fill_panel_row<G>(panel, mr, r, 0, kg, xor32);
                     continue;
                 }
                 const int8_t* src = elem<int8_t>(a, row, 0);
                 int64_t g = 0;
                 if (cs == 1) {
-                    put_panel_words(panel, mr, group, r, 0, src, k / 4, xor32);
+                    put_panel_words<G>(panel, mr, r, 0, src, k / 4, xor32);
                     g = k / 4;
                 }
                 for (; g < k4; ++g) {
                     int8_t w[4] = {0, 0, 0, 0};
                     const int64_t kk = 4 * g, n = std::min<int64_t>(4, k - kk);
                     for (int64_t i = 0; i < n; ++i) w[i] = src[(kk + i) * cs];
-                    put_panel_words(panel, mr, group, r, g, w, 1, xor32);
+                    put_panel_words<G>(panel, mr, r, g, w, 1, xor32);
                 }
-                fill_panel_row(panel, mr, group, r, k4, kg, xor32);
+                fill_panel_row<G>(panel, mr, r, k4, kg, xor32);
             }
         }
     });
@@ -209,12 +214,17 @@ inline void pack_a_panels(const TensorView& a, int mr, int group, uint32_t xor32
 // is a 4 x 16 byte transpose (two rounds of unpacks), and the column sums
 // come from the transposed words (bytes 0+2 and 1+3 sign-extended to int16,
 // then vpmaddwd by ones adds the pairs into int32).
+inline constexpr int64_t kStripPrefetchGroups = 32;
 inline void pack_strip_rows(const int8_t* b, int64_t sk, int64_t k, int8_t* dst, int32_t* colsum) {
     const int64_t k4 = ceil_div(k, 4);
 #if defined(__SSE2__)
     const __m128i ones = _mm_set1_epi16(1);
     __m128i sums[4] = {_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128()};
     for (int64_t g = 0; g < k4; ++g) {
+        // The rows kStripPrefetchGroups groups ahead: a strip walks B down a
+        // column of lines, a stride the hardware prefetcher may not follow.
+        for (int i = 0; i < 4 && 4 * (g + kStripPrefetchGroups) + i < k; ++i)
+            __builtin_prefetch(b + (4 * (g + kStripPrefetchGroups) + i) * sk, 0, 3);
         __m128i r[4];
         for (int i = 0; i < 4; ++i) {
             const int64_t kk = 4 * g + i;
