@@ -18,11 +18,13 @@
 // element, in tdpbf16ps's order, join C once per KC block). Full tiles of a
 // plain update start from C in the tiles and store back there; the others
 // (edges, alpha, beta, bias, activation) go through memory to the same
-// vector epilogue as the other kernels. KC follows the driver's L1 rule
-// (b_sliver): the B sliver (KC x 32 bf16, 18 KB at KC = 288) stays in L1
-// while A slivers stream from L2; with a KC whose B sliver spills from L1 the
-// tile loads run at half the rate (measured: 2.1 vs 0.84 TFLOP/s per core for
-// the loop alone).
+// vector epilogue as the other kernels. KC follows the driver's rule for
+// kernels that load both slivers as tiles (b_sliver, gemm_driver.h): the A
+// and B slivers of a call take an eighth of L2 (KC = 2048 for a 2 MiB L2),
+// and each step requests the next step's tiles. The loop alone runs faster
+// with the B sliver in L1 (2.1 against 0.84 TFLOP/s per core at KC = 288
+// and 576), but the C block's round trip once per KC block then costs more
+// than that in the whole GEMM.
 #include "gemm_driver.h"
 #include "gemm_pack_bf16.h"
 
@@ -36,7 +38,7 @@ using simd::VecF32;
 struct AmxBf16Kernel {
     using P = bf16;
     static constexpr int MR = 32, NR = 32, KU = 32;
-    static constexpr gemm_detail::SliverCache b_sliver = gemm_detail::SliverCache::l1;
+    static constexpr gemm_detail::SliverCache b_sliver = gemm_detail::SliverCache::a_and_b_in_l2;
     static constexpr int kTileRows = 16, kTileCols = 16, kTileK = 32;
 
     using Scope = AmxTileScope;
@@ -72,9 +74,72 @@ struct AmxBf16Kernel {
         }
     }
 
+    // Tiles 0-3 (+)= the products of kcp k at a and b; a and b advance past them.
+    static void products(int64_t kcp, const bf16*& a, const bf16*& b) {
+        constexpr int kARowBytes = kTileK * 2, kBRowBytes = NR * 2 * 2;
+        // Each A and B tile feeds two products; the loads are spread between
+        // the products that need them.
+        for (int64_t k0 = 0; k0 < kcp; k0 += kTileK, a += MR * kTileK, b += NR * kTileK) {
+            // The next step's A and B tiles (2 KB each), requested while this
+            // step's products run: with KC sized for L2 the loads otherwise
+            // wait on it (2048^3: 10.7 -> 10.0 ms; 2 or 4 steps ahead were
+            // no better).
+            const char* next_a = reinterpret_cast<const char*>(a + MR * kTileK);
+            const char* next_b = reinterpret_cast<const char*>(b + NR * kTileK);
+            for (int line = 0; line < MR * kTileK * int(sizeof(bf16)); line += 64) {
+                __builtin_prefetch(next_a + line, 0, 3);
+                __builtin_prefetch(next_b + line, 0, 3);
+            }
+            _tile_loadd(4, a, kARowBytes);
+            _tile_loadd(6, b, kBRowBytes);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, b + kTileCols * 2, kBRowBytes);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, a + kTileRows * kTileK, kARowBytes);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+
+    static void zero_tiles() {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+
+    // acc[i][v] is row i, columns 16 v .. 16 v + 15: C tile (i / 16, v).
+    static void store_tiles(VecF32 (&acc)[MR][2]) {
+        constexpr int kAccRowBytes = sizeof(acc[0]);
+        _tile_stored(0, &acc[0][0], kAccRowBytes);
+        _tile_stored(1, &acc[0][1], kAccRowBytes);
+        _tile_stored(2, &acc[kTileRows][0], kAccRowBytes);
+        _tile_stored(3, &acc[kTileRows][1], kAccRowBytes);
+    }
+
+    // float32 C: a tile's running sum covers at most kSumK k (the error of a
+    // float sum grows with its length: at K = 4096, one sum over a KC of 2048
+    // was 1.9x the error of PyTorch's float32 GEMM on the same bf16 inputs,
+    // the accuracy rule's limit); the blocks join in vector registers. bf16 C
+    // sums the whole KC block (its rounding dwarfs the difference).
+    static constexpr int64_t kSumK = 256;
+
     static void micro(int64_t kcp, const bf16* a, const bf16* b, float* c, int64_t ldc, int m, int n,
                       const TileUpdate& u) {
-        constexpr int kARowBytes = kTileK * 2, kBRowBytes = NR * 2 * 2;
+        const int64_t block = gemm_detail::round_up(std::max<int64_t>(u.sum_steps, kSumK), kTileK);
+        if (kcp > block) {
+            VecF32 total[MR][2], part[MR][2];
+            for (int64_t k0 = 0; k0 < kcp; k0 += block) {
+                zero_tiles();
+                products(std::min(block, kcp - k0), a, b);
+                store_tiles(k0 == 0 ? total : part);
+                if (k0 == 0) continue;
+                for (int i = 0; i < MR; ++i)
+                    for (int v = 0; v < 2; ++v) total[i][v] = total[i][v] + part[i][v];
+            }
+            gemm_detail::store_tile<MR, 2>(total, c, ldc, m, n, u);
+            return;
+        }
         // A full tile whose update is C = acc or C += acc (every K block but
         // the last with its epilogue) accumulates onto C in the tiles: loaded
         // and stored by the tile unit, no pass of vector code over it.
@@ -88,23 +153,9 @@ struct AmxBf16Kernel {
             _tile_loadd(2, c_lower, c_row_bytes);
             _tile_loadd(3, c_lower + kTileCols, c_row_bytes);
         } else {
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
+            zero_tiles();
         }
-        // Each A and B tile feeds two products; the loads are spread between
-        // the products that need them.
-        for (int64_t k0 = 0; k0 < kcp; k0 += kTileK, a += MR * kTileK, b += NR * kTileK) {
-            _tile_loadd(4, a, kARowBytes);
-            _tile_loadd(6, b, kBRowBytes);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_loadd(7, b + kTileCols * 2, kBRowBytes);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_loadd(5, a + kTileRows * kTileK, kARowBytes);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
-        }
+        products(kcp, a, b);
         if (in_tiles) {
             _tile_stored(0, c, c_row_bytes);
             _tile_stored(1, c + kTileCols, c_row_bytes);
@@ -112,13 +163,8 @@ struct AmxBf16Kernel {
             _tile_stored(3, c_lower + kTileCols, c_row_bytes);
             return;
         }
-        // acc[i][v] is row i, columns 16 v .. 16 v + 15: C tile (i / 16, v).
         VecF32 acc[MR][2];
-        constexpr int kAccRowBytes = sizeof(acc[0]);
-        _tile_stored(0, &acc[0][0], kAccRowBytes);
-        _tile_stored(1, &acc[0][1], kAccRowBytes);
-        _tile_stored(2, &acc[kTileRows][0], kAccRowBytes);
-        _tile_stored(3, &acc[kTileRows][1], kAccRowBytes);
+        store_tiles(acc);
         gemm_detail::store_tile<MR, 2>(acc, c, ldc, m, n, u);
     }
 };

@@ -66,21 +66,25 @@ struct Blocking {
     int64_t sum_steps;
 };
 
-// Where a kernel's B sliver (KC x NR) lives while A slivers stream past it.
-enum class SliverCache { l1, l2 };
+// Which slivers of a micro-kernel call KC sizes against L2.
+enum class SliverCache { b_in_l2, a_and_b_in_l2 };
 
 // Blocking (after Low et al., "Analytical modeling is enough for
-// high-performance BLIS", with the measured exception below):
-//   kernels whose B sliver must stay in L1 (AMX: its tile loads run at half
-//   rate from L2) take KC so that the KC x NR sliver of B and the MR x KC
-//   sliver of A fill three quarters of L1;
-//   the FMA and vdpbf16ps kernels load only NR / 16 vectors of B per MR x NR
-//   / 16 FMAs (2 per 28), little enough to stream the sliver from L2. What
-//   limits them is the C tile, loaded and stored once per KC block from 14
-//   rows in 14 pages, so KC is as long as L2 allows: the sliver takes an
-//   eighth of L2 (KC = 1024 float32 steps for a 1 MiB L2). Measured on 2
-//   Zen 4 cores at 2048^3, float32: 184 GFLOP/s at KC = 128 (the L1 rule),
-//   195 at 256, 204 at 512, 210 at 1024; bfloat16 374 at 256, 410 at 1024.
+// high-performance BLIS", with the measured exceptions below): KC is as long
+// as L2 allows, because what limits these kernels is the C tile, loaded and
+// stored once per KC block.
+//   The FMA and vdpbf16ps kernels load only NR / 16 vectors of B per MR x NR
+//   / 16 FMAs (2 per 28), little enough to stream the sliver from L2; the
+//   KC x NR sliver of B takes an eighth of L2 (KC = 1024 float32 steps for a
+//   1 MiB L2). Measured on 2 Zen 4 cores at 2048^3, float32: 184 GFLOP/s at
+//   KC = 128 (the sliver in L1), 195 at 256, 204 at 512, 210 at 1024;
+//   bfloat16 374 at 256, 410 at 1024.
+//   AMX loads a 1 KB tile of A or B per 16 K of a tile product (its loop
+//   alone runs 20% slower with the B sliver in L2 than in L1), so the A and
+//   B slivers together take an eighth of L2 (KC = 2048 bf16 for 2 MiB).
+//   Measured on a 2-core Xeon VM against the L1 rule (KC = 288), whole GEMM
+//   with inputs from DRAM: 1024^3 1.70 -> 1.55 ms, 2048^3 14.7 -> 10.0 ms;
+//   KC = 4096 at 4096^3 was slower (90 against 77 ms).
 // Then the MC x KC block of A takes half of L2 and the KC x NC panel of B a
 // quarter of L3 (shared by the cores).
 //
@@ -96,7 +100,7 @@ inline constexpr int64_t kMaxKcSteps = 2048;
 template <int MR, int NR, int KU, class P>
 Blocking make_blocking(const CacheSizes& caches, SliverCache sliver) {
     const int64_t elt = sizeof(P), k_step = std::max(16, KU);
-    int64_t kc = sliver == SliverCache::l1 ? (caches.l1d * 3 / 4) / ((MR + NR) * elt) : (caches.l2 / 8) / (NR * elt);
+    int64_t kc = (caches.l2 / 8) / ((sliver == SliverCache::a_and_b_in_l2 ? MR + NR : NR) * elt);
     kc = std::clamp<int64_t>(kc / k_step * k_step, std::max<int64_t>(64, k_step), kMaxKcSteps * KU);
     int64_t mc = (caches.l2 / 2) / (kc * elt);
     mc = std::clamp<int64_t>(mc / MR * MR, MR, 4096 / MR * MR);

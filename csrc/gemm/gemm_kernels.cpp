@@ -33,7 +33,7 @@ constexpr int kMR = 4, kNV = 2;
 struct Fp32Kernel {
     using P = float;
     static constexpr int MR = kMR, NR = kNV * VecF32::width, KU = 1;
-    static constexpr gemm_detail::SliverCache b_sliver = gemm_detail::SliverCache::l2;
+    static constexpr gemm_detail::SliverCache b_sliver = gemm_detail::SliverCache::b_in_l2;
 
     template <class T>
     static void pack_a(const gemm_detail::Matrix<T>& a, int64_t m, int64_t kc, float* dst) {
