@@ -110,20 +110,38 @@ Blocking make_blocking(const CacheSizes& caches, SliverCache sliver) {
 }
 
 // Runs a micro-kernel's k loop (run(acc, steps) adds `steps` steps into acc)
-// in blocks of sum_steps, adding each block's sums into total.
+// in blocks of sum_steps. Three levels: each block's register sums join a
+// group of kBlocksPerGroup blocks, and the groups join total, so a float
+// sum's error grows like sum_steps + kBlocksPerGroup + K / (sum_steps *
+// kBlocksPerGroup) rather than sum_steps + K / sum_steps. With two levels,
+// Linear (3, 1025) x (1025, 65) (small outputs sum blocks of 16) exceeded 2x
+// the error of torch's MKL on 0.3-0.5% of random draws on an Intel Xeon;
+// the third level costs one pass over the tile per group.
+inline constexpr int64_t kBlocksPerGroup = 16;
+
 template <int MR, int NV, class Run>
 inline void sum_in_blocks(int64_t steps, int64_t sum_steps, VecF32 (&total)[MR][NV], Run&& run) {
-    for (int64_t s0 = 0; s0 < steps; s0 += sum_steps) {
+    VecF32 group[MR][NV];
+    int64_t block = 0;
+    for (int64_t s0 = 0; s0 < steps; s0 += sum_steps, ++block) {
         VecF32 acc[MR][NV];
 #pragma GCC unroll 32
         for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
             for (int v = 0; v < NV; ++v) acc[i][v] = VecF32::zero();
         run(acc, std::min(sum_steps, steps - s0));
+        const bool opens = block % kBlocksPerGroup == 0;
+        const bool closes = (block + 1) % kBlocksPerGroup == 0 || s0 + sum_steps >= steps;
+        VecF32 (&sum)[MR][NV] = block < kBlocksPerGroup ? total : group;
 #pragma GCC unroll 32
         for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; ++v) total[i][v] = s0 == 0 ? acc[i][v] : total[i][v] + acc[i][v];
+            for (int v = 0; v < NV; ++v) sum[i][v] = opens ? acc[i][v] : sum[i][v] + acc[i][v];
+        if (closes && block >= kBlocksPerGroup)
+#pragma GCC unroll 32
+            for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; ++v) total[i][v] = total[i][v] + group[i][v];
     }
 }
 
