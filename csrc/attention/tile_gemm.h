@@ -54,6 +54,16 @@ inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 // is one load, add and store per accumulator per chunk (about 1/16 of the FMAs).
 inline constexpr int64_t kChunk = 16;
 
+// Rows of A that run along k (a_k = 1: the pixels of a channels-last
+// convolution, the keys of attention) are R streams, one line per chunk
+// each; a chunk requests the line kRowAhead elements on in every row (past a
+// row's end that is the next row's start when rows are adjacent). Where A
+// comes from DRAM the hardware prefetcher may not keep six slow streams
+// ahead: 1x1 convolution N8 C256 K64 56x56 channels-last on an Intel Xeon VM,
+// 5.9-6.5 -> 4.4-4.5 ms (32 elements ahead: 4.7, 128: 5.5). Attention,
+// whose tiles are in L2, is unchanged.
+inline constexpr int64_t kRowAhead = 64;
+
 template <int R, int NV>
 void micro_tile(int64_t K, const float* A, int64_t a_m, int64_t a_k, const float* B, int64_t ldb, float* C,
                 int64_t ldc, bool accumulate) {
@@ -65,6 +75,8 @@ void micro_tile(int64_t K, const float* A, int64_t a_m, int64_t a_k, const float
         for (int r = 0; r < R; ++r)
             for (int v = 0; v < NV; ++v) acc[r][v] = VecF32::zero();
         const int64_t k_end = K - k > kChunk ? k + kChunk : K;
+        if (a_k == 1)
+            for (int r = 0; r < R; ++r) __builtin_prefetch(a[r] + kRowAhead, 0, 3);
         for (; k < k_end; ++k) {
             VecF32 b[NV];
             for (int v = 0; v < NV; ++v) b[v] = VecF32::load(B + v * kWidth);
