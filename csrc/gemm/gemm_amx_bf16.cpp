@@ -169,43 +169,29 @@ struct AmxBf16Kernel {
     }
 };
 
+struct Dpbf16ps {
+    // The tile numbers are literals: GCC's intrinsics paste them into the
+    // instruction's text.
+    static void into_four_tiles() {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 6);
+        _tile_dpbf16ps(2, 4, 6);
+        _tile_dpbf16ps(3, 4, 6);
+    }
+};
+
 }  // namespace
 
 void gemm_bf16_amx(const GemmParams& p, const CacheSizes& caches) {
     gemm_detail::gemm_typed<AmxBf16Kernel, bf16>(p, caches);
 }
 
-// Four independent C tiles cover tdpbf16ps's latency at its throughput; the
-// A and B tiles hold ~1e-3 so the sums stay finite and normal.
 float amx_peak_loop(long iterations, int seed) {
-    static_assert(kAmxPeakChains == 4, "the loop below names four accumulator tiles");
-    if (iterations < 1) return 0.0f;
-    AmxTileScope scope;
+    static_assert(kAmxPeakChains == 4, "tile_peak_loop runs four accumulator tiles");
+    // A and B hold ~1e-3 so the sums stay finite and normal.
     alignas(64) bf16 operand[16 * 32];
-    alignas(64) float out[16 * 16];
     for (bf16& x : operand) x = simd::float_to_bf16(1e-3f);
-    _tile_loadd(4, operand, 64);
-    _tile_loadd(6, operand, 64);
-    for (int t = 0; t < 16 * 16; ++t) out[t] = static_cast<float>(seed);
-    _tile_loadd(0, out, 64);
-    _tile_loadd(1, out, 64);
-    _tile_loadd(2, out, 64);
-    _tile_loadd(3, out, 64);
-    for (long i = 0; i < iterations; ++i) {
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 6);
-        _tile_dpbf16ps(2, 4, 6);
-        _tile_dpbf16ps(3, 4, 6);
-    }
-    float sum = 0.0f;
-    _tile_stored(0, out, 64);
-    sum += out[0];
-    _tile_stored(1, out, 64);
-    sum += out[1];
-    _tile_stored(2, out, 64);
-    sum += out[2];
-    _tile_stored(3, out, 64);
-    return sum + out[3];
+    return tile_peak_loop<Dpbf16ps>(iterations, operand, static_cast<float>(seed));
 }
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE

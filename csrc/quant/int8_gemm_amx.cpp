@@ -101,34 +101,21 @@ struct DotAmxInt8 {
     static TileFn pick(int /*rows*/, int vectors) { return vectors == 2 ? &tile<2> : &tile<1>; }
 };
 
-// Four independent C tiles cover tdpbssd's latency at its throughput.
-int32_t amx_int8_peak_loop(long iterations, int32_t seed) {
-    if (iterations < 1) return 0;
-    AmxTileScope scope;
-    alignas(64) int8_t operand[16 * 64];
-    alignas(64) int32_t out[16 * 16];
-    for (int i = 0; i < 16 * 64; ++i) operand[i] = static_cast<int8_t>(seed + i);
-    _tile_loadd(4, operand, 64);
-    _tile_loadd(6, operand, 64);
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (long i = 0; i < iterations; ++i) {
+struct Dpbssd {
+    // The tile numbers are literals: GCC's intrinsics paste them into the
+    // instruction's text.
+    static void into_four_tiles() {
         _tile_dpbssd(0, 4, 6);
         _tile_dpbssd(1, 4, 6);
         _tile_dpbssd(2, 4, 6);
         _tile_dpbssd(3, 4, 6);
     }
-    int32_t sum = 0;
-    _tile_stored(0, out, 64);
-    sum += out[0];
-    _tile_stored(1, out, 64);
-    sum += out[1];
-    _tile_stored(2, out, 64);
-    sum += out[2];
-    _tile_stored(3, out, 64);
-    return sum + out[3];
+};
+
+int32_t amx_int8_peak_loop(long iterations, int32_t seed) {
+    alignas(64) int8_t operand[16 * 64];
+    for (int i = 0; i < 16 * 64; ++i) operand[i] = static_cast<int8_t>(seed + i);
+    return tile_peak_loop<Dpbssd>(iterations, operand, int32_t(0));
 }
 
 }  // namespace

@@ -53,6 +53,35 @@ struct AmxTileScope {
     AmxTileScope(const AmxTileScope&) = delete;
     AmxTileScope& operator=(const AmxTileScope&) = delete;
 };
+
+// The register-only peak of a tile product: Product::into_four_tiles()
+// multiplies tiles 4 and 6 (both loaded from `operand`, 1 KB) into each of
+// the C tiles 0-3 (starting from `init`), four independent chains that cover
+// the instruction's latency at its throughput. Returns a sum of the results
+// so the work is kept.
+template <class Product, class Acc>
+Acc tile_peak_loop(long iterations, const void* operand, Acc init) {
+    if (iterations < 1) return Acc(0);
+    AmxTileScope scope;
+    alignas(64) Acc out[16 * 16];
+    for (Acc& v : out) v = init;
+    _tile_loadd(4, operand, 64);
+    _tile_loadd(6, operand, 64);
+    _tile_loadd(0, out, 64);
+    _tile_loadd(1, out, 64);
+    _tile_loadd(2, out, 64);
+    _tile_loadd(3, out, 64);
+    for (long i = 0; i < iterations; ++i) Product::into_four_tiles();
+    Acc sum = Acc(0);
+    _tile_stored(0, out, 64);
+    sum += out[0];
+    _tile_stored(1, out, 64);
+    sum += out[1];
+    _tile_stored(2, out, 64);
+    sum += out[2];
+    _tile_stored(3, out, 64);
+    return sum + out[3];
+}
 #endif
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE
