@@ -218,11 +218,12 @@ def test_gemm_bf16_batched_broadcast(bf16_kernel, rng):
 
 
 # Every packing path of A and B (row-major, transposed, general strides) and
-# K below, at and past one KC block (odd K: a padded pair, K % 32 != 0: a
-# padded AMX chunk), into float32 and bfloat16 C.
+# K within one KC block and past one (KC is 2048-4096 bf16 steps with a 1-2 MiB
+# L2; odd K: a padded pair, K % 32 != 0: a padded AMX chunk; K > 256 into
+# float32 C: the AMX kernel's blocks of tile sums), into float32 and bfloat16 C.
 @pytest.mark.parametrize("layout_a", ["row", "col", "general"])
 @pytest.mark.parametrize("layout_b", ["row", "col", "general"])
-@pytest.mark.parametrize("k", [31, 64, 701])
+@pytest.mark.parametrize("k", [31, 64, 701, 4500])
 def test_gemm_bf16_layouts_and_k_blocks(layout_a, layout_b, k, bf16_kernel, rng):
     m, n = 70, 45
     a, b = randn((m, k), torch.bfloat16, rng), randn((k, n), torch.bfloat16, rng)
