@@ -13,7 +13,6 @@ namespace fastnn::FASTNN_ISA_NAMESPACE {
 
 // Below ~64 KiB per thread the wake-up of a worker costs more than it saves.
 inline constexpr int64_t kElementwiseGrain = 16384;
-
 // An output larger than the last-level cache cannot stay cached, so it is
 // written with non-temporal stores: that saves the read for ownership of
 // every destination line (a third of the traffic of a unary op). A smaller
@@ -49,7 +48,8 @@ void map_elementwise(const TensorView* const* operands, Fn fn) {
                         i = r;
                     }
                     for (; i + W <= n; i += W) {
-                        for (int k = 0; k < NIn; ++k) in[k] = simd::load_ahead(reinterpret_cast<const T*>(ptrs[k + 1]) + i);
+                        for (int k = 0; k < NIn; ++k)
+                            in[k] = simd::load_ahead(reinterpret_cast<const T*>(ptrs[k + 1]) + i);
                         fn(in).stream(out + i);
                     }
                 }

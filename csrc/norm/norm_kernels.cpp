@@ -139,7 +139,8 @@ float sum_of_squares(const T* x, int64_t n, float hi, float lo) {
     while (i + kGroup <= n) {
         for (int c = 0; c < kChains; ++c) block[c] = VecF32::zero();
         for (int64_t g = 0; g < kBlockGroups && i + kGroup <= n; ++g, i += kGroup)
-            for (int c = 0; c < kChains; ++c) block[c] = add_square(deviation(simd::load_ahead(x + i + c * W)), block[c]);
+            for (int c = 0; c < kChains; ++c)
+                block[c] = add_square(deviation(simd::load_ahead(x + i + c * W)), block[c]);
         for (int c = 0; c < kChains; ++c) total[c] = total[c] + block[c];
     }
     VecF32 rest = VecF32::zero();

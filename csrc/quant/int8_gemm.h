@@ -172,7 +172,7 @@ struct Int8Gemm {
     static constexpr int64_t kABlockBytes = 384 << 10, kCBlockBytes = 256 << 10;
 
     static int64_t block_panels(int64_t m, int64_t k4) {
-        const int64_t by_a = kABlockBytes / std::max<int64_t>(padded_groups(k4) * MR * 4, 1);
+        const int64_t by_a = kABlockBytes / std::max<int64_t>(panel_groups<G>(k4) * MR * 4, 1);
         const int64_t by_c = kCBlockBytes / (MR * NR * 4);
         return std::max<int64_t>(1, std::min({by_a, by_c, ceil_div(m, MR)}));
     }
@@ -182,15 +182,13 @@ struct Int8Gemm {
         return k4 <= kKcGroups ? 0 : grid.workers() * block_panels(m, k4) * MR * NR;
     }
 
-    static int64_t padded_groups(int64_t k4) { return ceil_div(k4, G) * G; }
-
     static TileGrid make_grid(int64_t m, int64_t n) { return TileGrid(ceil_div(n, NR), ceil_div(m, MR), num_threads()); }
 
     // out = epilogue(A panels (m rows) x B strips (n columns)).
     static void run(const TileGrid& grid, const uint8_t* a_panels, int64_t m, const int8_t* b_strips, int64_t n,
                     int64_t k4, const Int8Epilogue& e, int32_t* scratch) {
         if (m == 0 || n == 0) return;
-        const int64_t strip_bytes = k4 * 64, panel_bytes = padded_groups(k4) * MR * 4;
+        const int64_t strip_bytes = k4 * 64, panel_bytes = panel_groups<G>(k4) * MR * 4;
         const int64_t bp = block_panels(m, k4);
         const bool k_blocked = k4 > kKcGroups;
         parallel_for(grid.workers(), 1, [&](int64_t w0, int64_t w1) {
@@ -253,7 +251,7 @@ struct Int8Gemm {
         if (m == 0 || n == 0) return;
         const int64_t k4 = ceil_div(k, 4), n_pad = ceil_div(n, kStrip) * kStrip;
         WorkspaceLayout ws;
-        const std::size_t a_at = ws.add<uint8_t>(ceil_div(m, MR) * MR * padded_groups(k4) * 4);
+        const std::size_t a_at = ws.add<uint8_t>(ceil_div(m, MR) * MR * panel_groups<G>(k4) * 4);
         const std::size_t b_at = ws.add<int8_t>(n_pad * k4 * 4);
         const std::size_t comp_at = ws.add<int32_t>(n_pad);
         const std::size_t cs_at = ws.add<float>(n_pad), bias_at = ws.add<float>(n_pad);
@@ -290,7 +288,7 @@ struct Int8Gemm {
     template <class T>
     static void quantize_into_panels(const QuantLinearParams& p, uint8_t* a, float* row_scale) {
         const TensorView& x = p.x;
-        const int64_t m = x.shape[0], k = x.shape[1], k4 = ceil_div(k, 4), kg = padded_groups(k4);
+        const int64_t m = x.shape[0], k = x.shape[1], k4 = ceil_div(k, 4), kg = panel_groups<G>(k4);
         const float* smooth = static_cast<const float*>(p.smooth_inv.data);
         parallel_for(ceil_div(m, MR), std::max<int64_t>(1, 8192 / std::max<int64_t>(k, 1)),
                      [&](int64_t p0, int64_t p1) {
@@ -320,7 +318,7 @@ struct Int8Gemm {
         if (m == 0 || n == 0) return;
         const int64_t k4 = ceil_div(k, 4), n_pad = ceil_div(n, kStrip) * kStrip;
         WorkspaceLayout ws;
-        const std::size_t a_at = ws.add<uint8_t>(ceil_div(m, MR) * MR * padded_groups(k4) * 4);
+        const std::size_t a_at = ws.add<uint8_t>(ceil_div(m, MR) * MR * panel_groups<G>(k4) * 4);
         const std::size_t rs_at = ws.add<float>(m);
         const std::size_t cs_at = ws.add<float>(n_pad), bias_at = ws.add<float>(n_pad);
         const TileGrid grid = make_grid(m, n);

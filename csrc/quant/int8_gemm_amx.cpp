@@ -81,7 +81,8 @@ struct DotAmxInt8 {
         }
         const int64_t steps = k4 / kPanelGroup;
         const int64_t a_step = int64_t(kMR) * kLineBytes, b_step = int64_t(kPanelGroup) * kLineBytes;
-        for (int64_t s = 0; s < steps; ++s) step<NS>(a + s * a_step, b + s * b_step, b + strip_bytes + s * b_step);
+        const int8_t* b1 = NS == 2 ? b + strip_bytes : b;  // the second strip, when there is one
+        for (int64_t s = 0; s < steps; ++s) step<NS>(a + s * a_step, b + s * b_step, b1 + s * b_step);
         if (const int64_t tail = k4 - steps * kPanelGroup) {
             alignas(64) int8_t last[NS][kPanelGroup * kLineBytes] = {};
             for (int j = 0; j < NS; ++j)

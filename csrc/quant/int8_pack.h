@@ -174,13 +174,14 @@ inline void fill_panel_row(uint8_t* panel, int mr, int r, int64_t g0, int64_t g1
     for (int64_t g = g0; g < g1; ++g) std::memcpy(panel_word<G>(panel, mr, r, g), &xor32, 4);
 }
 
-// Groups per panel row: K4 rounded up to whole panel lines.
-inline int64_t panel_groups(int64_t k, int group) { return ceil_div(ceil_div(k, 4), group) * group; }
+// Groups per panel row: K4 = ceil(K / 4) rounded up to whole panel lines.
+template <int G>
+inline int64_t panel_groups(int64_t k4) { return ceil_div(k4, G) * G; }
 
 // A (M, K) int8, any strides, into panels of mr rows.
 template <int G>
 void pack_a_panels(const TensorView& a, int mr, uint32_t xor32, uint8_t* out) {
-    const int64_t m = a.shape[0], k = a.shape[1], k4 = ceil_div(k, 4), kg = panel_groups(k, G);
+    const int64_t m = a.shape[0], k = a.shape[1], k4 = ceil_div(k, 4), kg = panel_groups<G>(k4);
     const int64_t panels = ceil_div(m, mr);
     const int64_t cs = a.strides[1];
     parallel_for(panels, std::max<int64_t>(1, 4096 / std::max<int64_t>(k4, 1)), [&](int64_t p0, int64_t p1) {
