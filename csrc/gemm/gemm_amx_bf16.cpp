@@ -169,16 +169,7 @@ struct AmxBf16Kernel {
     }
 };
 
-struct Dpbf16ps {
-    // The tile numbers are literals: GCC's intrinsics paste them into the
-    // instruction's text.
-    static void into_four_tiles() {
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 6);
-        _tile_dpbf16ps(2, 4, 6);
-        _tile_dpbf16ps(3, 4, 6);
-    }
-};
+FASTNN_AMX_PEAK_PRODUCT(Dpbf16ps, _tile_dpbf16ps);
 
 }  // namespace
 

@@ -102,16 +102,7 @@ struct DotAmxInt8 {
     static TileFn pick(int /*rows*/, int vectors) { return vectors == 2 ? &tile<2> : &tile<1>; }
 };
 
-struct Dpbssd {
-    // The tile numbers are literals: GCC's intrinsics paste them into the
-    // instruction's text.
-    static void into_four_tiles() {
-        _tile_dpbssd(0, 4, 6);
-        _tile_dpbssd(1, 4, 6);
-        _tile_dpbssd(2, 4, 6);
-        _tile_dpbssd(3, 4, 6);
-    }
-};
+FASTNN_AMX_PEAK_PRODUCT(Dpbssd, _tile_dpbssd);
 
 int32_t amx_int8_peak_loop(long iterations, int32_t seed) {
     alignas(64) int8_t operand[16 * 64];

@@ -54,6 +54,19 @@ struct AmxTileScope {
     AmxTileScope& operator=(const AmxTileScope&) = delete;
 };
 
+// Declares `name`, a tile_peak_loop Product for one tile instruction (the
+// intrinsic `insn`). The tile numbers stay literals: GCC's tile intrinsics
+// paste them into the instruction's text.
+#define FASTNN_AMX_PEAK_PRODUCT(name, insn) \
+    struct name {                           \
+        static void into_four_tiles() {     \
+            insn(0, 4, 6);                  \
+            insn(1, 4, 6);                  \
+            insn(2, 4, 6);                  \
+            insn(3, 4, 6);                  \
+        }                                   \
+    }
+
 // The register-only peak of a tile product: Product::into_four_tiles()
 // multiplies tiles 4 and 6 (both loaded from `operand`, 1 KB) into each of
 // the C tiles 0-3 (starting from `init`), four independent chains that cover
