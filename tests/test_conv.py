@@ -81,9 +81,28 @@ WINOGRAD_CASES = [
 ]
 
 
+# One group, at least 64 filter taps (C R S) and 32 output channels run as
+# GEMMs over gathered patches (conv_im2col.cpp) when strided with
+# at most 256 output pixels per image, or 3x3 stride 1 with few 2x2 output
+# tiles for the channels: channel counts off the vector width, asymmetric
+# stride and padding, dilation, filters of more than 16 taps (the scalar
+# weight reorder), a 1x1 strided layer, one output pixel.
+IM2COL_CASES = [
+    # (N, C, H, W, K, R, S, kwargs)
+    (2, 17, 9, 11, 33, 3, 3, dict(stride=2, padding=1)),
+    (1, 8, 13, 10, 40, 3, 3, dict(stride=(2, 3), padding=(1, 0), dilation=(1, 2))),
+    (3, 5, 15, 14, 32, 5, 5, dict(stride=2, padding=2)),
+    (2, 70, 6, 7, 36, 1, 1, dict(stride=2)),
+    (1, 32, 3, 3, 34, 3, 3, dict(stride=2)),
+    (2, 64, 3, 5, 48, 3, 3, dict(padding=1)),
+    (1, 97, 7, 7, 80, 3, 3, dict(padding=1)),
+    (1, 40, 8, 9, 36, 3, 3, dict(stride=2, padding=2, dilation=2)),
+]
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("N,C,H,W,K,R,S,kw",
-                         CASES + [(N, C, H, W, K, 3, 3, dict(padding=p, groups=g))
+                         IM2COL_CASES + CASES + [(N, C, H, W, K, 3, 3, dict(padding=p, groups=g))
                                   for N, C, H, W, K, p, g in WINOGRAD_CASES])
 def test_conv_cases(N, C, H, W, K, R, S, kw, channels_last, rng):
     # Over repeated draws (check_sampled): some cases have a handful of
@@ -123,6 +142,53 @@ def test_conv_winograd_writes_every_element(N, C, H, W, K, pad, groups, rng):
     gx, gw = poisoned(x.shape), poisoned(w.shape)
     _C.conv2d_backward(x, w, g, gx, gw, None, *geo)
     assert torch.equal(gx, xg.grad) and torch.equal(gw, wg.grad)
+
+
+@pytest.mark.parametrize("N,C,H,W,K,R,S,kw", IM2COL_CASES[:2] + IM2COL_CASES[5:7])
+def test_conv_im2col_writes_every_element(N, C, H, W, K, R, S, kw, rng):
+    """The gathered-patch GEMMs on NaN-filled out, grad_x and grad_weight
+    (planar, so the output goes through the staging buffer and x and dY
+    through channels-last copies): NaN-free and equal to the autograd path."""
+    x, w, b = randn((N, C, H, W), torch.float32, rng), randn((K, C, R, S), torch.float32, rng), \
+        randn((K,), torch.float32, rng)
+    expect = fastnn.conv2d(x, w, b, **kw)
+    geo = (_pair(kw.get("stride", 1)), _pair(kw.get("padding", 0)), _pair(kw.get("padding", 0)),
+           _pair(kw.get("dilation", 1)), 1)
+    out = poisoned(expect.shape)
+    _C.conv2d_forward(x, w, b, out, *geo)
+    assert torch.equal(out, expect)
+    g = randn(out.shape, torch.float32, rng)
+    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    fastnn.conv2d(xg, wg, b, **kw).backward(g)
+    gx, gw = poisoned(x.shape), poisoned(w.shape)
+    _C.conv2d_backward(x, w, g, gx, gw, None, *geo)
+    assert torch.equal(gx, xg.grad) and torch.equal(gw, wg.grad)
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, tuple) else (v, v)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv_im2col_bfloat16_and_strided(channels_last, rng):
+    """bf16 on the gathered-patch path (its GEMMs take bf16 operands with
+    float32 sums); non-contiguous x and weight (the strided weight reorder)."""
+    x, w, b = randn((2, 24, 11, 9), torch.bfloat16, rng), randn((40, 24, 3, 3), torch.bfloat16, rng), \
+        randn((40,), torch.bfloat16, rng)
+    check(x, w, b, channels_last, rng, stride=2, padding=1)
+    x, w = randn((2, 16, 9, 10), torch.float32, rng), randn((36, 16, 3, 3), torch.float32, rng)
+    xs, ws = nan_gapped(x, 3), nan_gapped(w, 2)
+    assert_close(fastnn.conv2d(xs, ws, stride=2, padding=1), F.conv2d(x, w, stride=2, padding=1),
+                 F.conv2d(x.double(), w.double(), stride=2, padding=1))
+
+
+def test_conv_im2col_image_chunks(rng):
+    """A batch whose gathered patches pass one chunk (32 MiB: 36 images of 49
+    output pixels x 4608 taps here), so the weight gradient sums over chunks
+    and the input gradient gathers chunk by chunk."""
+    x, w, b = randn((37, 512, 14, 14), torch.float32, rng), randn((32, 512, 3, 3), torch.float32, rng), \
+        randn((32,), torch.float32, rng)
+    check(x, w, b, True, rng, stride=2, padding=1)
 
 
 def test_conv_winograd_bfloat16_and_strided(rng):

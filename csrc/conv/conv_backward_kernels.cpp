@@ -21,6 +21,7 @@
 // summing into its own float copy of dW, added in a fixed order at the end:
 // deterministic for a given thread count.
 #include "conv_common.h"
+#include "conv_im2col.h"
 #include "conv_winograd.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE::conv {
@@ -280,7 +281,8 @@ template <class T>
 void backward_typed(const ConvBackwardParams& p) {
     const Sizes z(p.x, p.weight, p.grad_out, p.geo.groups);
     if (p.grad_bias.data) grad_bias<T>(p, z);
-    if (p.geo.stride[0] == 1 && p.geo.stride[1] == 1) backward_stride1<T>(p, z);
+    if (im2col_applies(z, p.geo, p.x.dtype)) im2col_backward<T>(p);
+    else if (p.geo.stride[0] == 1 && p.geo.stride[1] == 1) backward_stride1<T>(p, z);
     else backward_strided<T>(p, z);
 }
 

@@ -62,11 +62,12 @@ private:
     float* data_;
 };
 
-// The calling thread's workspace `slot` (fastnn/workspace.h) as n floats,
+// The calling thread's workspace `slot` (fastnn/workspace.h) as n elements,
 // kept for its next call: a layer's multi-MB buffers would otherwise pay
 // their page faults on every call. Outside parallel regions only.
-inline float* conv_workspace(WorkspaceSlot slot, int64_t n) {
-    float* p = thread_workspace<float>(slot, static_cast<size_t>(round_up(std::max<int64_t>(n, 1), 16)));
+template <class T = float>
+T* conv_workspace(WorkspaceSlot slot, int64_t n) {
+    T* p = thread_workspace<T>(slot, static_cast<size_t>(round_up(std::max<int64_t>(n, 1), 16)));
     if (!p) throw std::bad_alloc();
     return p;
 }

@@ -17,6 +17,7 @@
 // layers with 16 or more channels per group take the Winograd path
 // (conv_winograd.cpp) instead.
 #include "conv_common.h"
+#include "conv_im2col.h"
 #include "conv_winograd.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE::conv {
@@ -91,6 +92,10 @@ void forward_typed(const ConvParams& p) {
         for (int64_t k = 0; k < z.K; ++k)
             bias_buf.get()[k] = simd::to_float(static_cast<const T*>(p.bias.data)[k * p.bias.strides[0]]);
         bias = bias_buf.get();
+    }
+    if (im2col_applies(z, p.geo, p.x.dtype)) {
+        im2col_forward<T>(p, bias);
+        return;
     }
     if (z.R == 3 && z.S == 3 && sh == 1 && sw == 1 && dh == 1 && dw == 1 && winograd_applies(z.Cg, z.Kg, z.OH, z.OW)) {
         const TensorView& wv = p.weight;
