@@ -54,11 +54,11 @@ struct GeluTanh {
         const VecF32 inner = fmadd(splat(kKappa) * x * x, x, x);
         return splat(2.0f * kBeta) * inner;
     }
-    template <Precision>
-    static VecF32 forward(VecF32 x) { return x * simd::sigmoid(two_u(x)); }
-    template <Precision>
+    template <Precision P>
+    static VecF32 forward(VecF32 x) { return x * simd::sigmoid<P>(two_u(x)); }
+    template <Precision P>
     static VecF32 backward(VecF32 grad, VecF32 x) {
-        const simd::SigmoidPair s = simd::sigmoid_pair(two_u(x));
+        const simd::SigmoidPair s = simd::sigmoid_pair<P>(two_u(x));
         const VecF32 du = splat(2.0f * kBeta) * fmadd(splat(3.0f * kKappa) * x, x, splat(1.0f));
         return grad * fmadd(x * s.pos * s.neg, du, s.pos);
     }
@@ -66,19 +66,19 @@ struct GeluTanh {
 
 // SiLU: x sigmoid(x); backward dy s (1 + x (1 - s)), as PyTorch's.
 struct Silu {
-    template <Precision>
-    static VecF32 forward(VecF32 x) { return x * simd::sigmoid(x); }
-    template <Precision>
+    template <Precision P>
+    static VecF32 forward(VecF32 x) { return x * simd::sigmoid<P>(x); }
+    template <Precision P>
     static VecF32 backward(VecF32 grad, VecF32 x) {
-        const simd::SigmoidPair s = simd::sigmoid_pair(x);
+        const simd::SigmoidPair s = simd::sigmoid_pair<P>(x);
         return grad * s.pos * fmadd(x, s.neg, splat(1.0f));
     }
 };
 
 // Backward from the output y, as PyTorch's: dy (1 - y) y.
 struct Sigmoid {
-    template <Precision>
-    static VecF32 forward(VecF32 x) { return simd::sigmoid(x); }
+    template <Precision P>
+    static VecF32 forward(VecF32 x) { return simd::sigmoid<P>(x); }
     template <Precision>
     static VecF32 backward(VecF32 grad, VecF32 y) { return grad * (splat(1.0f) - y) * y; }
 };

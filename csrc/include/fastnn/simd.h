@@ -119,6 +119,8 @@ inline VecF32 operator+(VecF32 a, VecF32 b) { return {_mm512_add_ps(a.v, b.v)}; 
 inline VecF32 operator-(VecF32 a, VecF32 b) { return {_mm512_sub_ps(a.v, b.v)}; }
 inline VecF32 operator*(VecF32 a, VecF32 b) { return {_mm512_mul_ps(a.v, b.v)}; }
 inline VecF32 operator/(VecF32 a, VecF32 b) { return {_mm512_div_ps(a.v, b.v)}; }
+// 1/a within 2^-14 relative (a quarter of a division's issue cost); 0 at inf.
+inline VecF32 reciprocal_estimate(VecF32 a) { return {_mm512_rcp14_ps(a.v)}; }
 inline VecF32 fmadd(VecF32 a, VecF32 b, VecF32 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
 // a*b - p exactly, for p = fl(a*b) (the rounding error of a product; TwoProd).
 inline VecF32 product_error(VecF32 a, VecF32 b, VecF32 p) { return {_mm512_fmsub_ps(a.v, b.v, p.v)}; }
@@ -229,6 +231,8 @@ inline VecF32 operator+(VecF32 a, VecF32 b) { return {_mm256_add_ps(a.v, b.v)}; 
 inline VecF32 operator-(VecF32 a, VecF32 b) { return {_mm256_sub_ps(a.v, b.v)}; }
 inline VecF32 operator*(VecF32 a, VecF32 b) { return {_mm256_mul_ps(a.v, b.v)}; }
 inline VecF32 operator/(VecF32 a, VecF32 b) { return {_mm256_div_ps(a.v, b.v)}; }
+// 1/a within 1.5 * 2^-12 relative; 0 at inf.
+inline VecF32 reciprocal_estimate(VecF32 a) { return {_mm256_rcp_ps(a.v)}; }
 inline VecF32 fmadd(VecF32 a, VecF32 b, VecF32 c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
 inline VecF32 product_error(VecF32 a, VecF32 b, VecF32 p) { return {_mm256_fmsub_ps(a.v, b.v, p.v)}; }
 inline VecF32 max(VecF32 a, VecF32 b) { return {_mm256_max_ps(a.v, b.v)}; }
@@ -328,6 +332,8 @@ FASTNN_GENERIC_BINARY(operator/, a.v[i] / b.v[i])
 FASTNN_GENERIC_BINARY(max, a.v[i] > b.v[i] ? a.v[i] : b.v[i])
 FASTNN_GENERIC_BINARY(min, a.v[i] < b.v[i] ? a.v[i] : b.v[i])
 #undef FASTNN_GENERIC_BINARY
+// 1/a (exact here; the x86 paths' estimates are within 2^-12 relative).
+inline VecF32 reciprocal_estimate(VecF32 a) { return VecF32::broadcast(1.0f) / a; }
 
 // Baseline x86-64 has no FMA instruction, and fmaf() would be a libm call per
 // element; the portable path multiplies and adds (two roundings).
