@@ -1,5 +1,7 @@
 // Convolution backward, compiled once per ISA. Floor: 2 N K OH OW (C/groups)
 // R S FLOPs for each of dX and dW; db is a reduction of dY.
+// Layers where im2col_applies take dX and dW from the GEMMs over gathered
+// patches (conv_im2col.cpp); the rest as below.
 //
 // dY is converted once into a float frame [n][row][col][g][Kgp] (zero padded
 // per group and around the image), the operand both products read.

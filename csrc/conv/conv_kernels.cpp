@@ -15,7 +15,8 @@
 // A 1x1, stride-1, unpadded convolution over dense pixels is a plain GEMM
 // (pixels x C times C x K), run in blocks of kPixelBlock pixels. 3x3 stride-1
 // layers with 16 or more channels per group take the Winograd path
-// (conv_winograd.cpp) instead.
+// (conv_winograd.cpp) instead, and wide layers with few output pixels run
+// as GEMMs over gathered patches (conv_im2col.cpp, im2col_applies).
 #include "conv_common.h"
 #include "conv_im2col.h"
 #include "conv_winograd.h"
