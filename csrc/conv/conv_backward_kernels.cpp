@@ -48,6 +48,10 @@ void pack_grad_out(const ConvBackwardParams& p, const Sizes& z, int64_t top, int
             if (oh < 0 || oh >= z.OH) continue;
             d += left * pix;
             const T* s = gy + n * gv.strides[0] + oh * gv.strides[2];
+            if (z.G == 1) {
+                planar_to_pixels(s, gv.strides[1], gv.strides[3], z.K, z.OW, d, pix);
+                continue;
+            }
             for (int64_t k0 = 0; k0 < z.K; k0 += kTransposeBlock)
                 for (int64_t ow = 0; ow < z.OW; ++ow)
                     for (int64_t k = k0; k < std::min(z.K, k0 + kTransposeBlock); ++k)
@@ -107,8 +111,10 @@ void write_grad_x_row(const ConvBackwardParams& p, const Sizes& z, int64_t n, in
         for (int64_t iw = 0; iw < z.W; ++iw)
             for (int64_t c = 0; c < z.Cg; ++c) dst[c + iw * xv.strides[3]] = value(iw, c);
     } else {
+        const int64_t valid = row ? std::clamp<int64_t>(valid_w, 0, z.W) : 0;
+        pixels_to_planar(row + shift * z.Cgp, z.Cgp, z.Cg, valid, nullptr, dst, xv.strides[1], xv.strides[3]);
         for (int64_t c = 0; c < z.Cg; ++c)
-            for (int64_t iw = 0; iw < z.W; ++iw) dst[c * xv.strides[1] + iw * xv.strides[3]] = value(iw, c);
+            for (int64_t iw = valid; iw < z.W; ++iw) dst[c * xv.strides[1] + iw * xv.strides[3]] = simd::from_float<T>(0.0f);
     }
 }
 
@@ -138,15 +144,15 @@ template <class T, class Body>
 void reduce_grad_weight(const ConvBackwardParams& p, const Sizes& z, int64_t units, Body&& body) {
     const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(num_threads(), units));
     const int64_t dw_size = z.G * z.R * z.S * z.Cg * z.Kgp;
-    const FloatBuffer partial(splits * dw_size);
+    float* partial = conv_workspace(WorkspaceSlot::conv_tiles, splits * dw_size);
     parallel_for(splits, 1, [&](int64_t s0, int64_t s1) {
         for (int64_t split = s0; split < s1; ++split) {
-            float* acc = partial.get() + split * dw_size;
+            float* acc = partial + split * dw_size;
             std::fill_n(acc, dw_size, 0.0f);
             for (int64_t u = units * split / splits; u < units * (split + 1) / splits; ++u) body(acc, u);
         }
     });
-    write_grad_weight<T>(p, z, partial.get(), splits);
+    write_grad_weight<T>(p, z, partial, splits);
 }
 
 template <class T>
@@ -172,9 +178,8 @@ void backward_stride1(const ConvBackwardParams& p, const Sizes& z) {
     const int64_t pix = z.G * z.Kgp;
     const int64_t top = (z.R - 1) * dh, left = (z.S - 1) * dw;
     const int64_t Hq = z.OH + 2 * top, Wq = z.OW + 2 * left;
-    const FloatBuffer frame_buf(z.N * Hq * Wq * pix + Wq * pix);
-    const float* frame = frame_buf.get();
-    pack_grad_out<T>(p, z, top, left, Hq, Wq, frame_buf.get());
+    float* frame = conv_workspace(WorkspaceSlot::conv_grad, z.N * Hq * Wq * pix + Wq * pix);
+    pack_grad_out<T>(p, z, top, left, Hq, Wq, frame);
 
     if (direct_dx) {
         const FloatBuffer packed(z.G * z.R * z.S * z.Kg * z.Cgp, true);
@@ -228,9 +233,8 @@ void backward_strided(const ConvBackwardParams& p, const Sizes& z) {
     const auto [ph, pw] = p.geo.pad;
     const auto [dh, dw] = p.geo.dilation;
     const int64_t pix = z.G * z.Kgp;
-    const FloatBuffer dy_buf(z.N * z.OH * z.OW * pix + z.OW * pix);
-    const float* dy = dy_buf.get();
-    pack_grad_out<T>(p, z, 0, 0, z.OH, z.OW, dy_buf.get());
+    float* dy = conv_workspace(WorkspaceSlot::conv_grad, z.N * z.OH * z.OW * pix + z.OW * pix);
+    pack_grad_out<T>(p, z, 0, 0, z.OH, z.OW, dy);
 
     if (p.grad_x.data) {
         const FloatBuffer packed(z.G * z.R * z.S * z.Kg * z.Cgp, true);

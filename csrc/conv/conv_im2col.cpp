@@ -25,7 +25,6 @@
 #include <cstring>
 #include <vector>
 
-#include "../gemm/gemm_pack.h"
 #include "fastnn/gemm.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE::conv {
@@ -96,7 +95,10 @@ Pixels<T> channels_last(const TensorView& t, bool rows, WorkspaceSlot slot) {
         for (int64_t row = r0; row < r1; ++row) {
             const T* s = src + row / H * t.strides[0] + row % H * t.strides[2];
             T* d = dst + row * W * C;
-            // Blocks of channels read that many input rows in step.
+            if constexpr (std::is_same_v<T, float>) {
+                planar_to_pixels(s, t.strides[1], t.strides[3], C, W, d, C);
+                continue;
+            }
             for (int64_t c0 = 0; c0 < C; c0 += kTransposeBlock)
                 for (int64_t w = 0; w < W; ++w)
                     for (int64_t c = c0; c < std::min(C, c0 + kTransposeBlock); ++c)
@@ -104,21 +106,6 @@ Pixels<T> channels_last(const TensorView& t, bool rows, WorkspaceSlot slot) {
         }
     });
     return {dst, H * W * C, W * C, C, 1, C};
-}
-
-// dst[j * ld + i] = src[i * ls + j] for i < rows, j < cols (both <= 16);
-// through registers on AVX-512.
-inline void transpose_block(const float* src, int64_t ls, int rows, int cols, float* dst, int64_t ld) {
-#if FASTNN_SIMD_AVX512
-    const __mmask16 in = static_cast<__mmask16>((1u << cols) - 1u), out = static_cast<__mmask16>((1u << rows) - 1u);
-    __m512 r[16];
-    for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(in, src + i * ls) : _mm512_setzero_ps();
-    gemm_detail::transpose16x16(r);
-    for (int j = 0; j < cols; ++j) _mm512_mask_storeu_ps(dst + j * ld, out, r[j]);
-#else
-    for (int j = 0; j < cols; ++j)
-        for (int i = 0; i < rows; ++i) dst[j * ld + i] = src[i * ls + j];
-#endif
 }
 
 // Whether a filter (or its gradient) is float with each channel's taps
@@ -219,24 +206,20 @@ int64_t chunk_images(const Sizes& z, int64_t elem) {
 }
 
 // out pixels [p0, p0 + rows) from staged (rows x K floats), for an output
-// whose pixels are not evenly spaced rows (planar NCHW, for one): blocks of
-// 16 pixels, one channel at a time, so the stores run along output rows.
+// whose pixels are not evenly spaced rows (planar NCHW, for one): each
+// output row's run of pixels transposed (pixels_to_planar).
 template <class T>
 void write_staged(const float* staged, int64_t p0, int64_t rows, const TensorView& out, const Sizes& z) {
-    constexpr int64_t kBlock = 16;
     const int64_t P = z.OH * z.OW;
+    const int64_t first = p0 / z.OW, last = (p0 + rows - 1) / z.OW;  // output rows (over all images)
     T* y = static_cast<T*>(out.data);
-    parallel_for((rows + kBlock - 1) / kBlock, 1, [&](int64_t b0, int64_t b1) {
-        int64_t offset[kBlock];
-        for (int64_t b = b0; b < b1; ++b) {
-            const int64_t i0 = b * kBlock, count = std::min(kBlock, rows - i0);
-            for (int64_t i = 0; i < count; ++i) {
-                const int64_t pix = p0 + i0 + i, n = pix / P, oh = pix % P / z.OW, ow = pix % z.OW;
-                offset[i] = n * out.strides[0] + oh * out.strides[2] + ow * out.strides[3];
-            }
-            for (int64_t k = 0; k < z.K; ++k)
-                for (int64_t i = 0; i < count; ++i)
-                    y[offset[i] + k * out.strides[1]] = simd::from_float<T>(staged[(i0 + i) * z.K + k]);
+    parallel_for(last - first + 1, 1, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = first + r0; r < first + r1; ++r) {
+            const int64_t begin = std::max(p0, r * z.OW), end = std::min(p0 + rows, (r + 1) * z.OW);
+            const int64_t n = r * z.OW / P, oh = r % z.OH, ow = begin - r * z.OW;
+            pixels_to_planar(staged + (begin - p0) * z.K, z.K, z.K, end - begin, nullptr,
+                             y + n * out.strides[0] + oh * out.strides[2] + ow * out.strides[3], out.strides[1],
+                             out.strides[3]);
         }
     });
 }

@@ -42,14 +42,12 @@ void write_outputs(const ConvParams& p, const Sizes& z, const float* buf, int64_
         }
         return;
     }
-    // Planar output (NCHW): one channel at a time, so the stores run along
-    // the output rows and only the (cached) buffer is read with a stride.
-    for (int64_t k = 0; k < z.Kg; ++k) {
-        const float b = bias ? bias[g * z.Kg + k] : 0.0f;
-        for (int64_t i = 0; i < count; ++i) {
-            const int64_t oh = (p0 + i) / z.OW, ow = (p0 + i) % z.OW;
-            base[k * v.strides[1] + oh * v.strides[2] + ow * v.strides[3]] = simd::from_float<T>(buf[i * z.Kgp + k] + b);
-        }
+    // Planar output (NCHW): each output row's run of pixels transposed.
+    for (int64_t i = 0; i < count;) {
+        const int64_t oh = (p0 + i) / z.OW, ow = (p0 + i) % z.OW, run = std::min(count - i, z.OW - ow);
+        pixels_to_planar(buf + i * z.Kgp, z.Kgp, z.Kg, run, bias ? bias + g * z.Kg : nullptr,
+                         base + oh * v.strides[2] + ow * v.strides[3], v.strides[1], v.strides[3]);
+        i += run;
     }
 }
 
