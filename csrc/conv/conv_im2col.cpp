@@ -130,8 +130,9 @@ const T* reorder_weights(const TensorView& w, const Sizes& z) {
             if constexpr (std::is_same_v<T, float>) {
                 if (dense) {
                     for (int64_t c0 = 0; c0 < z.C; c0 += 16)
-                        transpose_block(src + k * w.strides[0] + c0 * RS, RS, static_cast<int>(std::min<int64_t>(16, z.C - c0)),
-                                        static_cast<int>(RS), dst + k * taps + c0, z.C);
+                        transpose_block(src + k * w.strides[0] + c0 * RS, RS,
+                                        static_cast<int>(std::min<int64_t>(16, z.C - c0)), static_cast<int>(RS),
+                                        dst + k * taps + c0, z.C);
                     continue;
                 }
             }
@@ -159,7 +160,8 @@ void write_grad_weight(const float* acc, const TensorView& gw, const Sizes& z) {
                 if (dense) {
                     for (int64_t c0 = 0; c0 < z.C; c0 += 16)
                         transpose_block(acc + k * taps + c0, z.C, static_cast<int>(RS),
-                                        static_cast<int>(std::min<int64_t>(16, z.C - c0)), dst + k * gw.strides[0] + c0 * RS, RS);
+                                        static_cast<int>(std::min<int64_t>(16, z.C - c0)),
+                                        dst + k * gw.strides[0] + c0 * RS, RS);
                     continue;
                 }
             }
@@ -270,11 +272,10 @@ void gather_grad_x(const float* dcol, int64_t n0, int64_t images, const TensorVi
             T* dst = dx + (n0 + n) * gx.strides[0] + ih * gx.strides[2];
             if (gx.strides[1] == 1) {
                 for (int64_t iw = 0; iw < z.W; ++iw)
-                    for (int64_t c = 0; c < z.C; ++c) dst[iw * gx.strides[3] + c] = simd::from_float<T>(buf[iw * z.C + c]);
+                    for (int64_t c = 0; c < z.C; ++c)
+                        dst[iw * gx.strides[3] + c] = simd::from_float<T>(buf[iw * z.C + c]);
             } else {
-                for (int64_t c = 0; c < z.C; ++c)
-                    for (int64_t iw = 0; iw < z.W; ++iw)
-                        dst[c * gx.strides[1] + iw * gx.strides[3]] = simd::from_float<T>(buf[iw * z.C + c]);
+                pixels_to_planar(buf, z.C, z.C, z.W, nullptr, dst, gx.strides[1], gx.strides[3]);
             }
         }
     });
