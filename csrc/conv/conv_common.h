@@ -97,12 +97,12 @@ void planar_to_pixels(const T* src, int64_t cs, int64_t ws, int64_t C, int64_t W
                 dst[w * ld + c] = simd::to_float(src[c * cs + w * ws]);
 }
 
-// The inverse of planar_to_pixels, plus a bias per channel (or null): pixel
-// w's channel c at src[w * ld + c] goes to dst[c * cs + w * ws] as
-// src + bias[c], rounded to T once.
-template <class T>
-void pixels_to_planar(const float* src, int64_t ld, int64_t C, int64_t W, const float* bias, T* dst, int64_t cs,
-                      int64_t ws) {
+// Pixels into a planar layout: pixel w's channels (c < C) at row_of(w) go to
+// dst[c * cs + w * ws] as row_of(w)[c] + bias[c] (bias may be null), rounded
+// to T once. Float output with unit pixel stride goes through 16 x 16
+// register transposes.
+template <class T, class RowOf>
+void rows_to_planar(RowOf&& row_of, int64_t C, int64_t W, const float* bias, T* dst, int64_t cs, int64_t ws) {
 #if FASTNN_SIMD_AVX512
     if constexpr (std::is_same_v<T, float>) {
         if (ws == 1) {
@@ -114,7 +114,7 @@ void pixels_to_planar(const float* src, int64_t ld, int64_t C, int64_t W, const 
                     const int wn = static_cast<int>(std::min<int64_t>(16, W - w0));
                     __m512 r[16];
                     for (int i = 0; i < 16; ++i)
-                        r[i] = i < wn ? _mm512_add_ps(_mm512_maskz_loadu_ps(channels, src + (w0 + i) * ld + c0), b)
+                        r[i] = i < wn ? _mm512_add_ps(_mm512_maskz_loadu_ps(channels, row_of(w0 + i) + c0), b)
                                       : _mm512_setzero_ps();
                     gemm_detail::transpose16x16(r);
                     const __mmask16 pixels = static_cast<__mmask16>((1u << wn) - 1u);
@@ -127,8 +127,15 @@ void pixels_to_planar(const float* src, int64_t ld, int64_t C, int64_t W, const 
 #endif
     for (int64_t c = 0; c < C; ++c) {
         const float b = bias ? bias[c] : 0.0f;
-        for (int64_t w = 0; w < W; ++w) dst[c * cs + w * ws] = simd::from_float<T>(src[w * ld + c] + b);
+        for (int64_t w = 0; w < W; ++w) dst[c * cs + w * ws] = simd::from_float<T>(row_of(w)[c] + b);
     }
+}
+
+// The inverse of planar_to_pixels: pixel w's channels at src + w * ld.
+template <class T>
+void pixels_to_planar(const float* src, int64_t ld, int64_t C, int64_t W, const float* bias, T* dst, int64_t cs,
+                      int64_t ws) {
+    rows_to_planar([&](int64_t w) { return src + w * ld; }, C, W, bias, dst, cs, ws);
 }
 
 class FloatBuffer {

@@ -159,18 +159,18 @@ void write_tiles(const TensorView& out, int64_t c0, int64_t channels, int64_t ld
                  int64_t count, const TileGrid& grid, const float* bias, int64_t* offsets) {
     T* base = static_cast<T*>(out.data) + c0 * out.strides[1];
     const int64_t OH = out.shape[2], OW = out.shape[3], cs = out.strides[1];
-    int64_t pixels = 0;
-    for (int64_t t = 0; t < count; ++t) {
-        const int64_t n = grid.image(t0 + t), oh = 2 * grid.row(t0 + t), ow = 2 * grid.col(t0 + t);
-        for (int q = 0; q < 4; ++q)
-            if (oh + q / 2 < OH && ow + q % 2 < OW) {
-                offsets[2 * pixels] = t * 4 + q;
-                offsets[2 * pixels + 1] =
-                    n * out.strides[0] + (oh + q / 2) * out.strides[2] + (ow + q % 2) * out.strides[3];
-                ++pixels;
-            }
-    }
     if (cs == 1 || channels == 1) {
+        int64_t pixels = 0;
+        for (int64_t t = 0; t < count; ++t) {
+            const int64_t n = grid.image(t0 + t), oh = 2 * grid.row(t0 + t), ow = 2 * grid.col(t0 + t);
+            for (int q = 0; q < 4; ++q)
+                if (oh + q / 2 < OH && ow + q % 2 < OW) {
+                    offsets[2 * pixels] = t * 4 + q;
+                    offsets[2 * pixels + 1] =
+                        n * out.strides[0] + (oh + q / 2) * out.strides[2] + (ow + q % 2) * out.strides[3];
+                    ++pixels;
+                }
+        }
         for (int64_t i = 0; i < pixels; ++i) {
             const float* src = Y + offsets[2 * i] * ld;
             T* dst = base + offsets[2 * i + 1];
@@ -178,11 +178,23 @@ void write_tiles(const TensorView& out, int64_t c0, int64_t channels, int64_t ld
         }
         return;
     }
-    // Planar output: one channel at a time, so the stores run along its rows.
-    for (int64_t k = 0; k < channels; ++k) {
-        const float b = bias ? bias[k] : 0.0f;
-        T* dst = base + k * cs;
-        for (int64_t i = 0; i < pixels; ++i) dst[offsets[2 * i + 1]] = simd::from_float<T>(Y[offsets[2 * i] * ld + k] + b);
+    // Planar output: each output row's run of pixels (the tiles of one tile
+    // row, y = 0 or 1) transposed; `offsets` holds the run's Y rows.
+    for (int64_t ta = 0; ta < count;) {
+        const int64_t n = grid.image(t0 + ta), row = grid.row(t0 + ta);
+        int64_t tb = ta + 1;
+        while (tb < count && grid.image(t0 + tb) == n && grid.row(t0 + tb) == row) ++tb;
+        const int64_t ow0 = 2 * grid.col(t0 + ta);
+        for (int y = 0; y < 2 && 2 * row + y < OH; ++y) {
+            int64_t run = 0;
+            for (int64_t t = ta; t < tb; ++t)
+                for (int x = 0; x < 2; ++x)
+                    if (2 * grid.col(t0 + t) + x < OW) offsets[run++] = t * 4 + 2 * y + x;
+            rows_to_planar([&](int64_t w) { return Y + offsets[w] * ld; }, channels, run, bias,
+                           base + n * out.strides[0] + (2 * row + y) * out.strides[2] + ow0 * out.strides[3], cs,
+                           out.strides[3]);
+        }
+        ta = tb;
     }
 }
 
