@@ -86,57 +86,86 @@ void gemm_kernel(const GemmParams& p, const CacheSizes& caches) {
 }
 
 // Each column is a plain running sum plus the exact rounding error of every
-// add (Knuth's TwoSum), accumulated in a second vector: Ogita, Rump and
-// Oishi's Sum2, as accurate as summing in twice the precision and rounding
-// once, whatever the row count (a plain or pairwise float sum loses up to
-// log2(rows) bits; Kahan's loses the error of each compensated operand). The
-// stream is memory-bound, so the six extra adds per element cost nothing;
-// the order is fixed, so every thread count gives the same bits. Where the
-// plain sum is not finite it is the answer (inf stays inf, inf - inf and NaN
-// give NaN) and the error terms, NaN there, are dropped.
-constexpr int kSumVectors = 4;
+// add (Knuth's TwoSum), accumulated in a second sum: Ogita, Rump and Oishi's
+// Sum2, as accurate as summing in twice the precision and rounding once,
+// whatever the row count (a plain or pairwise float sum loses up to
+// log2(rows) bits; Kahan's loses the error of each compensated operand).
+// Where the plain sum is not finite it is the answer (inf stays inf,
+// inf - inf and NaN give NaN) and the error terms, NaN there, are dropped.
+//
+// The rows go in blocks fixed by the row count alone, each block summed row
+// after row over a range of kSumColumns columns (sequential reads; the
+// running pairs stay in L1), then the blocks' pairs are added in block order
+// with the same compensation: every thread count gives the same bits. The
+// first version walked each 64-column chunk down all rows, a 1 KiB-strided
+// stream at 256 columns: 12 GB/s on one core, 20 on two (25088 x 256).
+constexpr int64_t kSumRows = 256, kMaxSumBlocks = 64, kSumColumns = 1024;
+
+template <class T>
+inline VecF32 load_columns(const T* row, int64_t cs, int live, float* gathered) {
+    constexpr int W = VecF32::width;
+    if (cs == 1) return live == W ? VecF32::load(row) : VecF32::load_partial(row, live);
+    for (int t = 0; t < live; ++t) gathered[t] = simd::to_float(row[t * cs]);
+    return VecF32::load_partial(gathered, live);
+}
+
+// sum, error (+)= value with the rounding error of the add kept.
+inline void two_sum_add(VecF32& sum, VecF32& error, VecF32 value) {
+    const VecF32 total = sum + value;
+    const VecF32 value_part = total - sum;
+    error = error + ((sum - (total - value_part)) + (value - value_part));
+    sum = total;
+}
 
 template <class T, class TOut>
 void column_sum_typed(const ColumnSumParams& p) {
-    constexpr int W = VecF32::width, kChunk = kSumVectors * W;
+    constexpr int W = VecF32::width;
     const int64_t rows = p.x.shape[0], n = p.x.shape[1];
     const int64_t rs = p.x.strides[0], cs = p.x.strides[1], os = p.out.strides[0];
     const T* x = static_cast<const T*>(p.x.data);
     TOut* out = static_cast<TOut*>(p.out.data);
-    const int64_t chunks = gemm_detail::ceil_div(n, kChunk);
-    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(rows * kChunk, 1));
-    parallel_for(chunks, grain, [&](int64_t begin, int64_t end) {
-        for (int64_t chunk = begin; chunk < end; ++chunk) {
-            const int64_t j0 = chunk * kChunk;
-            const int cols = static_cast<int>(std::min<int64_t>(kChunk, n - j0));
-            const int vectors = (cols + W - 1) / W;
-            float gathered[kChunk], sums[kChunk], errors[kChunk];
-            VecF32 sum[kSumVectors], error[kSumVectors];
-            for (int v = 0; v < kSumVectors; ++v) sum[v] = error[v] = VecF32::zero();
-            for (int64_t r = 0; r < rows; ++r) {
-                const T* row = x + r * rs + j0 * cs;
-                for (int v = 0; v < vectors; ++v) {
-                    const int live = std::min(W, cols - v * W);
-                    VecF32 value;
-                    if (cs == 1) {
-                        value = live == W ? VecF32::load(row + v * W) : VecF32::load_partial(row + v * W, live);
-                    } else {
-                        for (int t = 0; t < live; ++t) gathered[v * W + t] = simd::to_float(row[(v * W + t) * cs]);
-                        value = VecF32::load_partial(gathered + v * W, live);
-                    }
-                    const VecF32 total = sum[v] + value;
-                    const VecF32 value_part = total - sum[v];
-                    error[v] = error[v] + ((sum[v] - (total - value_part)) + (value - value_part));
-                    sum[v] = total;
+    if (n == 0) return;
+    const int64_t blocks = std::clamp<int64_t>(gemm_detail::ceil_div(rows, kSumRows), 1, kMaxSumBlocks);
+    const int64_t block_rows = gemm_detail::ceil_div(std::max<int64_t>(rows, 1), blocks);
+    const int64_t np = gemm_detail::round_up(n, W), ranges = gemm_detail::ceil_div(n, kSumColumns);
+    // (sum, error) rows of np floats per block.
+    float* pairs = thread_workspace<float>(WorkspaceSlot::gemm_scratch, static_cast<size_t>(2 * blocks * np));
+    if (!pairs) throw std::bad_alloc();
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(block_rows * kSumColumns, 1));
+    parallel_for(blocks * ranges, grain, [&](int64_t begin, int64_t end) {
+        float gathered[W];
+        for (int64_t task = begin; task < end; ++task) {
+            const int64_t b = task / ranges, j0 = task % ranges * kSumColumns;
+            const int64_t j1 = std::min(n, j0 + kSumColumns);
+            float* sums = pairs + 2 * b * np;
+            float* errors = sums + np;
+            std::fill(sums + j0, sums + gemm_detail::round_up(j1, W), 0.0f);
+            std::fill(errors + j0, errors + gemm_detail::round_up(j1, W), 0.0f);
+            for (int64_t r = b * block_rows; r < std::min(rows, (b + 1) * block_rows); ++r) {
+                const T* row = x + r * rs;
+                for (int64_t j = j0; j < j1; j += W) {
+                    const int live = static_cast<int>(std::min<int64_t>(W, j1 - j));
+                    VecF32 sum = VecF32::load(sums + j), error = VecF32::load(errors + j);
+                    two_sum_add(sum, error, load_columns(row + j * cs, cs, live, gathered));
+                    sum.store(sums + j);
+                    error.store(errors + j);
                 }
             }
-            for (int v = 0; v < kSumVectors; ++v) {
-                sum[v].store(sums + v * W);
-                error[v].store(errors + v * W);
+        }
+    });
+    parallel_for(np / W, 64, [&](int64_t v0, int64_t v1) {
+        float sums[W], errors[W];
+        for (int64_t v = v0; v < v1; ++v) {
+            VecF32 sum = VecF32::load(pairs + v * W), error = VecF32::load(pairs + np + v * W);
+            for (int64_t b = 1; b < blocks; ++b) {
+                two_sum_add(sum, error, VecF32::load(pairs + 2 * b * np + v * W));
+                error = error + VecF32::load(pairs + (2 * b + 1) * np + v * W);
             }
-            for (int t = 0; t < cols; ++t) {
+            sum.store(sums);
+            error.store(errors);
+            for (int t = 0; t < W && v * W + t < n; ++t) {
                 const float total = std::isfinite(sums[t]) ? sums[t] + errors[t] : sums[t];
-                out[(j0 + t) * os] = simd::from_float<TOut>(total);
+                out[(v * W + t) * os] = simd::from_float<TOut>(total);
             }
         }
     });
