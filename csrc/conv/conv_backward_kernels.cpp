@@ -112,7 +112,8 @@ void write_grad_x_row(const ConvBackwardParams& p, const Sizes& z, int64_t n, in
             for (int64_t c = 0; c < z.Cg; ++c) dst[c + iw * xv.strides[3]] = value(iw, c);
     } else {
         const int64_t valid = row ? std::clamp<int64_t>(valid_w, 0, z.W) : 0;
-        pixels_to_planar(row + shift * z.Cgp, z.Cgp, z.Cg, valid, nullptr, dst, xv.strides[1], xv.strides[3]);
+        if (valid > 0)
+            pixels_to_planar(row + shift * z.Cgp, z.Cgp, z.Cg, valid, nullptr, dst, xv.strides[1], xv.strides[3]);
         for (int64_t c = 0; c < z.Cg; ++c)
             for (int64_t iw = valid; iw < z.W; ++iw)
                 dst[c * xv.strides[1] + iw * xv.strides[3]] = simd::from_float<T>(0.0f);
