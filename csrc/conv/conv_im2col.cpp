@@ -108,71 +108,55 @@ Pixels<T> channels_last(const TensorView& t, bool rows, WorkspaceSlot slot) {
     return {dst, H * W * C, W * C, C, 1, C};
 }
 
-// Whether a filter (or its gradient) is float with each channel's taps
-// contiguous, at most 16 of them, channels R S apart: its (C x R S) block
-// per output channel goes through transpose_block 16 channels at a time.
-template <class T>
-bool dense_taps(const TensorView& w, const Sizes& z) {
-    return std::is_same_v<T, float> && z.R * z.S <= 16 && w.strides[3] == 1 && w.strides[2] == z.S &&
-           w.strides[1] == z.R * z.S;
+// The element strides of a filter-shaped array along (k, c, r, s).
+struct TapStrides {
+    int64_t k, c, r, s;
+};
+
+// dst = src over all (k, c, r, s), converted to D. The two layouts the
+// gathered-patch GEMMs move between, (K, C, R S) with contiguous taps and
+// (K, R S, C) with contiguous channels, are per output channel a transpose:
+// float ones go 16 channels at a time through registers (transpose_block).
+template <class S, class D>
+void move_taps(const Sizes& z, const S* src, TapStrides from, D* dst, TapStrides to) {
+    const int64_t RS = z.R * z.S;
+    auto channel_major = [&](const TapStrides& t) { return RS <= 16 && t.s == 1 && t.r == z.S && t.c == RS; };
+    auto tap_major = [&](const TapStrides& t) { return t.c == 1 && t.s == z.C && t.r == z.S * z.C; };
+    const bool floats = std::is_same_v<S, float> && std::is_same_v<D, float>;
+    const bool gather = floats && channel_major(from) && tap_major(to);   // (C, RS) -> (RS, C)
+    const bool scatter = floats && tap_major(from) && channel_major(to);  // (RS, C) -> (C, RS)
+    parallel_for(z.K, 4, [&](int64_t k0, int64_t k1) {
+        for (int64_t k = k0; k < k1; ++k) {
+            const S* in = src + k * from.k;
+            D* out = dst + k * to.k;
+            if constexpr (std::is_same_v<S, float> && std::is_same_v<D, float>) {
+                if (gather || scatter) {
+                    for (int64_t c0 = 0; c0 < z.C; c0 += 16) {
+                        const int n = static_cast<int>(std::min<int64_t>(16, z.C - c0)), rs = static_cast<int>(RS);
+                        if (gather) transpose_block(in + c0 * RS, RS, n, rs, out + c0, z.C);
+                        else transpose_block(in + c0, z.C, rs, n, out + c0 * RS, RS);
+                    }
+                    continue;
+                }
+            }
+            for (int64_t c = 0; c < z.C; ++c)
+                for (int64_t r = 0; r < z.R; ++r)
+                    for (int64_t t = 0; t < z.S; ++t)
+                        out[c * to.c + r * to.r + t * to.s] =
+                            simd::from_float<D>(simd::to_float(in[c * from.c + r * from.r + t * from.s]));
+        }
+    });
 }
 
-// W'[k][(r S + s) C + c] = w[k][c][r][s], in the conv_weights workspace:
-// per output channel a (C x R S) -> (R S x C) transpose.
+TapStrides tap_strides(const TensorView& w) { return {w.strides[0], w.strides[1], w.strides[2], w.strides[3]}; }
+
+// W'[k][(r S + s) C + c] = w[k][c][r][s], in the conv_weights workspace.
 template <class T>
 const T* reorder_weights(const TensorView& w, const Sizes& z) {
-    const int64_t RS = z.R * z.S, taps = RS * z.C;
+    const int64_t taps = z.R * z.S * z.C;
     T* dst = conv_workspace<T>(WorkspaceSlot::conv_weights, z.K * taps);
-    const T* src = static_cast<const T*>(w.data);
-    const bool dense = dense_taps<T>(w, z);
-    parallel_for(z.K, 4, [&](int64_t k0, int64_t k1) {
-        for (int64_t k = k0; k < k1; ++k) {
-            if constexpr (std::is_same_v<T, float>) {
-                if (dense) {
-                    for (int64_t c0 = 0; c0 < z.C; c0 += 16)
-                        transpose_block(src + k * w.strides[0] + c0 * RS, RS,
-                                        static_cast<int>(std::min<int64_t>(16, z.C - c0)), static_cast<int>(RS),
-                                        dst + k * taps + c0, z.C);
-                    continue;
-                }
-            }
-            T* d = dst + k * taps;
-            for (int64_t r = 0; r < z.R; ++r)
-                for (int64_t s = 0; s < z.S; ++s, d += z.C) {
-                    const T* from = src + k * w.strides[0] + r * w.strides[2] + s * w.strides[3];
-                    for (int64_t c = 0; c < z.C; ++c) d[c] = from[c * w.strides[1]];
-                }
-        }
-    });
+    move_taps(z, static_cast<const T*>(w.data), tap_strides(w), dst, TapStrides{taps, 1, z.S * z.C, z.C});
     return dst;
-}
-
-// grad_weight[k][c][r][s] = acc[k][(r S + s) C + c], the inverse of
-// reorder_weights.
-template <class T>
-void write_grad_weight(const float* acc, const TensorView& gw, const Sizes& z) {
-    const int64_t RS = z.R * z.S, taps = RS * z.C;
-    T* dst = static_cast<T*>(gw.data);
-    const bool dense = dense_taps<T>(gw, z);
-    parallel_for(z.K, 4, [&](int64_t k0, int64_t k1) {
-        for (int64_t k = k0; k < k1; ++k) {
-            if constexpr (std::is_same_v<T, float>) {
-                if (dense) {
-                    for (int64_t c0 = 0; c0 < z.C; c0 += 16)
-                        transpose_block(acc + k * taps + c0, z.C, static_cast<int>(RS),
-                                        static_cast<int>(std::min<int64_t>(16, z.C - c0)),
-                                        dst + k * gw.strides[0] + c0 * RS, RS);
-                    continue;
-                }
-            }
-            for (int64_t r = 0; r < z.R; ++r)
-                for (int64_t s = 0; s < z.S; ++s) {
-                    const float* from = acc + k * taps + (r * z.S + s) * z.C;
-                    T* to = dst + k * gw.strides[0] + r * gw.strides[2] + s * gw.strides[3];
-                    for (int64_t c = 0; c < z.C; ++c) to[c * gw.strides[1]] = simd::from_float<T>(from[c]);
-                }
-        }
-    });
 }
 
 // Rows [0, rows) of col for output pixels [p0, p0 + rows), counted over all
@@ -346,7 +330,8 @@ void im2col_backward(const ConvBackwardParams& p) {
             gp.beta = n0 > 0 ? 1.0f : 0.0f;
             gemm(gp);
         }
-        write_grad_weight<T>(acc, p.grad_weight, z);
+        move_taps(z, static_cast<const float*>(acc), TapStrides{taps, 1, z.S * z.C, z.C},
+                  static_cast<T*>(p.grad_weight.data), tap_strides(p.grad_weight));
     }
     if (p.grad_x.data) {
         const T* w = reorder_weights<T>(p.weight, z);
