@@ -122,6 +122,7 @@ inline VecF32 operator/(VecF32 a, VecF32 b) { return {_mm512_div_ps(a.v, b.v)}; 
 // 1/a within 2^-14 relative (a quarter of a division's issue cost); 0 at inf.
 inline VecF32 reciprocal_estimate(VecF32 a) { return {_mm512_rcp14_ps(a.v)}; }
 inline VecF32 fmadd(VecF32 a, VecF32 b, VecF32 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+inline VecF32 fnmadd(VecF32 a, VecF32 b, VecF32 c) { return {_mm512_fnmadd_ps(a.v, b.v, c.v)}; }
 // a*b - p exactly, for p = fl(a*b) (the rounding error of a product; TwoProd).
 inline VecF32 product_error(VecF32 a, VecF32 b, VecF32 p) { return {_mm512_fmsub_ps(a.v, b.v, p.v)}; }
 // max/min return b when either is NaN (x86 semantics): pass the value whose
@@ -234,6 +235,7 @@ inline VecF32 operator/(VecF32 a, VecF32 b) { return {_mm256_div_ps(a.v, b.v)}; 
 // 1/a within 1.5 * 2^-12 relative; 0 at inf.
 inline VecF32 reciprocal_estimate(VecF32 a) { return {_mm256_rcp_ps(a.v)}; }
 inline VecF32 fmadd(VecF32 a, VecF32 b, VecF32 c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+inline VecF32 fnmadd(VecF32 a, VecF32 b, VecF32 c) { return {_mm256_fnmadd_ps(a.v, b.v, c.v)}; }
 inline VecF32 product_error(VecF32 a, VecF32 b, VecF32 p) { return {_mm256_fmsub_ps(a.v, b.v, p.v)}; }
 inline VecF32 max(VecF32 a, VecF32 b) { return {_mm256_max_ps(a.v, b.v)}; }
 inline VecF32 min(VecF32 a, VecF32 b) { return {_mm256_min_ps(a.v, b.v)}; }
@@ -340,6 +342,11 @@ inline VecF32 reciprocal_estimate(VecF32 a) { return VecF32::broadcast(1.0f) / a
 inline VecF32 fmadd(VecF32 a, VecF32 b, VecF32 c) {
     VecF32 r;
     for (int i = 0; i < VecF32::width; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+    return r;
+}
+inline VecF32 fnmadd(VecF32 a, VecF32 b, VecF32 c) {
+    VecF32 r;
+    for (int i = 0; i < VecF32::width; ++i) r.v[i] = c.v[i] - a.v[i] * b.v[i];
     return r;
 }
 // The product of two floats is exact in double, and so is its difference
