@@ -14,9 +14,14 @@
 // result is deterministic for a given thread count. Splits exist only when
 // there are fewer (batch, kv head) pairs than threads.
 #include "attention_common.h"
+#include "fastnn/simd_transpose.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE::attention {
 namespace {
+
+// Rows of Q, dO and O transposed together (one register block).
+constexpr int64_t kTransposeRows = 16;
+
 
 // delta_i = sum_d dO_id O_id for the columns of Ot and dOt (D rows of ld),
 // summed in exactly the order tile::gemm sums dP_ij = sum_d dO_id V_jd: where
@@ -61,43 +66,49 @@ void backward_typed(const AttentionBackwardParams& p) {
     const T* go = static_cast<const T*>(p.grad_out.data);
     const float* lse = static_cast<const float*>(p.lse.data);
 
-    parallel_for(B * Hq + B * Hkv, 1, [&](int64_t h0, int64_t h1) {
+    // One item per query head; the first head of each group also brings in
+    // its key/value head, so the items weigh the same (with the K/V heads as
+    // separate items, one thread took all the heavy ones and the other
+    // waited).
+    parallel_for(B * Hq, 1, [&](int64_t h0, int64_t h1) {
+        const Scratch out_rows(kTransposeRows * Dp + D * SqP);
+        float* Orows = out_rows.get();
+        float* Ot = Orows + kTransposeRows * Dp;
         for (int64_t head = h0; head < h1; ++head) {
-            if (head < B * Hq) {
-                const int64_t b = head / Hq, h = head % Hq;
-                float* Qr = q_side + head * q_head;
-                float* dOr = Qr + Sq * Dp;
-                float* Qt = dOr + Sq * Dp;
-                float* dOt = Qt + D * SqP;
-                float* delta = dOt + D * SqP;
-                float* lse_pad = delta + SqP;
-                const Scratch out_rows(Dp + D * SqP);
-                float* Orow = out_rows.get();
-                float* Ot = Orow + Dp;
-                std::fill(Qt, Qt + 2 * D * SqP, 0.0f);
-                std::fill_n(Ot, D * SqP, 0.0f);
-                for (int64_t i = 0; i < Sq; ++i) {
+            const int64_t b = head / Hq, h = head % Hq;
+            float* Qr = q_side + head * q_head;
+            float* dOr = Qr + Sq * Dp;
+            float* Qt = dOr + Sq * Dp;
+            float* dOt = Qt + D * SqP;
+            float* delta = dOt + D * SqP;
+            float* lse_pad = delta + SqP;
+            std::fill(Qt, Qt + 2 * D * SqP, 0.0f);
+            std::fill_n(Ot, D * SqP, 0.0f);
+            for (int64_t i0 = 0; i0 < Sq; i0 += kTransposeRows) {
+                const int rows = static_cast<int>(std::min<int64_t>(kTransposeRows, Sq - i0));
+                for (int64_t i = i0; i < i0 + rows; ++i) {
                     load_row(p.q, q, b, h, i, D, Qr + i * Dp, Dp);
                     load_row(p.grad_out, go, b, h, i, D, dOr + i * Dp, Dp);
-                    load_row(p.out, o, b, h, i, D, Orow, Dp);
-                    for (int64_t d = 0; d < D; ++d) {
-                        Qt[d * SqP + i] = Qr[i * Dp + d];
-                        dOt[d * SqP + i] = dOr[i * Dp + d];
-                        Ot[d * SqP + i] = Orow[d];
-                    }
+                    load_row(p.out, o, b, h, i, D, Orows + (i - i0) * Dp, Dp);
                     lse_pad[i] = lse[b * p.lse.strides[0] + h * p.lse.strides[1] + i * p.lse.strides[2]];
                 }
-                row_dots(Ot, dOt, D, SqP, SqP, delta);
-                for (int64_t i = Sq; i < SqP; ++i) lse_pad[i] = kInf;
-                for (int64_t s = 0; s < splits; ++s)
-                    std::fill_n(dq_part + (s * B * Hq + head) * dq_head, dq_head, 0.0f);
-            } else {
-                const int64_t kh = head - B * Hq, b = kh / Hkv, h = kh % Hkv;
+                for (int64_t d0 = 0; d0 < D; d0 += kTransposeRows) {
+                    const int cols = static_cast<int>(std::min<int64_t>(kTransposeRows, D - d0));
+                    simd::transpose_block(Qr + i0 * Dp + d0, Dp, rows, cols, Qt + d0 * SqP + i0, SqP);
+                    simd::transpose_block(dOr + i0 * Dp + d0, Dp, rows, cols, dOt + d0 * SqP + i0, SqP);
+                    simd::transpose_block(Orows + d0, Dp, rows, cols, Ot + d0 * SqP + i0, SqP);
+                }
+            }
+            row_dots(Ot, dOt, D, SqP, SqP, delta);
+            for (int64_t i = Sq; i < SqP; ++i) lse_pad[i] = kInf;
+            for (int64_t s = 0; s < splits; ++s) std::fill_n(dq_part + (s * B * Hq + head) * dq_head, dq_head, 0.0f);
+            if (h % group == 0) {
+                const int64_t kh = b * Hkv + h / group;
                 float* Kr = kv_side + kh * kv_head;
                 float* Vr = Kr + Skv * Dp;
                 for (int64_t j = 0; j < Skv; ++j) {
-                    load_row(p.k, k, b, h, j, D, Kr + j * Dp, Dp);
-                    load_row(p.v, v, b, h, j, D, Vr + j * Dp, Dp);
+                    load_row(p.k, k, b, h / group, j, D, Kr + j * Dp, Dp);
+                    load_row(p.v, v, b, h / group, j, D, Vr + j * Dp, Dp);
                 }
             }
         }

@@ -15,6 +15,7 @@
 #include "../gemm/gemm_pack.h"
 #include "fastnn/conv.h"
 #include "fastnn/parallel.h"
+#include "fastnn/simd_transpose.h"
 #include "fastnn/workspace.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE::conv {
@@ -49,21 +50,6 @@ inline Run valid_outputs(int64_t out, int64_t in, int64_t stride, int64_t pad, i
 
 inline constexpr int64_t kTransposeBlock = 16;
 
-// dst[j * ld + i] = src[i * ls + j] for i < rows, j < cols (both <= 16);
-// through registers on AVX-512.
-inline void transpose_block(const float* src, int64_t ls, int rows, int cols, float* dst, int64_t ld) {
-#if FASTNN_SIMD_AVX512
-    const __mmask16 in = static_cast<__mmask16>((1u << cols) - 1u), out = static_cast<__mmask16>((1u << rows) - 1u);
-    __m512 r[16];
-    for (int i = 0; i < 16; ++i) r[i] = i < rows ? _mm512_maskz_loadu_ps(in, src + i * ls) : _mm512_setzero_ps();
-    gemm_detail::transpose16x16(r);
-    for (int j = 0; j < cols; ++j) _mm512_mask_storeu_ps(dst + j * ld, out, r[j]);
-#else
-    for (int j = 0; j < cols; ++j)
-        for (int i = 0; i < rows; ++i) dst[j * ld + i] = src[i * ls + j];
-#endif
-}
-
 // One row of W pixels of a planar (e.g. NCHW) or channels-last tensor into
 // channels-last floats: channel c of pixel w at src[c * cs + w * ws] goes to
 // dst[w * ld + c], c < C. Planar float rows with unit pixel stride go through
@@ -86,7 +72,7 @@ void planar_to_pixels(const T* src, int64_t cs, int64_t ws, int64_t C, int64_t W
         if (ws == 1) {
             for (int64_t c0 = 0; c0 < C; c0 += 16)
                 for (int64_t w0 = 0; w0 < W; w0 += 16)
-                    transpose_block(src + c0 * cs + w0, cs, static_cast<int>(std::min<int64_t>(16, C - c0)),
+                    simd::transpose_block(src + c0 * cs + w0, cs, static_cast<int>(std::min<int64_t>(16, C - c0)),
                                     static_cast<int>(std::min<int64_t>(16, W - w0)), dst + w0 * ld + c0, ld);
             return;
         }
@@ -116,7 +102,7 @@ void rows_to_planar(RowOf&& row_of, int64_t C, int64_t W, const float* bias, T* 
                     for (int i = 0; i < 16; ++i)
                         r[i] = i < wn ? _mm512_add_ps(_mm512_maskz_loadu_ps(channels, row_of(w0 + i) + c0), b)
                                       : _mm512_setzero_ps();
-                    gemm_detail::transpose16x16(r);
+                    simd::transpose16x16(r);
                     const __mmask16 pixels = static_cast<__mmask16>((1u << wn) - 1u);
                     for (int j = 0; j < cn; ++j) _mm512_mask_storeu_ps(dst + (c0 + j) * cs + w0, pixels, r[j]);
                 }

@@ -133,8 +133,8 @@ void move_taps(const Sizes& z, const S* src, TapStrides from, D* dst, TapStrides
                 if (gather || scatter) {
                     for (int64_t c0 = 0; c0 < z.C; c0 += 16) {
                         const int n = static_cast<int>(std::min<int64_t>(16, z.C - c0)), rs = static_cast<int>(RS);
-                        if (gather) transpose_block(in + c0 * RS, RS, n, rs, out + c0, z.C);
-                        else transpose_block(in + c0, z.C, rs, n, out + c0 * RS, RS);
+                        if (gather) simd::transpose_block(in + c0 * RS, RS, n, rs, out + c0, z.C);
+                        else simd::transpose_block(in + c0, z.C, rs, n, out + c0 * RS, RS);
                     }
                     continue;
                 }

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "fastnn/simd.h"
+#include "fastnn/simd_transpose.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE::gemm_detail {
 
@@ -109,32 +110,6 @@ void pack_b(const Matrix<T>& b, int64_t kc, int64_t n, P* dst) {
 }
 
 #if FASTNN_SIMD_AVX512
-// In-register transpose of 16 rows of 16 floats (or any 32-bit data: the
-// shuffles move bits unchanged): r[j] becomes column j.
-inline void transpose16x16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 8; ++i) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; ++i) {
-        r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int i = 0; i < 2; ++i) {
-        for (int c = 0; c < 4; ++c) {
-            t[8 * i + c] = _mm512_shuffle_f32x4(r[8 * i + c], r[8 * i + 4 + c], 0x88);
-            t[8 * i + 4 + c] = _mm512_shuffle_f32x4(r[8 * i + c], r[8 * i + 4 + c], 0xDD);
-        }
-    }
-    for (int c = 0; c < 8; ++c) {
-        r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);
-        r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xDD);
-    }
-}
-
 // Packs `count` lines of 32-bit elements (line l at src + l * ls, contiguous
 // over `len` steps) into slivers of R lines: dst[s][k][r] = line(s R + r)[k],
 // zero past the last line and for k in [len, padded_len) (a sliver holds R *
@@ -156,7 +131,7 @@ void pack_lines_transposed(const float* src, int64_t ls, int64_t count, int64_t 
                 __m512 r[16];
                 for (int t = 0; t < 16; ++t)
                     r[t] = t < group ? _mm512_maskz_loadu_ps(steps, src + (l0 + g + t) * ls + k0) : _mm512_setzero_ps();
-                transpose16x16(r);
+                simd::transpose16x16(r);
                 for (int k = 0; k < kn; ++k) _mm512_mask_storeu_ps(dst + (k0 + k) * R + g, lanes, r[k]);
             }
         }
