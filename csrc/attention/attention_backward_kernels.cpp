@@ -14,7 +14,6 @@
 // result is deterministic for a given thread count. Splits exist only when
 // there are fewer (batch, kv head) pairs than threads.
 #include "attention_common.h"
-#include "fastnn/simd_transpose.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE::attention {
 namespace {
@@ -92,12 +91,9 @@ void backward_typed(const AttentionBackwardParams& p) {
                     load_row(p.out, o, b, h, i, D, Orows + (i - i0) * Dp, Dp);
                     lse_pad[i] = lse[b * p.lse.strides[0] + h * p.lse.strides[1] + i * p.lse.strides[2]];
                 }
-                for (int64_t d0 = 0; d0 < D; d0 += kTransposeRows) {
-                    const int cols = static_cast<int>(std::min<int64_t>(kTransposeRows, D - d0));
-                    simd::transpose_block(Qr + i0 * Dp + d0, Dp, rows, cols, Qt + d0 * SqP + i0, SqP);
-                    simd::transpose_block(dOr + i0 * Dp + d0, Dp, rows, cols, dOt + d0 * SqP + i0, SqP);
-                    simd::transpose_block(Orows + d0, Dp, rows, cols, Ot + d0 * SqP + i0, SqP);
-                }
+                transpose(Qr + i0 * Dp, Dp, rows, D, Qt + i0, SqP);
+                transpose(dOr + i0 * Dp, Dp, rows, D, dOt + i0, SqP);
+                transpose(Orows, Dp, rows, D, Ot + i0, SqP);
             }
             row_dots(Ot, dOt, D, SqP, SqP, delta);
             for (int64_t i = Sq; i < SqP; ++i) lse_pad[i] = kInf;
