@@ -100,6 +100,41 @@ def test_max_pool_nan_inf_and_indices():
     assert torch.equal(idx, ref_idx)
 
 
+@pytest.mark.parametrize("c", [64, 70, 128])
+@pytest.mark.parametrize("kw", [dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, stride=1, dilation=2),
+                                dict(kernel_size=4, stride=3, padding=2, ceil_mode=True)])
+def test_max_pool_backward_channels_last_bits(c, kw, isa, rng):
+    # Channels-last float gradients are pulled by each input from the outputs
+    # whose window holds it; planar ones are scattered. Both add the same
+    # gradients in the outputs' order, so the bits agree (ties included:
+    # inputs rounded to one decimal).
+    x = randn((2, c, 13, 11), torch.float32, rng).round(decimals=1)
+    g = None
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xf = x.clone(memory_format=fmt).requires_grad_()
+        out = fastnn.max_pool2d(xf, **kw)
+        g = torch.randn(out.shape, generator=rng) if g is None else g
+        out.backward(g.to(memory_format=fmt))
+        grads.append(xf.grad)
+    assert torch.equal(grads[0], grads[1])
+
+
+def test_max_pool_backward_foreign_indices(isa, rng):
+    # The backward op takes its indices from the caller: ones the forward did
+    # not produce (outside their window, or out of range) go where they point,
+    # as in PyTorch's scatter, on the channels-last path too.
+    x = randn((1, 64, 8, 8), torch.float32, rng).to(memory_format=torch.channels_last)
+    _, idx = fastnn.max_pool2d(x, 2, return_indices=True)
+    bad = torch.randint(-2, 66, idx.shape, generator=rng).to(memory_format=torch.channels_last)
+    g = randn(bad.shape, torch.float32, rng).to(memory_format=torch.channels_last)
+    got = torch.ops.fastnn.max_pool2d_backward(g, bad, [1, 64, 8, 8], True, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    keep = (bad >= 0) & (bad < 64)
+    ref = torch.zeros(1, 64, 64).scatter_add_(2, torch.where(keep, bad, 0).reshape(1, 64, -1),
+                                              torch.where(keep, g, 0.0).reshape(1, 64, -1))
+    assert torch.equal(got.reshape(1, 64, 64), ref)
+
+
 @settings(max_examples=6, deadline=None)
 @given(k=st.integers(1, 4), s=st.integers(1, 3), p=st.integers(0, 2), d=st.integers(1, 2), ceil=st.booleans(),
        h=st.integers(5, 14), w=st.integers(5, 14), c=st.integers(1, 9), nhwc=st.booleans(),
