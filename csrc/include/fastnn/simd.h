@@ -145,6 +145,7 @@ inline VecF32 copysign(VecF32 mag, VecF32 sgn) {
                                                           _mm512_castps_si512(sgn.v), 0xca))};
 }
 inline MaskF32 is_nan(VecF32 a) { return {_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q)}; }
+inline MaskF32 operator|(MaskF32 a, MaskF32 b) { return {static_cast<__mmask16>(a.m | b.m)}; }
 inline VecF32 round_nearest(VecF32 a) {
     return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
 }
@@ -262,6 +263,7 @@ inline VecF32 copysign(VecF32 mag, VecF32 sgn) {
     return {_mm256_or_ps(_mm256_andnot_ps(sign, mag.v), _mm256_and_ps(sign, sgn.v))};
 }
 inline MaskF32 is_nan(VecF32 a) { return {_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)}; }
+inline MaskF32 operator|(MaskF32 a, MaskF32 b) { return {_mm256_or_ps(a.m, b.m)}; }
 inline VecF32 round_nearest(VecF32 a) {
     return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
 }
@@ -396,6 +398,11 @@ inline VecF32 copysign(VecF32 mag, VecF32 sgn) {
 inline MaskF32 is_nan(VecF32 a) {
     MaskF32 m;
     for (int i = 0; i < VecF32::width; ++i) m.m[i] = a.v[i] != a.v[i];
+    return m;
+}
+inline MaskF32 operator|(MaskF32 a, MaskF32 b) {
+    MaskF32 m;
+    for (int i = 0; i < VecF32::width; ++i) m.m[i] = a.m[i] || b.m[i];
     return m;
 }
 inline VecF32 round_nearest(VecF32 a) {
