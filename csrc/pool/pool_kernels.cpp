@@ -262,6 +262,30 @@ void max_pixel_channels_last(const T* xb, int64_t xhs, int64_t xws, const Span& 
     }
 }
 
+// The average of one channels-last window, a vector of channels at a time,
+// each lane summed in float64 (the scalar form ran at 0.46x torch). The sum
+// is multiplied by the divisor's float64 reciprocal (a vdivpd per 8 lanes was
+// 13% of the loop): within 2^-52 of the quotient before the rounding to
+// float, exact for power-of-two window areas.
+template <class T>
+void average_pixel_channels_last(const T* xb, int64_t xhs, int64_t xws, const Span& hs, const Span& ws, int64_t nc,
+                                 double inv_divisor, T* y) {
+    using simd::VecF32;
+    constexpr int kLanes = VecF32::width;
+    for (int64_t c = 0; c < nc; c += kLanes) {
+        const int lanes = static_cast<int>(std::min<int64_t>(kLanes, nc - c));
+        simd::LaneSumF64 sum;
+        for (int64_t h = hs.begin; h < hs.end; ++h)
+            for (int64_t w = ws.begin; w < ws.end; ++w) {
+                const T* px = xb + h * xhs + w * xws + c;
+                sum.add(lanes == kLanes ? VecF32::load(px) : VecF32::load_partial(px, lanes));
+            }
+        const VecF32 mean = sum.scaled(inv_divisor);
+        if (lanes == kLanes) mean.store(y + c);
+        else mean.store_partial(y + c, lanes);
+    }
+}
+
 template <class T>
 void forward_typed(const PoolParams& p) {
     const TensorView &x = p.x, &y = p.out;
@@ -300,6 +324,12 @@ void forward_typed(const PoolParams& p) {
                                                 idx + n * iv.strides[0] + c0 * iv.strides[1] + oh * iv.strides[2] +
                                                     ow * iv.strides[3],
                                                 iv.strides[1]);
+                        continue;
+                    }
+                    if (!is_max && x.strides[1] == 1 && y.strides[1] == 1) {
+                        average_pixel_channels_last(xb, x.strides[2], x.strides[3], hs, ws, nc,
+                                                    1.0 / average_divisor(p.window, hs, ws),
+                                                    yd + n * y.strides[0] + c0 + oh * y.strides[2] + ow * y.strides[3]);
                         continue;
                     }
                     if (is_max) {
@@ -515,23 +545,32 @@ void backward_typed(const PoolBackwardParams& p) {
         return;
     }
 
+    // Window spans, shared by every unit.
+    std::vector<Span> row_spans(static_cast<size_t>(g.OH)), col_spans(static_cast<size_t>(g.OW));
+    for (int64_t oh = 0; oh < g.OH; ++oh) row_spans[oh] = window_span(p.window, 0, oh, g.H, g.OH);
+    for (int64_t ow = 0; ow < g.OW; ++ow) col_spans[ow] = window_span(p.window, 1, ow, g.W, g.OW);
     parallel_for(g.N * g.ncb, 1, [&](int64_t u0, int64_t u1) {
-        // Input gradient of one unit, channel innermost: (H, W, nc).
+        // Input gradient of one unit, channel innermost: (H, W, nc). Each
+        // output's share, gy / divisor in float64, is computed once and added
+        // to every input of its window (the same value the scalar form
+        // recomputed per tap, so the same bits; 0.35-0.40x torch before).
         std::vector<double> acc(static_cast<size_t>(g.H * g.W * g.cblock));
+        std::vector<double> share(static_cast<size_t>(g.cblock));
         for (int64_t u = u0; u < u1; ++u) {
             const int64_t n = u / g.ncb, c0 = u % g.ncb * g.cblock;
             const int64_t nc = std::min(g.cblock, g.C - c0);
-            std::fill(acc.begin(), acc.end(), 0.0f);
+            std::fill(acc.begin(), acc.end(), 0.0);
             for (int64_t oh = 0; oh < g.OH; ++oh) {
-                const Span hs = window_span(p.window, 0, oh, g.H, g.OH);
+                const Span& hs = row_spans[oh];
                 for (int64_t ow = 0; ow < g.OW; ++ow) {
+                    const Span& ws = col_spans[ow];
                     const int64_t yo = n * gy.strides[0] + c0 * gy.strides[1] + oh * gy.strides[2] + ow * gy.strides[3];
-                    const Span ws = window_span(p.window, 1, ow, g.W, g.OW);
                     const double divisor = average_divisor(p.window, hs, ws);
+                    for (int64_t c = 0; c < nc; ++c) share[c] = simd::to_float(gyd[yo + c * gy.strides[1]]) / divisor;
                     for (int64_t h = hs.begin; h < hs.end; ++h)
                         for (int64_t w = ws.begin; w < ws.end; ++w) {
                             double* a = acc.data() + (h * g.W + w) * g.cblock;
-                            for (int64_t c = 0; c < nc; ++c) a[c] += simd::to_float(gyd[yo + c * gy.strides[1]]) / divisor;
+                            for (int64_t c = 0; c < nc; ++c) a[c] += share[c];
                         }
                 }
             }
@@ -540,7 +579,10 @@ void backward_typed(const PoolBackwardParams& p) {
                 for (int64_t w = 0; w < g.W; ++w) {
                     const double* a = acc.data() + (h * g.W + w) * g.cblock;
                     T* o = gb + h * gx.strides[2] + w * gx.strides[3];
-                    for (int64_t c = 0; c < nc; ++c) o[c * gx.strides[1]] = simd::from_float<T>(static_cast<float>(a[c]));
+                    if (gx.strides[1] == 1)
+                        for (int64_t c = 0; c < nc; ++c) o[c] = simd::from_float<T>(static_cast<float>(a[c]));
+                    else
+                        for (int64_t c = 0; c < nc; ++c) o[c * gx.strides[1]] = simd::from_float<T>(static_cast<float>(a[c]));
                 }
         }
     });

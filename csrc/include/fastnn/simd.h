@@ -485,7 +485,8 @@ inline VecF32 load_ahead(const T* p) {
 
 // A float64 sum per lane of float32 vectors: the conversions are exact, so a
 // row of floats summed this way is rounded at 53 bits, not at each addition
-// (the LayerNorm mean). Two independent float64 vectors per add.
+// (the LayerNorm mean, the average pools' windows). Two independent float64
+// vectors per add.
 struct LaneSumF64 {
 #if FASTNN_SIMD_AVX512
     __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
@@ -494,6 +495,12 @@ struct LaneSumF64 {
         hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v.v), 1))));
     }
     double total() const { return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi)); }
+    // Each lane's sum times s, rounded to float.
+    VecF32 scaled(double s) const {
+        const __m512d sv = _mm512_set1_pd(s);
+        const __m256 l = _mm512_cvtpd_ps(_mm512_mul_pd(lo, sv)), h = _mm512_cvtpd_ps(_mm512_mul_pd(hi, sv));
+        return {_mm512_insertf32x8(_mm512_castps256_ps512(l), h, 1)};
+    }
 #elif FASTNN_SIMD_AVX2
     __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
     void add(VecF32 v) {
@@ -505,6 +512,10 @@ struct LaneSumF64 {
         _mm256_storeu_pd(lanes, _mm256_add_pd(lo, hi));
         return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
     }
+    VecF32 scaled(double s) const {
+        const __m256d sv = _mm256_set1_pd(s);
+        return {_mm256_set_m128(_mm256_cvtpd_ps(_mm256_mul_pd(hi, sv)), _mm256_cvtpd_ps(_mm256_mul_pd(lo, sv)))};
+    }
 #else
     double lanes[VecF32::width] = {};
     void add(VecF32 v) {
@@ -514,6 +525,11 @@ struct LaneSumF64 {
         double t = 0.0;
         for (int i = 0; i < VecF32::width; ++i) t += lanes[i];
         return t;
+    }
+    VecF32 scaled(double s) const {
+        VecF32 r;
+        for (int i = 0; i < VecF32::width; ++i) r.v[i] = static_cast<float>(lanes[i] * s);
+        return r;
     }
 #endif
 };
