@@ -82,18 +82,43 @@ double average_divisor(const PoolWindow& w, const Span& hs, const Span& ws) {
     return static_cast<double>(hs.count * ws.count);
 }
 
-// One (image, channel) plane of an average: one double sum per output.
+// n contiguous elements summed in float64, a vector at a time.
+template <class T>
+double sum_run(const T* src, int64_t n) {
+    using simd::VecF32;
+    constexpr int kLanes = VecF32::width;
+    simd::LaneSumF64 lanes;
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) lanes.add(VecF32::load(src + i));
+    if (i < n) lanes.add(VecF32::load_partial(src + i, static_cast<int>(n - i)));
+    return lanes.total();
+}
+
+// One (image, channel) plane of an average: one float64 sum per output.
+// Windows over whole rows of a dense plane (the global average of adaptive
+// pooling to 1x1) are one contiguous run, and wide window rows are runs too,
+// summed a vector at a time (element by element, N8 C2048 7x7 -> 1 ran at
+// 0.26x torch); narrow windows stay element by element.
 template <class T>
 void average_plane(const PoolParams& p, const Geometry& g, const T* xb, T* yb) {
     const TensorView &x = p.x, &y = p.out;
+    const bool unit_cols = x.strides[3] == 1 || g.W == 1;
+    const bool dense = unit_cols && (x.strides[2] == g.W || g.H == 1);
     for (int64_t oh = 0; oh < g.OH; ++oh) {
         const Span hs = window_span(p.window, 0, oh, g.H, g.OH);
         for (int64_t ow = 0; ow < g.OW; ++ow) {
             const Span ws = window_span(p.window, 1, ow, g.W, g.OW);
+            const int64_t width = ws.end - ws.begin;
             double sum = 0.0;
-            for (int64_t h = hs.begin; h < hs.end; ++h) {
-                const T* row = xb + h * x.strides[2];
-                for (int64_t w = ws.begin; w < ws.end; ++w) sum += simd::to_float(row[w * x.strides[3]]);
+            if (dense && ws.begin == 0 && ws.end == g.W) {
+                if (hs.end > hs.begin) sum = sum_run(xb + hs.begin * g.W, (hs.end - hs.begin) * g.W);
+            } else if (unit_cols && width >= simd::VecF32::width) {
+                for (int64_t h = hs.begin; h < hs.end; ++h) sum += sum_run(xb + h * x.strides[2] + ws.begin, width);
+            } else {
+                for (int64_t h = hs.begin; h < hs.end; ++h) {
+                    const T* row = xb + h * x.strides[2];
+                    for (int64_t w = ws.begin; w < ws.end; ++w) sum += simd::to_float(row[w * x.strides[3]]);
+                }
             }
             yb[oh * y.strides[2] + ow * y.strides[3]] =
                 simd::from_float<T>(static_cast<float>(sum / average_divisor(p.window, hs, ws)));
@@ -549,6 +574,9 @@ void backward_typed(const PoolBackwardParams& p) {
     std::vector<Span> row_spans(static_cast<size_t>(g.OH)), col_spans(static_cast<size_t>(g.OW));
     for (int64_t oh = 0; oh < g.OH; ++oh) row_spans[oh] = window_span(p.window, 0, oh, g.H, g.OH);
     for (int64_t ow = 0; ow < g.OW; ++ow) col_spans[ow] = window_span(p.window, 1, ow, g.W, g.OW);
+    // One output whose window is the whole input (global average pooling).
+    const bool global = g.OH == 1 && g.OW == 1 && row_spans[0].begin == 0 && row_spans[0].end == g.H &&
+                        col_spans[0].begin == 0 && col_spans[0].end == g.W;
     parallel_for(g.N * g.ncb, 1, [&](int64_t u0, int64_t u1) {
         // Input gradient of one unit, channel innermost: (H, W, nc). Each
         // output's share, gy / divisor in float64, is computed once and added
@@ -559,6 +587,16 @@ void backward_typed(const PoolBackwardParams& p) {
         for (int64_t u = u0; u < u1; ++u) {
             const int64_t n = u / g.ncb, c0 = u % g.ncb * g.cblock;
             const int64_t nc = std::min(g.cblock, g.C - c0);
+            T* gb = gxd + n * gx.strides[0] + c0 * gx.strides[1];
+            if (global && nc == 1) {
+                // Every input of the plane gets the one output's share.
+                const double divisor = average_divisor(p.window, row_spans[0], col_spans[0]);
+                const T value = simd::from_float<T>(static_cast<float>(
+                    simd::to_float(gyd[n * gy.strides[0] + c0 * gy.strides[1]]) / divisor));
+                for (int64_t h = 0; h < g.H; ++h)
+                    for (int64_t w = 0; w < g.W; ++w) gb[h * gx.strides[2] + w * gx.strides[3]] = value;
+                continue;
+            }
             std::fill(acc.begin(), acc.end(), 0.0);
             for (int64_t oh = 0; oh < g.OH; ++oh) {
                 const Span& hs = row_spans[oh];
@@ -574,7 +612,6 @@ void backward_typed(const PoolBackwardParams& p) {
                         }
                 }
             }
-            T* gb = gxd + n * gx.strides[0] + c0 * gx.strides[1];
             for (int64_t h = 0; h < g.H; ++h)
                 for (int64_t w = 0; w < g.W; ++w) {
                     const double* a = acc.data() + (h * g.W + w) * g.cblock;
