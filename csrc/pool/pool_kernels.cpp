@@ -186,7 +186,8 @@ void max_plane(const PoolParams& p, const Geometry& g, const T* xb, T* yb, int64
     const int64_t len = (OWp - 1) * step + (taps - 1) * dil + 1;
     const int64_t xs = x.strides[3], xr = x.strides[2];
     const float neg_inf = -std::numeric_limits<float>::infinity();
-    scratch.rows.resize(static_cast<size_t>(g.H * len));
+    // Plus one vector: load_every's stride-2 form reads one float past a row.
+    scratch.rows.resize(static_cast<size_t>(g.H * len + kLanes));
     scratch.first_w.resize(static_cast<size_t>(OWp));
     scratch.best.resize(static_cast<size_t>(OWp));
     scratch.arg_h.resize(static_cast<size_t>(OWp));
@@ -468,14 +469,6 @@ int covering_outputs(const PoolWindow& w, int axis, int64_t i, int64_t out, int6
     return count;
 }
 
-// The max backward of one channels-last float unit written in one pass, each
-// input gradient pulled from the outputs whose window holds it: the sum of
-// the gradients whose index is this pixel, added in the outputs' row-major
-// order, the order in which max_backward_unit's scatter adds them (the same
-// bits). The scatter zeroes the slice first and then adds to it at random:
-// 0.67x torch at N8 C64 112x112 (k3 s2).
-// Indices not produced by the forward with this window (the backward op takes
-// them from its caller) are detected by counting the matches (below).
 // Adds, for every channel c < nc (nc == kNC when kNC > 0), g[c] into acc[c]
 // where index[c] == pixel; returns how many matched.
 template <int kNC>
@@ -505,10 +498,17 @@ int64_t add_matching(const int64_t* index, const float* g, int64_t pixel, int64_
     return matched;
 }
 
-// Every index of an output lies in that output's window when it came from
-// the forward with this window, and then each is matched by exactly one
-// pixel: `matched` reaches OH * OW * nc. Otherwise (an index from elsewhere
-// or out of range) false is returned and the caller scatters instead.
+// The max backward of one channels-last float unit written in one pass, each
+// input gradient pulled from the outputs whose window holds it: the sum of
+// the gradients whose index is this pixel, added in the outputs' row-major
+// order, the order in which max_backward_unit's scatter adds them (the same
+// bits). The scatter zeroes the slice first and then adds to it at random:
+// 0.67x torch at N8 C64 112x112 (k3 s2).
+// The backward op takes its indices from the caller. Every index of an
+// output lies in that output's window when it came from the forward with
+// this window, and then each is matched by exactly one pixel: `matched`
+// reaches OH * OW * nc. Otherwise (an index from elsewhere or out of range)
+// false is returned and the caller scatters instead.
 template <int kNC>
 bool max_backward_pull(const PoolBackwardParams& p, const Geometry& g, int64_t n, int64_t c0, int64_t nc,
                        float* gx) {
