@@ -112,8 +112,8 @@ def _attention_cases():
     def backward(g):
         q, k, v = qkv(g)
         mask = (torch.rand((5, 7), generator=g) > 0.3).expand(1, 2, 5, 7)
-        out, lse = torch.ops.fastnn.scaled_dot_product_attention(q, k, v, mask, 0.3, False, "bhsd")
-        return randn(out.shape, gen=g), q, k, v, out, lse, mask, 0.3, False, "bhsd"
+        out, lse, out_float = torch.ops.fastnn.scaled_dot_product_attention(q, k, v, mask, 0.3, False, "bhsd")
+        return randn(out.shape, gen=g), q, k, v, out, lse, mask, out_float, 0.3, False, "bhsd"
 
     return {
         "scaled_dot_product_attention": lambda g: (*map(_leaf, qkv(g)), None, 0.35, True, "bhsd"),

@@ -3,9 +3,10 @@
 //
 // A prepass converts, per head, Q and dO into float rows (Sq x Dp, D padded
 // to the vector width with zeros) and transposed (D x Sq), K and V into rows,
-// and computes delta_i = sum_d dO_id O_id. Then one task = one (batch, kv
-// head, split), walking its key blocks; for each key block and every query
-// block of every query head in the group (GQA: all of them feed one dK, dV):
+// and computes delta_i = sum_d dO_id O_id (for bfloat16, O from the
+// forward's float copy when given). Then one task = one (batch, kv head,
+// split), walking its key blocks; for each key block and every query block
+// of every query head in the group (GQA: all of them feed one dK, dV):
 //   St  = K_blk Qt,  Pt = exp(scale St + mask - lse)   (keys x queries)
 //   dPt = V_blk dOt, dSt = Pt (dPt - delta)
 //   dV_blk += Pt dO,  dK_blk += dSt Q,  dQ_split += dSt^T K_blk
@@ -63,6 +64,7 @@ void backward_typed(const AttentionBackwardParams& p) {
     const T* v = static_cast<const T*>(p.v.data);
     const T* o = static_cast<const T*>(p.out.data);
     const T* go = static_cast<const T*>(p.grad_out.data);
+    const float* o_float = static_cast<const float*>(p.out_float.data);
     const float* lse = static_cast<const float*>(p.lse.data);
 
     // One item per query head; the first head of each group also brings in
@@ -88,7 +90,8 @@ void backward_typed(const AttentionBackwardParams& p) {
                 for (int64_t i = i0; i < i0 + rows; ++i) {
                     load_row(p.q, q, b, h, i, D, Qr + i * Dp, Dp);
                     load_row(p.grad_out, go, b, h, i, D, dOr + i * Dp, Dp);
-                    load_row(p.out, o, b, h, i, D, Orows + (i - i0) * Dp, Dp);
+                    if (o_float) load_row(p.out_float, o_float, b, h, i, D, Orows + (i - i0) * Dp, Dp);
+                    else load_row(p.out, o, b, h, i, D, Orows + (i - i0) * Dp, Dp);
                     lse_pad[i] = lse[b * p.lse.strides[0] + h * p.lse.strides[1] + i * p.lse.strides[2]];
                 }
                 transpose(Qr + i0 * Dp, Dp, rows, D, Qt + i0, SqP);

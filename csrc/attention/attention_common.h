@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <limits>
 #include <new>
+#include <type_traits>
 
 #include "fastnn/attention.h"
 #include "fastnn/parallel.h"

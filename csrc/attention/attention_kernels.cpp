@@ -148,6 +148,9 @@ void forward_typed(const AttentionParams& p) {
                 lse[b * p.lse.strides[0] + h * p.lse.strides[1] + (i0 + i) * p.lse.strides[2]] =
                     l > 0.0f ? row_max[i] + std::log(l) : kInf;
                 store_row(rows_buf + i * D, inv, D, p.out, out, b, h, i0 + i);
+                if (p.out_float.data)
+                    store_row(rows_buf + i * D, inv, D, p.out_float, static_cast<float*>(p.out_float.data), b, h,
+                              i0 + i);
             }
         }
     });

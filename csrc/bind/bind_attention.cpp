@@ -61,12 +61,26 @@ TensorView check_mask(nb::handle mask, std::optional<ArrayArg>& holder, const Ar
     return m.view();
 }
 
+// out_float: None, or a float32 tensor shaped like q (and out), for
+// bfloat16 attention.
+TensorView check_out_float(nb::handle out_float, std::optional<ArrayArg>& holder, const ArrayArg& q, bool output) {
+    if (out_float.is_none()) return TensorView{};
+    holder.emplace(out_float, "out_float", output);
+    const ArrayArg& f = *holder;
+    require_cpu(f);
+    if (q.dtype() != DType::bf16)
+        throw_value_error(cat("out_float is for bfloat16 attention only; pass None for ", dtype_name(q.dtype())));
+    require_dtype(f, {DType::f32});
+    require_same_shape(q, f);
+    return f.view();
+}
+
 void check_scale(double scale) {
     if (!std::isfinite(scale)) throw_value_error(cat("scale must be finite, got ", scale));
 }
 
 void attention_forward_py(nb::handle q, nb::handle k, nb::handle v, nb::handle mask, nb::handle out,
-                          nb::handle lse, double scale, bool causal) {
+                          nb::handle lse, nb::handle out_float, double scale, bool causal) {
     const ArrayArg Q(q, "q", false), K(k, "k", false), V(v, "v", false);
     const ArrayArg O(out, "out", true), L(lse, "lse", true);
     const Shapes s = check_qkv(Q, K, V);
@@ -86,15 +100,21 @@ void attention_forward_py(nb::handle q, nb::handle k, nb::handle v, nb::handle m
         require_output(O, {&*mask_holder}, Alias::forbidden);
         require_output(L, {&*mask_holder}, Alias::forbidden);
     }
-    const AttentionParams p{Q.view(), K.view(), V.view(), mask_view, O.view(), L.view(), static_cast<float>(scale),
-                            causal};
+    std::optional<ArrayArg> float_holder;
+    const TensorView float_view = check_out_float(out_float, float_holder, Q, true);
+    if (float_holder) {
+        require_output(*float_holder, {&Q, &K, &V, &O, &L}, Alias::forbidden);
+        if (mask_holder) require_output(*float_holder, {&*mask_holder}, Alias::forbidden);
+    }
+    const AttentionParams p{Q.view(), K.view(), V.view(), mask_view, O.view(), L.view(), float_view,
+                            static_cast<float>(scale), causal};
     nb::gil_scoped_release release;
     attention_forward(p);
 }
 
 void attention_backward_py(nb::handle q, nb::handle k, nb::handle v, nb::handle out, nb::handle grad_out,
-                           nb::handle lse, nb::handle mask, nb::handle dq, nb::handle dk,
-                           nb::handle dv, double scale, bool causal) {
+                           nb::handle lse, nb::handle mask, nb::handle out_float, nb::handle dq,
+                           nb::handle dk, nb::handle dv, double scale, bool causal) {
     const ArrayArg Q(q, "q", false), K(k, "k", false), V(v, "v", false), O(out, "out", false);
     const ArrayArg G(grad_out, "grad_out", false), L(lse, "lse", false);
     const ArrayArg DQ(dq, "dq", true), DK(dk, "dk", true), DV(dv, "dv", true);
@@ -114,15 +134,18 @@ void attention_backward_py(nb::handle q, nb::handle k, nb::handle v, nb::handle 
     }
     require_dtype(L, {DType::f32});
     require_shape(L, {s.B, s.Hq, s.Sq}, "(B, Hq, Sq)");
+    std::optional<ArrayArg> float_holder;
+    const TensorView float_view = check_out_float(out_float, float_holder, Q, false);
     for (const ArrayArg* w : {&DQ, &DK, &DV}) {
         require_output(*w, {&Q, &K, &V, &O, &G, &L}, Alias::forbidden);
         if (mask_holder) require_output(*w, {&*mask_holder}, Alias::forbidden);
+        if (float_holder) require_output(*w, {&*float_holder}, Alias::forbidden);
     }
     require_output(DQ, {&DK, &DV}, Alias::forbidden);
     require_output(DK, {&DV}, Alias::forbidden);
     const AttentionBackwardParams p{Q.view(),  K.view(),  V.view(),  O.view(),
-                                    G.view(),  L.view(),  mask_view, DQ.view(),
-                                    DK.view(), DV.view(), static_cast<float>(scale), causal};
+                                    G.view(),  L.view(),  mask_view, float_view,
+                                    DQ.view(), DK.view(), DV.view(), static_cast<float>(scale), causal};
     nb::gil_scoped_release release;
     attention_backward(p);
 }
@@ -131,11 +154,14 @@ void attention_backward_py(nb::handle q, nb::handle k, nb::handle v, nb::handle 
 
 void bind_attention(nb::module_& m) {
     m.def("attention_forward", &attention_forward_py, nb::arg("q"), nb::arg("k"), nb::arg("v"),
-          nb::arg("mask").none(), nb::arg("out"), nb::arg("lse"), nb::arg("scale"), nb::arg("causal"),
-          "out = softmax(scale q k^T + mask) v per head (flash style); lse = the row log-sum-exp. "
+          nb::arg("mask").none(), nb::arg("out"), nb::arg("lse"), nb::arg("out_float").none(), nb::arg("scale"),
+          nb::arg("causal"),
+          "out = softmax(scale q k^T + mask) v per head (flash style); lse = the row log-sum-exp; out_float "
+          "(None, or float32 like out, bfloat16 attention only) = out before its rounding, for the backward. "
           "All views (B, H, S, D); mask None or (B, Hq, Sq, Skv), bool or q's dtype.");
     m.def("attention_backward", &attention_backward_py, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"),
-          nb::arg("grad_out"), nb::arg("lse"), nb::arg("mask").none(), nb::arg("dq"), nb::arg("dk"), nb::arg("dv"),
+          nb::arg("grad_out"), nb::arg("lse"), nb::arg("mask").none(), nb::arg("out_float").none(), nb::arg("dq"),
+          nb::arg("dk"), nb::arg("dv"),
           nb::arg("scale"), nb::arg("causal"), "Gradients of attention_forward with respect to q, k and v.");
 }
 

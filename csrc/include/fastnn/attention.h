@@ -14,6 +14,12 @@
 // q's dtype (added to the scaled scores). causal keeps key j for query i when
 // j <= i (top-left aligned, as torch's is_causal). Query rows whose keys are
 // all masked produce zeros and zero gradients (as PyTorch); their lse is +inf.
+// out_float (optional, bfloat16 attention only): a float32 view of out's
+// shape; the forward also writes the output there before its rounding to
+// bfloat16, and the backward takes delta = dO . O from it instead of from
+// out. With O rounded to bfloat16, dP - delta on a row dominated by one key
+// is off by up to half an ulp of O times |dO|, and dq and dk inherit that
+// times |K| and |Q|.
 #pragma once
 
 #include "fastnn/dispatch.h"
@@ -24,15 +30,17 @@ namespace fastnn {
 struct AttentionParams {
     TensorView q, k, v;
     TensorView mask;  // optional
-    TensorView out;   // written
-    TensorView lse;   // written
+    TensorView out;           // written
+    TensorView lse;           // written
+    TensorView out_float;     // optional, written
     float scale;
     bool causal;
 };
 
 struct AttentionBackwardParams {
     TensorView q, k, v, out, grad_out, lse;
-    TensorView mask;        // optional
+    TensorView mask;          // optional
+    TensorView out_float;     // optional
     TensorView dq, dk, dv;  // written
     float scale;
     bool causal;

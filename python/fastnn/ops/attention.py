@@ -59,20 +59,34 @@ def _outputs(q, layout):
     return B.empty(q, tuple(q.shape), name="q"), B.empty(q, (b, h, sq), "float32", name="q")
 
 
-def _attention(q, k, v, mask, scale, is_causal, layout):
+def _out_float(q, for_backward):
+    """What a bfloat16 forward saves for the backward besides out and lse:
+    the output before its rounding (float32, q's shape), from which the
+    backward takes delta = dO . O (with the rounded output, rows dominated
+    by one key got dq and dk errors of half an ulp of out times |K| or |Q|).
+    None otherwise."""
+    return B.empty(q, tuple(q.shape), "float32", name="q") if for_backward and str(q.dtype).endswith("bfloat16") \
+        else None
+
+
+def _attention(q, k, v, mask, scale, is_causal, layout, for_backward=False):
     out, lse = _outputs(q, layout)
+    out_float = _out_float(q, for_backward)
     qv, kv, vv, ov = (_to_bhsd(x, layout) for x in (q, k, v, out))
-    B.launch("attention_forward", q, qv, kv, vv, mask, ov, lse, scale, is_causal, name="q")
-    return out, lse
+    fv = None if out_float is None else _to_bhsd(out_float, layout)
+    B.launch("attention_forward", q, qv, kv, vv, mask, ov, lse, fv, scale, is_causal, name="q")
+    return out, lse, out_float
 
 
 def _grads(q, k, v):
     return tuple(B.empty(q, tuple(x.shape), name="q") for x in (q, k, v))
 
 
-def _attention_backward(grad_out, q, k, v, out, lse, mask, scale, is_causal, layout):
+def _attention_backward(grad_out, q, k, v, out, lse, mask, out_float, scale, is_causal, layout):
     dq, dk, dv = _grads(q, k, v)
-    B.launch("attention_backward", q, *(_to_bhsd(x, layout) for x in (q, k, v, out, grad_out)), lse, mask,
+    # The operator's placeholder where the forward saved no float output is 1-D.
+    fv = None if out_float is None or out_float.ndim != 4 else _to_bhsd(out_float, layout)
+    B.launch("attention_backward", q, *(_to_bhsd(x, layout) for x in (q, k, v, out, grad_out)), lse, mask, fv,
              *(_to_bhsd(x, layout) for x in (dq, dk, dv)), scale, is_causal, name="q")
     return dq, dk, dv
 
@@ -100,37 +114,43 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
 
 
 def register_torch_ops(torch):
+    # out_float is an empty tensor where there is none (float32 attention):
+    # a custom operator returns the same number of tensors every time.
+    def with_out_float(q, out, lse, out_float):
+        return out, lse, q.new_empty((0,), dtype=torch.float32) if out_float is None else out_float
+
     @torch.library.custom_op("fastnn::scaled_dot_product_attention", mutates_args=(),
                              schema="(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float scale, bool is_causal, "
-                                    "str layout) -> (Tensor out, Tensor lse)")
+                                    "str layout) -> (Tensor out, Tensor lse, Tensor out_float)")
     def attention_op(q, k, v, attn_mask, scale, is_causal, layout):
-        return _attention(q, k, v, attn_mask, scale, is_causal, layout)
+        return with_out_float(q, *_attention(q, k, v, attn_mask, scale, is_causal, layout, for_backward=True))
 
     @attention_op.register_fake
     def _(q, k, v, attn_mask, scale, is_causal, layout):
-        return _outputs(q, layout)
+        return with_out_float(q, *_outputs(q, layout), _out_float(q, True))
 
     @torch.library.custom_op("fastnn::scaled_dot_product_attention_backward", mutates_args=(),
                              schema="(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-                                    "Tensor? attn_mask, float scale, bool is_causal, str layout) "
-                                    "-> (Tensor dq, Tensor dk, Tensor dv)")
-    def attention_backward_op(grad_out, q, k, v, out, lse, attn_mask, scale, is_causal, layout):
-        return _attention_backward(grad_out, q, k, v, out, lse, attn_mask, scale, is_causal, layout)
+                                    "Tensor? attn_mask, Tensor out_float, float scale, bool is_causal, "
+                                    "str layout) -> (Tensor dq, Tensor dk, Tensor dv)")
+    def attention_backward_op(grad_out, q, k, v, out, lse, attn_mask, out_float, scale, is_causal, layout):
+        return _attention_backward(grad_out, q, k, v, out, lse, attn_mask, out_float, scale, is_causal, layout)
 
     @attention_backward_op.register_fake
-    def _(grad_out, q, k, v, out, lse, attn_mask, scale, is_causal, layout):
+    def _(grad_out, q, k, v, out, lse, attn_mask, out_float, scale, is_causal, layout):
         return _grads(q, k, v)
 
     def setup_context(ctx, inputs, output):
         q, k, v, mask, ctx.scale, ctx.is_causal, ctx.layout = inputs
-        out, lse = output
-        ctx.save_for_backward(q, k, v, mask, out, lse)
-        ctx.mark_non_differentiable(lse)
+        out, lse, out_float = output
+        ctx.save_for_backward(q, k, v, mask, out, lse, out_float)
+        ctx.mark_non_differentiable(lse, out_float)
         ctx.set_materialize_grads(False)
 
-    def backward(ctx, grad_out, _grad_lse):
-        q, k, v, mask, out, lse = ctx.saved_tensors
-        grads = attention_backward_op(grad_out, q, k, v, out, lse, mask, ctx.scale, ctx.is_causal, ctx.layout)
+    def backward(ctx, grad_out, _grad_lse, _grad_out_float):
+        q, k, v, mask, out, lse, out_float = ctx.saved_tensors
+        grads = attention_backward_op(grad_out, q, k, v, out, lse, mask, out_float, ctx.scale, ctx.is_causal,
+                                      ctx.layout)
         return (*B.absent_as_none(grads, ctx.needs_input_grad[:3]), None, None, None, None)
 
     attention_op.register_autograd(backward, setup_context=setup_context)
