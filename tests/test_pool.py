@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import fastnn
 from fastnn.testing import assert_close
-from helpers import fresh_seeds, nan_gapped, randn
+from helpers import fresh_seeds, nan_gapped, poisoned, randn
 
 LAYOUT_DTYPES = [("nchw", torch.float32), ("nhwc", torch.float32), ("nchw", torch.bfloat16),
                  ("nhwc", torch.bfloat16)]
@@ -89,6 +89,42 @@ def test_pool_unbatched_strided_nan_gapped_and_numpy(rng):
     out, idx = fastnn.max_pool2d(x, 2, return_indices=True)
     ref, ref_idx = F.max_pool2d(x, 2, return_indices=True)
     assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+
+
+@pytest.mark.parametrize("views", ["nchw", "nhwc", "nwch"])
+@pytest.mark.parametrize("case", [("avg", (3, 3), (2, 2), (1, 1)), ("avg", (2, 2), (3, 3), (0, 0)),
+                                  ("adaptive_avg", (1, 1), (1, 1), (0, 0)), ("adaptive_avg", (4, 3), (1, 1), (0, 0))])
+def test_average_kernels_write_every_element(case, views, rng):
+    # The kernel-level ops into poisoned outputs of any strides: every
+    # element is written (grad_in too where no window reads it: stride 3 >
+    # kernel 2), whatever the layout picks (planes, channels-last, or a
+    # (N, W, C, H) buffer, neither channels nor columns unit-stride).
+    kind, kernel, stride, pad = case
+    order = {"nchw": (0, 1, 2, 3), "nhwc": (0, 2, 3, 1), "nwch": (0, 3, 1, 2)}[views]
+
+    def poisoned_view(shape):
+        buf = poisoned(tuple(shape[i] for i in order))
+        return buf.permute(*[order.index(i) for i in range(4)])
+
+    x = randn((2, 19, 11, 10), torch.float32, rng)
+    if kind == "avg":
+        ref_fn = lambda t: F.avg_pool2d(t, kernel, stride, pad)  # noqa: E731
+    else:
+        ref_fn = lambda t: F.adaptive_avg_pool2d(t, kernel)  # noqa: E731
+    out_shape = ref_fn(x).shape
+    xv = poisoned_view(x.shape).copy_(x)
+    out = poisoned_view(out_shape)
+    fastnn._C.pool_forward(kind, xv, out, None, kernel, stride, pad, (1, 1), False, True, 0)
+    assert_close(out, ref_fn(x), ref_fn(x.double()), "out")
+    g = randn(out_shape, torch.float32, rng)
+    gv = poisoned_view(out_shape).copy_(g)
+    grad_in = poisoned_view(x.shape)
+    fastnn._C.pool_backward(kind, gv, None, grad_in, kernel, stride, pad, (1, 1), False, True, 0)
+    refs = []
+    for dt in (torch.float32, torch.float64):
+        xt = x.to(dt).requires_grad_()
+        refs.append(torch.autograd.grad(ref_fn(xt), xt, g.to(dt))[0])
+    assert_close(grad_in, *refs, "grad")
 
 
 def test_max_pool_nan_inf_and_indices():

@@ -494,6 +494,21 @@ struct LaneSumF64 {
         lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v.v)));
         hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v.v), 1))));
     }
+    // += v * s, one rounding per lane.
+    void add_scaled(VecF32 v, double s) {
+        const __m512d sv = _mm512_set1_pd(s);
+        lo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v.v)), sv, lo);
+        hi = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v.v), 1))), sv, hi);
+    }
+    // += p[0, width), and the lanes into p[0, width).
+    void add(const double* p) {
+        lo = _mm512_add_pd(lo, _mm512_loadu_pd(p));
+        hi = _mm512_add_pd(hi, _mm512_loadu_pd(p + 8));
+    }
+    void store(double* p) const {
+        _mm512_storeu_pd(p, lo);
+        _mm512_storeu_pd(p + 8, hi);
+    }
     double total() const { return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi)); }
     // Each lane's sum times s, rounded to float.
     VecF32 scaled(double s) const {
@@ -506,6 +521,19 @@ struct LaneSumF64 {
     void add(VecF32 v) {
         lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v.v)));
         hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v.v, 1)));
+    }
+    void add_scaled(VecF32 v, double s) {
+        const __m256d sv = _mm256_set1_pd(s);
+        lo = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v.v)), sv, lo);
+        hi = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v.v, 1)), sv, hi);
+    }
+    void add(const double* p) {
+        lo = _mm256_add_pd(lo, _mm256_loadu_pd(p));
+        hi = _mm256_add_pd(hi, _mm256_loadu_pd(p + 4));
+    }
+    void store(double* p) const {
+        _mm256_storeu_pd(p, lo);
+        _mm256_storeu_pd(p + 4, hi);
     }
     double total() const {
         double lanes[4];
@@ -520,6 +548,15 @@ struct LaneSumF64 {
     double lanes[VecF32::width] = {};
     void add(VecF32 v) {
         for (int i = 0; i < VecF32::width; ++i) lanes[i] += double(v.v[i]);
+    }
+    void add_scaled(VecF32 v, double s) {
+        for (int i = 0; i < VecF32::width; ++i) lanes[i] += double(v.v[i]) * s;
+    }
+    void add(const double* p) {
+        for (int i = 0; i < VecF32::width; ++i) lanes[i] += p[i];
+    }
+    void store(double* p) const {
+        for (int i = 0; i < VecF32::width; ++i) p[i] = lanes[i];
     }
     double total() const {
         double t = 0.0;
