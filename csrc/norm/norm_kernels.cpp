@@ -72,17 +72,6 @@ constexpr int kGroupRows = 2;
 #endif
 static_assert(kParamRows % kGroupRows == 0);
 
-template <class T>
-VecF32 load_n(const T* p, int n) {
-    return n == W ? VecF32::load(p) : VecF32::load_partial(p, n);
-}
-
-template <class T>
-void store_n(VecF32 v, T* p, int n) {
-    if (n == W) v.store(p);
-    else v.store_partial(p, n);
-}
-
 // True in the first n lanes.
 simd::MaskF32 first_lanes(int n) {
     static const float kOnes[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
@@ -146,7 +135,7 @@ float sum_of_squares(const T* x, int64_t n, float hi, float lo) {
     VecF32 rest = VecF32::zero();
     for (; i < n; i += W) {
         const int lanes = static_cast<int>(std::min<int64_t>(W, n - i));
-        VecF32 d = deviation(load_n(x + i, lanes));
+        VecF32 d = deviation(simd::load_lanes(x + i, lanes));
         if (kCentered && lanes < W) d = simd::select(first_lanes(lanes), d, VecF32::zero());
         rest = add_square(d, rest);
     }
@@ -164,7 +153,7 @@ double row_sum(const T* x, int64_t n) {
         a.add(simd::load_ahead(x + i));
         b.add(simd::load_ahead(x + i + W));
     }
-    for (; i < n; i += W) a.add(load_n(x + i, static_cast<int>(std::min<int64_t>(W, n - i))));
+    for (; i < n; i += W) a.add(simd::load_lanes(x + i, static_cast<int>(std::min<int64_t>(W, n - i))));
     return a.total() + b.total();
 }
 
@@ -220,11 +209,11 @@ void normalize_row(const T* x, T* y, int64_t n, const RowMoments& st, const floa
     // Captures by value: the vector stores may alias any memory (__m512 is
     // may_alias), so captured references would be reloaded every iteration.
     write_row<kStream>(y, n, [=](int64_t i, int lanes) {
-        const VecF32 v = load_n(x + i, lanes);
+        const VecF32 v = simd::load_lanes(x + i, lanes);
         VecF32 r = kCentered ? simd::fmadd(v - mean, rstd, low_term) : v * rstd;
-        if constexpr (kWeight && kBias) r = simd::fmadd(r, load_n(w + i, lanes), load_n(b + i, lanes));
-        else if constexpr (kWeight) r = r * load_n(w + i, lanes);
-        else if constexpr (kBias) r = r + load_n(b + i, lanes);
+        if constexpr (kWeight && kBias) r = simd::fmadd(r, simd::load_lanes(w + i, lanes), simd::load_lanes(b + i, lanes));
+        else if constexpr (kWeight) r = r * simd::load_lanes(w + i, lanes);
+        else if constexpr (kBias) r = r + simd::load_lanes(b + i, lanes);
         return r;
     });
 }
@@ -312,9 +301,9 @@ void backward_rows(const T* const* dy_rows, const T* const* x_rows, T* const* dx
         sum_g[k] = sum_gd[k] = VecF32::zero();
     }
     auto column = [&](int64_t i, int lanes) {
-        const VecF32 wv = kWeight ? load_n(w + i, lanes) : VecF32::zero();
-        VecF32 dw = kGradW ? load_n(dw_part + i, lanes) : VecF32::zero();
-        VecF32 db = kGradB ? load_n(db_part + i, lanes) : VecF32::zero();
+        const VecF32 wv = kWeight ? simd::load_lanes(w + i, lanes) : VecF32::zero();
+        VecF32 dw = kGradW ? simd::load_lanes(dw_part + i, lanes) : VecF32::zero();
+        VecF32 db = kGradB ? simd::load_lanes(db_part + i, lanes) : VecF32::zero();
         for (int k = 0; k < R; ++k) {
             // The next group's rows, requested a group ahead: on its own the
             // hardware prefetcher leaves this sweep waiting on memory.
@@ -322,19 +311,19 @@ void backward_rows(const T* const* dy_rows, const T* const* x_rows, T* const* dx
                 __builtin_prefetch(next_x[k] + i, 0, 3);
                 __builtin_prefetch(next_dy[k] + i, 0, 3);
             }
-            VecF32 d = load_n(x[k] + i, lanes);
+            VecF32 d = simd::load_lanes(x[k] + i, lanes);
             if constexpr (kCentered) d = d - vmean[k];
             // Lanes past the row read 0, whose d (-mean) may be infinite.
             if (lanes < W) d = simd::select(first_lanes(lanes), d, VecF32::zero());
-            const VecF32 go = load_n(dy[k] + i, lanes);
+            const VecF32 go = simd::load_lanes(dy[k] + i, lanes);
             const VecF32 g = kWeight ? go * wv : go;
             if constexpr (kCentered) sum_g[k] = sum_g[k] + g;
             sum_gd[k] = simd::fmadd(g, d, sum_gd[k]);
             if constexpr (kGradW) dw = simd::fmadd(go, d * vrstd[k], dw);
             if constexpr (kGradB) db = db + go;
         }
-        if constexpr (kGradW) store_n(dw, dw_part + i, lanes);
-        if constexpr (kGradB) store_n(db, db_part + i, lanes);
+        if constexpr (kGradW) simd::store_lanes(dw, dw_part + i, lanes);
+        if constexpr (kGradB) simd::store_lanes(db, db_part + i, lanes);
     };
     int64_t i = 0;
     for (; i + W <= n; i += W) column(i, W);
@@ -352,9 +341,9 @@ void backward_rows(const T* const* dy_rows, const T* const* x_rows, T* const* dx
         const VecF32 vm = vmean[k], vr = vrstd[k], mg = mean_g[k], nk = neg_k[k];
         // Captured by value (see normalize_row).
         write_row<kStream>(dx[k], n, [=](int64_t i, int lanes) {
-            const VecF32 d = kCentered ? load_n(xk + i, lanes) - vm : load_n(xk + i, lanes);
-            const VecF32 go = load_n(dyk + i, lanes);
-            const VecF32 t = simd::fmadd(d, nk, kWeight ? go * load_n(w + i, lanes) : go);
+            const VecF32 d = kCentered ? simd::load_lanes(xk + i, lanes) - vm : simd::load_lanes(xk + i, lanes);
+            const VecF32 go = simd::load_lanes(dyk + i, lanes);
+            const VecF32 t = simd::fmadd(d, nk, kWeight ? go * simd::load_lanes(w + i, lanes) : go);
             return (kCentered ? t - mg : t) * vr;
         });
     }
@@ -364,8 +353,8 @@ void backward_rows(const T* const* dy_rows, const T* const* x_rows, T* const* dx
 void flush_partial(float* part, double* acc, int64_t n) {
     for (int64_t i = 0; i < n; i += W) {
         const int lanes = static_cast<int>(std::min<int64_t>(W, n - i));
-        simd::add_to_double(acc + i, load_n(part + i, lanes), lanes);
-        store_n(VecF32::zero(), part + i, lanes);
+        simd::add_to_double(acc + i, simd::load_lanes(part + i, lanes), lanes);
+        simd::store_lanes(VecF32::zero(), part + i, lanes);
     }
 }
 

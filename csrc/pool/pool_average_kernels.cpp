@@ -30,6 +30,8 @@ namespace fastnn::FASTNN_ISA_NAMESPACE::pool {
 namespace {
 
 using simd::LaneSumF64;
+using simd::load_lanes;
+using simd::store_lanes;
 using simd::VecF32;
 constexpr int kLanes = VecF32::width;
 
@@ -83,17 +85,6 @@ private:
             for (int64_t i = spans[o].begin; i < spans[o].end; ++i) hi[i] = o + 1;
     }
 };
-
-template <class T>
-VecF32 load_lanes(const T* p, int lanes) {
-    return lanes == kLanes ? VecF32::load(p) : VecF32::load_partial(p, lanes);
-}
-
-template <class T>
-void store_lanes(VecF32 v, T* p, int lanes) {
-    if (lanes == kLanes) v.store(p);
-    else v.store_partial(p, lanes);
-}
 
 // ---- forward ---------------------------------------------------------------
 

@@ -477,6 +477,19 @@ inline VecF32 scale_pow2(VecF32 p, VecF32 n) {
 // ms from cache); float32 1.8 -> 1.0 ms. 2 KB is about one DRAM latency of
 // the slowest loops (~20 cycles per 64-byte vector).
 inline constexpr int kStreamPrefetchBytes = 2048;
+// The first n lanes (n <= width; the rest zero), a whole vector when n is
+// the width: the last, partial vector of a row.
+template <class T>
+inline VecF32 load_lanes(const T* p, int n) {
+    return n == VecF32::width ? VecF32::load(p) : VecF32::load_partial(p, n);
+}
+
+template <class T>
+inline void store_lanes(VecF32 v, T* p, int n) {
+    if (n == VecF32::width) v.store(p);
+    else v.store_partial(p, n);
+}
+
 template <class T>
 inline VecF32 load_ahead(const T* p) {
     __builtin_prefetch(reinterpret_cast<const char*>(p) + kStreamPrefetchBytes, 0, 3);
