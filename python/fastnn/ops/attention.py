@@ -1,7 +1,8 @@
 """Fused scaled-dot-product attention (flash style): launcher, then for
 torch tensors the custom operators fastnn::scaled_dot_product_attention
-(which also returns each query row's float32 log-sum-exp) and its backward,
-whose autograd formula is fastnn's own kernel. Matches
+(which also returns each query row's float32 log-sum-exp and, for bfloat16,
+the float32 output before its rounding) and its backward, whose autograd
+formula is fastnn's own kernel. Matches
 torch.nn.functional.scaled_dot_product_attention (top-left causal alignment,
 boolean masks True = attend, float masks added to the scaled scores), except
 that dropout is not supported."""
