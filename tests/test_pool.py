@@ -76,6 +76,14 @@ def test_adaptive_avg_pool(size, layout, dtype, rng):
     check(lambda t: fastnn.adaptive_avg_pool2d(t, size), lambda t: F.adaptive_avg_pool2d(t, size), x, layout)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_adaptive_avg_pool_large_windows(layout, rng):
+    # Window areas above the kernel's reciprocal table (4096) are divided.
+    x = randn((1, 3, 90, 80), torch.float32, rng)
+    for size in [(1, 1), (1, 2)]:
+        check(lambda t: fastnn.adaptive_avg_pool2d(t, size), lambda t: F.adaptive_avg_pool2d(t, size), x, layout)
+
+
 def test_pool_unbatched_strided_nan_gapped_and_numpy(rng):
     x = randn((3, 10, 12), torch.float32, rng)
     xg = nan_gapped(x, 2, transpose=True)
