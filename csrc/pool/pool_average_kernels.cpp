@@ -92,6 +92,12 @@ private:
     }
 };
 
+// One output whose window is the whole input plane (global average pooling).
+bool covers_plane(const Geometry& g, const AverageWindows& win) {
+    return g.OH == 1 && g.OW == 1 && win.rows[0].begin == 0 && win.rows[0].end == g.H && win.cols[0].begin == 0 &&
+           win.cols[0].end == g.W;
+}
+
 // ---- forward ---------------------------------------------------------------
 
 // n contiguous elements summed in float64, a vector at a time.
@@ -235,6 +241,28 @@ void backward_channels_last(const PoolBackwardParams& p, const Geometry& g, cons
     const TensorView &gy = p.grad_out, &gx = p.grad_in;
     const T* gyd = static_cast<const T*>(gy.data);
     T* gxd = static_cast<T*>(gx.data);
+    if (covers_plane(g, win)) {
+        // Global average: every pixel of image n gets the same row of
+        // shares, formed once and copied (pulling it anew per pixel ran at
+        // 1.3x torch against the scatter's 1.7x).
+        const double inv = win.inv(0, 0);
+        parallel_for(g.N * g.H, 1, [&](int64_t u0, int64_t u1) {
+            std::vector<T> shares(static_cast<size_t>(g.C));
+            int64_t row_image = -1;
+            for (int64_t u = u0; u < u1; ++u) {
+                const int64_t n = u / g.H, h = u % g.H;
+                if (n != row_image) {
+                    for (int64_t c = 0; c < g.C; ++c)
+                        shares[c] = simd::from_float<T>(
+                            static_cast<float>(simd::to_float(gyd[n * gy.strides[0] + c * gy.strides[1]]) * inv));
+                    row_image = n;
+                }
+                for (int64_t w = 0; w < g.W; ++w)
+                    std::copy_n(shares.data(), g.C, gxd + n * gx.strides[0] + h * gx.strides[2] + w * gx.strides[3]);
+            }
+        });
+        return;
+    }
     parallel_for(g.N * g.H, 1, [&](int64_t u0, int64_t u1) {
         for (int64_t u = u0; u < u1; ++u) {
             const int64_t n = u / g.H, h = u % g.H;
@@ -322,12 +350,6 @@ void backward_planes(const PoolBackwardParams& p, const Geometry& g, const Avera
             }
         }
     });
-}
-
-// One output whose window is the whole input plane (global average pooling).
-bool covers_plane(const Geometry& g, const AverageWindows& win) {
-    return g.OH == 1 && g.OW == 1 && win.rows[0].begin == 0 && win.rows[0].end == g.H && win.cols[0].begin == 0 &&
-           win.cols[0].end == g.W;
 }
 
 template <class T>
