@@ -82,6 +82,9 @@ def test_adaptive_avg_pool_large_windows(layout, rng):
     x = randn((1, 3, 90, 80), torch.float32, rng)
     for size in [(1, 1), (1, 2)]:
         check(lambda t: fastnn.adaptive_avg_pool2d(t, size), lambda t: F.adaptive_avg_pool2d(t, size), x, layout)
+    # Channels-last with many channels: vectors over C, a partial last one.
+    x = randn((2, 1100, 5, 4), torch.float32, rng)
+    check(lambda t: fastnn.adaptive_avg_pool2d(t, 1), lambda t: F.adaptive_avg_pool2d(t, 1), x, layout)
 
 
 def test_pool_unbatched_strided_nan_gapped_and_numpy(rng):
