@@ -112,8 +112,9 @@ def _attention_cases():
     def backward(g):
         q, k, v = qkv(g)
         mask = (torch.rand((5, 7), generator=g) > 0.3).expand(1, 2, 5, 7)
-        out, lse, out_float = torch.ops.fastnn.scaled_dot_product_attention(q, k, v, mask, 0.3, False, "bhsd")
-        return randn(out.shape, gen=g), q, k, v, out, lse, mask, out_float, 0.3, False, "bhsd"
+        # float32: the forward's out_float is a placeholder; the backward takes None.
+        out, lse, _ = torch.ops.fastnn.scaled_dot_product_attention(q, k, v, mask, 0.3, False, "bhsd")
+        return randn(out.shape, gen=g), q, k, v, out, lse, mask, None, 0.3, False, "bhsd"
 
     return {
         "scaled_dot_product_attention": lambda g: (*map(_leaf, qkv(g)), None, 0.35, True, "bhsd"),
@@ -181,6 +182,17 @@ def test_every_registered_op_has_an_opcheck_case():
 @pytest.mark.parametrize("name", sorted(OPCHECK_CASES))
 def test_opcheck(name, rng):
     torch.library.opcheck(getattr(torch.ops.fastnn, name).default, OPCHECK_CASES[name](rng))
+
+
+def test_opcheck_attention_bfloat16(rng):
+    # The bfloat16 forward also returns out_float, which its backward reads.
+    q, k, v = (randn((1, 2, 5, 8), gen=rng).bfloat16() for _ in range(3))
+    torch.library.opcheck(torch.ops.fastnn.scaled_dot_product_attention.default,
+                          (*(_leaf(x.clone()) for x in (q, k, v)), None, 0.35, True, "bhsd"))
+    out, lse, out_float = torch.ops.fastnn.scaled_dot_product_attention(q, k, v, None, 0.35, True, "bhsd")
+    assert out_float.dtype == torch.float32 and out_float.shape == q.shape
+    torch.library.opcheck(torch.ops.fastnn.scaled_dot_product_attention_backward.default,
+                          (randn(out.shape, gen=rng).bfloat16(), q, k, v, out, lse, None, out_float, 0.35, True, "bhsd"))
 
 
 # ---- torch.compile(fullgraph=True), forward and backward ---------------------

@@ -98,6 +98,11 @@ bool covers_plane(const Geometry& g, const AverageWindows& win) {
            win.cols[0].end == g.W;
 }
 
+// Every (image, channel) plane of t is one contiguous run of H * W elements.
+bool dense_planes(const TensorView& t) {
+    return (t.strides[3] == 1 || t.shape[3] == 1) && (t.strides[2] == t.shape[3] || t.shape[2] == 1);
+}
+
 // ---- forward ---------------------------------------------------------------
 
 // n contiguous elements summed in float64, a vector at a time.
@@ -189,10 +194,8 @@ void forward_planes(const PoolParams& p, const Geometry& g, const AverageWindows
     const TensorView &x = p.x, &y = p.out;
     const T* xd = static_cast<const T*>(x.data);
     T* yd = static_cast<T*>(y.data);
-    // Windows over whole rows of a dense plane (the global average) are one
-    // contiguous run each.
-    const bool dense = (x.strides[3] == 1 || g.W == 1) && (x.strides[2] == g.W || g.H == 1);
-    const bool whole_rows = dense && g.OW == 1 && win.cols[0].begin == 0 && win.cols[0].end == g.W;
+    // Windows over whole rows of a dense plane are one contiguous run each.
+    const bool whole_rows = dense_planes(x) && g.OW == 1 && win.cols[0].begin == 0 && win.cols[0].end == g.W;
     parallel_for(g.N * g.C, 1, [&](int64_t u0, int64_t u1) {
         std::vector<double> colsum(static_cast<size_t>(round_up(g.W, kLanes)));
         for (int64_t u = u0; u < u1; ++u) {
@@ -295,7 +298,7 @@ void backward_global(const PoolBackwardParams& p, const Geometry& g, double inv)
     const TensorView &gy = p.grad_out, &gx = p.grad_in;
     const T* gyd = static_cast<const T*>(gy.data);
     T* gxd = static_cast<T*>(gx.data);
-    const bool dense = (gx.strides[3] == 1 || g.W == 1) && (gx.strides[2] == g.W || g.H == 1);
+    const bool dense = dense_planes(gx);
     parallel_for(g.N * g.C, 16, [&](int64_t u0, int64_t u1) {
         int64_t n = u0 / g.C, c = u0 % g.C;
         for (int64_t u = u0; u < u1; ++u) {
@@ -357,9 +360,8 @@ void forward_typed(const PoolParams& p) {
     const Geometry g(p.x, p.out, channels_inner(p.x, p.out));
     if (g.N * g.C * g.OH * g.OW == 0) return;
     const AverageWindows win(p.window, g);
-    const bool dense = (p.x.strides[3] == 1 || g.W == 1) && (p.x.strides[2] == g.W || g.H == 1);
     if (g.cblock > 1) forward_channels_last<T>(p, g, win);
-    else if (dense && covers_plane(g, win)) forward_global<T>(p, g, win.inv(0, 0));
+    else if (dense_planes(p.x) && covers_plane(g, win)) forward_global<T>(p, g, win.inv(0, 0));
     else forward_planes<T>(p, g, win);
 }
 

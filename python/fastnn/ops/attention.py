@@ -54,25 +54,19 @@ def _prepare(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa, layout
     return mask, float(scale)
 
 
-def _outputs(q, layout):
-    """out in q's shape (and layout), lse float32 (B, H, Sq)."""
+def _outputs(q, layout, keep_float=False):
+    """out in q's shape (and layout), lse float32 (B, H, Sq), and with
+    keep_float (bfloat16 under autograd) out_float, float32 in q's shape:
+    the output before its rounding, from which the backward takes delta =
+    dO . O (with the rounded output, rows dominated by one key got dq and dk
+    errors of half an ulp of out times |K| or |Q|); else None."""
     b, h, sq, _ = _to_bhsd(q, layout).shape
-    return B.empty(q, tuple(q.shape), name="q"), B.empty(q, (b, h, sq), "float32", name="q")
+    out_float = B.empty(q, tuple(q.shape), "float32", name="q") if keep_float else None
+    return B.empty(q, tuple(q.shape), name="q"), B.empty(q, (b, h, sq), "float32", name="q"), out_float
 
 
-def _out_float(q, for_backward):
-    """What a bfloat16 forward saves for the backward besides out and lse:
-    the output before its rounding (float32, q's shape), from which the
-    backward takes delta = dO . O (with the rounded output, rows dominated
-    by one key got dq and dk errors of half an ulp of out times |K| or |Q|).
-    None otherwise."""
-    return B.empty(q, tuple(q.shape), "float32", name="q") if for_backward and str(q.dtype).endswith("bfloat16") \
-        else None
-
-
-def _attention(q, k, v, mask, scale, is_causal, layout, for_backward=False):
-    out, lse = _outputs(q, layout)
-    out_float = _out_float(q, for_backward)
+def _attention(q, k, v, mask, scale, is_causal, layout, keep_float=False):
+    out, lse, out_float = _outputs(q, layout, keep_float)
     qv, kv, vv, ov = (_to_bhsd(x, layout) for x in (q, k, v, out))
     fv = None if out_float is None else _to_bhsd(out_float, layout)
     B.launch("attention_forward", q, qv, kv, vv, mask, ov, lse, fv, scale, is_causal, name="q")
@@ -85,8 +79,7 @@ def _grads(q, k, v):
 
 def _attention_backward(grad_out, q, k, v, out, lse, mask, out_float, scale, is_causal, layout):
     dq, dk, dv = _grads(q, k, v)
-    # The operator's placeholder where the forward saved no float output is 1-D.
-    fv = None if out_float is None or out_float.ndim != 4 else _to_bhsd(out_float, layout)
+    fv = None if out_float is None else _to_bhsd(out_float, layout)
     B.launch("attention_backward", q, *(_to_bhsd(x, layout) for x in (q, k, v, out, grad_out)), lse, mask, fv,
              *(_to_bhsd(x, layout) for x in (dq, dk, dv)), scale, is_causal, name="q")
     return dq, dk, dv
@@ -115,24 +108,27 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
 
 
 def register_torch_ops(torch):
-    # out_float is an empty tensor where there is none (float32 attention):
-    # a custom operator returns the same number of tensors every time.
-    def with_out_float(q, out, lse, out_float):
-        return out, lse, q.new_empty((0,), dtype=torch.float32) if out_float is None else out_float
+    # A custom operator returns the same number of tensors every time:
+    # out_float is a zero-element placeholder for float32 attention
+    # (B.absent_as_empty), and the backward gets None for it again.
+    def keeps_float(q):
+        return q.dtype == torch.bfloat16
 
     @torch.library.custom_op("fastnn::scaled_dot_product_attention", mutates_args=(),
                              schema="(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float scale, bool is_causal, "
                                     "str layout) -> (Tensor out, Tensor lse, Tensor out_float)")
     def attention_op(q, k, v, attn_mask, scale, is_causal, layout):
-        return with_out_float(q, *_attention(q, k, v, attn_mask, scale, is_causal, layout, for_backward=True))
+        out, lse, out_float = _attention(q, k, v, attn_mask, scale, is_causal, layout, keep_float=keeps_float(q))
+        return (out, lse, *B.absent_as_empty((out_float,), lse))
 
     @attention_op.register_fake
     def _(q, k, v, attn_mask, scale, is_causal, layout):
-        return with_out_float(q, *_outputs(q, layout), _out_float(q, True))
+        out, lse, out_float = _outputs(q, layout, keeps_float(q))
+        return (out, lse, *B.absent_as_empty((out_float,), lse))
 
     @torch.library.custom_op("fastnn::scaled_dot_product_attention_backward", mutates_args=(),
                              schema="(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-                                    "Tensor? attn_mask, Tensor out_float, float scale, bool is_causal, "
+                                    "Tensor? attn_mask, Tensor? out_float, float scale, bool is_causal, "
                                     "str layout) -> (Tensor dq, Tensor dk, Tensor dv)")
     def attention_backward_op(grad_out, q, k, v, out, lse, attn_mask, out_float, scale, is_causal, layout):
         return _attention_backward(grad_out, q, k, v, out, lse, attn_mask, out_float, scale, is_causal, layout)
@@ -150,8 +146,8 @@ def register_torch_ops(torch):
 
     def backward(ctx, grad_out, _grad_lse, _grad_out_float):
         q, k, v, mask, out, lse, out_float = ctx.saved_tensors
-        grads = attention_backward_op(grad_out, q, k, v, out, lse, mask, out_float, ctx.scale, ctx.is_causal,
-                                      ctx.layout)
+        grads = attention_backward_op(grad_out, q, k, v, out, lse, mask, out_float if keeps_float(q) else None,
+                                      ctx.scale, ctx.is_causal, ctx.layout)
         return (*B.absent_as_none(grads, ctx.needs_input_grad[:3]), None, None, None, None)
 
     attention_op.register_autograd(backward, setup_context=setup_context)
