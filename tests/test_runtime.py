@@ -1,5 +1,6 @@
-"""The runtime: ISA detection and override, threads, concurrency, fork,
-leaks, and no OpenMP runtime of our own."""
+"""The runtime: ISA detection and override, threads (fastnn's own workers,
+or the team of the OpenMP runtime torch loaded), concurrency, fork, leaks,
+and no OpenMP runtime of our own."""
 
 from __future__ import annotations
 
@@ -146,6 +147,65 @@ def test_no_openmp_runtime_linked():
     for module in [_C] + ([fastnn._backend._cuda] if fastnn._backend._cuda else []):
         deps = subprocess.run(["ldd", module.__file__], capture_output=True, text=True).stdout
         assert not any(lib in deps for lib in ("libgomp", "libiomp", "libomp")), deps
+
+
+TEAM_CHECK = """
+    import sys, numpy as np, torch, fastnn
+    torch.manual_seed(0)
+    a, b = torch.randn(300, 257), torch.randn(257, 190)
+    q, k, v = torch.randn(3, 2, 4, 70, 40).unbind(0)
+    x = torch.randn(64, 1000)
+    fastnn.set_num_threads(2)
+    outs = [fastnn.matmul(a, b), fastnn.matmul(a.T.contiguous().T, b.T.contiguous().T),
+            fastnn.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True),
+            fastnn.softmax(x), fastnn.layer_norm(x, (1000,)), fastnn.gelu(x)]
+    np.savez(sys.argv[1], *[o.numpy() for o in outs])
+    print(fastnn._C.thread_runtime())
+"""
+
+
+def run_team_check(path, env=None) -> tuple[str, list]:
+    full_env = dict(os.environ, **(env or {}))
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(TEAM_CHECK), str(path)], capture_output=True,
+                         text=True, env=full_env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with np.load(path) as f:
+        return out.stdout.strip(), [f[k] for k in sorted(f.files, key=lambda n: int(n.split("_")[1]))]
+
+
+@pytest.mark.skipif("OpenMP" not in torch.__config__.parallel_info().split("ATen parallel backend:")[-1],
+                    reason="this torch build does not run its ops on OpenMP")
+def test_jobs_run_on_torchs_openmp_team_with_the_same_results(tmp_path):
+    """With torch's OpenMP runtime loaded, fastnn's jobs run on its team (a
+    pool of fastnn's own beside it would fight torch's spinning workers for
+    the cores); FASTNN_THREAD_POOL=own keeps fastnn's workers. Chunks and
+    sums do not depend on which threads run them: bitwise the same outputs."""
+    team, team_outs = run_team_check(tmp_path / "team.npz")
+    own, own_outs = run_team_check(tmp_path / "own.npz", {"FASTNN_THREAD_POOL": "own"})
+    assert team.startswith("OpenMP team of lib"), team
+    assert own == "fastnn's own workers"
+    assert len(team_outs) == len(own_outs) == 6
+    for t, o in zip(team_outs, own_outs):
+        assert np.isfinite(t).all() and np.array_equal(t, o)
+
+
+def test_own_workers_without_an_openmp_runtime():
+    """A process that never loaded an OpenMP runtime (NumPy arrays, torch
+    blocked from importing) runs on fastnn's own workers, and its parallel
+    results match the single-threaded ones."""
+    out = run_python("""
+        import sys
+        sys.modules["torch"] = None
+        import numpy as np, fastnn
+        from fastnn import _C
+        rng = np.random.default_rng(0)
+        a, b = rng.standard_normal((400, 300), np.float32), rng.standard_normal((300, 200), np.float32)
+        fastnn.set_num_threads(2)
+        many = fastnn.matmul(a, b)
+        fastnn.set_num_threads(1)
+        print(_C.thread_runtime(), np.array_equal(many, fastnn.matmul(a, b)))
+    """)
+    assert out == "fastnn's own workers True"
 
 
 @pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),

@@ -41,6 +41,14 @@ void bind_runtime(nb::module_& m) {
     m.def("num_threads", &num_threads);
     m.def("default_num_threads", &default_num_threads);
     m.def(
+        "thread_runtime",
+        []() -> std::string {
+            const char* omp = openmp_runtime();
+            return omp ? cat("OpenMP team of ", omp) : std::string("fastnn's own workers");
+        },
+        "Which threads run fastnn's parallel kernels: the OpenMP runtime already loaded in this process (PyTorch's), "
+        "or fastnn's own workers (no runtime loaded, or FASTNN_THREAD_POOL=own).");
+    m.def(
         "set_num_threads",
         [](int n) {
             if (n < 1) throw_value_error(cat("n must be >= 1, got ", n));

@@ -1,5 +1,7 @@
 #include "fastnn/parallel.h"
 
+#include <dlfcn.h>
+#include <link.h>
 #include <pthread.h>
 #include <sched.h>
 
@@ -7,6 +9,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -30,11 +35,93 @@ constexpr auto kSpinTime = std::chrono::microseconds(200);
 
 thread_local bool t_inside_task = false;
 
+// The OpenMP runtime PyTorch brought into this process, if any. Its workers
+// spin for milliseconds after each of PyTorch's parallel ops (libgomp's
+// default spin count of pauses), and a pool of our own beside them fights
+// them for the cores: on 2 cores, an attention backward after autograd's
+// parallel gradient accumulation took 2.2 ms longer than alone. So while such
+// a runtime is loaded, jobs run on its team (GOMP_parallel, the entry point
+// GCC emits for `#pragma omp parallel`, also exported by Intel's and LLVM's
+// runtimes): the threads PyTorch uses, already awake. fastnn never loads a
+// runtime itself (RTLD_NOLOAD), so it never adds a second one.
+struct OpenMPRuntime {
+    void (*parallel)(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags) = nullptr;
+    int (*thread_num)() = nullptr;
+    char name[64] = {};
+};
+
+class OpenMPLookup {
+public:
+    // nullptr while no runtime is loaded. Looked up again at most every
+    // kRecheck (torch may be imported after fastnn's first kernel), then kept:
+    // a loaded runtime is never unloaded while its users live.
+    const OpenMPRuntime* get() {
+        if (disabled_.load(std::memory_order_relaxed)) return nullptr;
+        if (found_.load(std::memory_order_acquire)) return &runtime_;
+        const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+        int64_t next = next_check_.load(std::memory_order_relaxed);
+        if (now < next || !next_check_.compare_exchange_strong(next, now + kRecheck.count()))
+            return nullptr;
+        // By file name among the loaded objects, not by soname: wheels
+        // repaired by auditwheel carry the runtime as libgomp-<hash>.so.1.
+        dl_iterate_phdr(
+            [](dl_phdr_info* info, size_t, void* self) {
+                return static_cast<OpenMPLookup*>(self)->try_object(info->dlpi_name) ? 1 : 0;
+            },
+            this);
+        return found_.load(std::memory_order_acquire) ? &runtime_ : nullptr;
+    }
+
+    const char* name() { return get() ? runtime_.name : nullptr; }
+
+    // libgomp is not fork-safe: in a child forked after its team ran, a
+    // parallel region waits forever for the parent's threads. The child runs
+    // on fastnn's own workers.
+    void forget_after_fork() { disabled_.store(true, std::memory_order_relaxed); }
+
+private:
+    bool try_object(const char* path) {
+        const char* slash = path ? std::strrchr(path, '/') : nullptr;
+        const char* base = slash ? slash + 1 : path;
+        if (!base || !(std::strncmp(base, "libgomp", 7) == 0 || std::strncmp(base, "libiomp5", 8) == 0 ||
+                       std::strncmp(base, "libomp", 6) == 0))
+            return false;
+        void* lib = dlopen(path, RTLD_LAZY | RTLD_NOLOAD);
+        if (!lib) return false;
+        runtime_.parallel = reinterpret_cast<decltype(runtime_.parallel)>(dlsym(lib, "GOMP_parallel"));
+        runtime_.thread_num = reinterpret_cast<decltype(runtime_.thread_num)>(dlsym(lib, "omp_get_thread_num"));
+        if (!runtime_.parallel || !runtime_.thread_num) return false;
+        std::snprintf(runtime_.name, sizeof(runtime_.name), "%s", base);
+        found_.store(true, std::memory_order_release);
+        return true;
+    }
+
+    static constexpr std::chrono::steady_clock::duration kRecheck =
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::milliseconds(100));
+    // FASTNN_THREAD_POOL=own keeps fastnn's own workers even beside a loaded
+    // runtime (tests compare the two; a process may prefer separate pools).
+    std::atomic<bool> disabled_{[] {
+        const char* v = std::getenv("FASTNN_THREAD_POOL");
+        return v && std::strcmp(v, "own") == 0;
+    }()};
+    std::atomic<bool> found_{false};
+    std::atomic<int64_t> next_check_{0};
+    OpenMPRuntime runtime_;
+};
+
+OpenMPLookup& openmp() {
+    static OpenMPLookup* lookup = new OpenMPLookup();
+    return *lookup;
+}
+
 class ThreadPool {
 public:
     ThreadPool()
         : nthreads_(std::min(default_num_threads(), (1 << kThreadBits) - 1)), claims_(new Claim[size()]) {
-        pthread_atfork(nullptr, nullptr, [] { instance().reset_after_fork(); });
+        pthread_atfork(nullptr, nullptr, [] {
+            openmp().forget_after_fork();
+            instance().reset_after_fork();
+        });
     }
 
     static ThreadPool& instance() {
@@ -68,7 +155,8 @@ public:
             fn(ctx, 0, n);
             return;
         }
-        if (static_cast<int>(workers_.size()) + 1 < size()) start_workers();
+        const OpenMPRuntime* team = openmp().get();
+        if (!team && static_cast<int>(workers_.size()) + 1 < size()) start_workers();
 
         // No thread may still hold a chunk of the previous job here (run()
         // returned only once all of them were done), so the job can be
@@ -83,12 +171,30 @@ public:
         for (int t = 0; t < threads; ++t)
             claims_[t].word.store(claim_word(id, nchunks * t / threads, nchunks * (t + 1) / threads),
                                   std::memory_order_release);
-        publish(threads);
-        if (sleepers_.load(std::memory_order_seq_cst) > 0) {
-            { std::lock_guard<std::mutex> lock(mutex_); }
-            wake_.notify_all();
+        if (team) {
+            // Team member i runs share i, then steals; a team smaller than
+            // asked for (nested inside another OpenMP region, a thread limit)
+            // leaves its missing members' shares to the stealing.
+            struct TeamJob {
+                ThreadPool* pool;
+                const OpenMPRuntime* team;
+                int threads;
+                uint64_t id;
+            } job{this, team, threads, id};
+            team->parallel(
+                [](void* data) {
+                    const auto& j = *static_cast<const TeamJob*>(data);
+                    j.pool->run_chunks(j.team->thread_num(), j.threads, j.id);
+                },
+                &job, static_cast<unsigned>(threads), 0);
+        } else {
+            publish(threads);
+            if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+                { std::lock_guard<std::mutex> lock(mutex_); }
+                wake_.notify_all();
+            }
+            run_chunks(0, threads, id);
         }
-        run_chunks(0, threads, id);
         while (done_.load(std::memory_order_acquire) != nchunks) FASTNN_CPU_RELAX();
         busy_.store(false, std::memory_order_release);
     }
@@ -247,6 +353,8 @@ int default_num_threads() {
 }
 
 int num_threads() { return ThreadPool::instance().size(); }
+
+const char* openmp_runtime() { return openmp().name(); }
 
 void set_num_threads(int n) { ThreadPool::instance().resize(n); }
 

@@ -29,6 +29,7 @@ def info() -> dict:
         "isa_requested": _C.isa_requested(),
         "cpu_features": [k for k, v in _C.cpu_features().items() if v],
         "threads": _C.num_threads(),
+        "thread_runtime": _C.thread_runtime(),
         "cuda_built": B._cuda is not None,
         "cuda_runtime": B._cuda.runtime_version() if B._cuda is not None else None,
         "cuda_unavailable_reason": B._cuda_import_error if B._cuda is None else gpu_error,
@@ -47,7 +48,7 @@ def format_info(d: dict) -> str:
         f"CPU ISA detected : {d['isa_detected']}",
         f"CPU ISA in use   : {isa}",
         f"CPU features     : {', '.join(d['cpu_features']) or 'none beyond the baseline'}",
-        f"threads          : {d['threads']}",
+        f"threads          : {d['threads']} ({d['thread_runtime']})",
     ]
     if d["cuda_built"]:
         rt = d["cuda_runtime"]

@@ -1,10 +1,12 @@
-// fastnn's own small thread pool. It is not OpenMP on purpose: loading a
-// second OpenMP runtime next to PyTorch's is a known source of aborts,
-// deadlocks and oversubscription. Workers start lazily (nothing at import),
-// spin briefly after a job so back-to-back kernels do not pay a wake-up, then
-// sleep. One job runs at a time; a call made while the pool is busy (another
-// Python thread) or from inside a task runs inline on the calling thread, so
-// concurrent callers never deadlock and never oversubscribe the cores.
+// fastnn's thread pool. fastnn does not link OpenMP: loading a second OpenMP
+// runtime next to PyTorch's is a known source of aborts, deadlocks and
+// oversubscription. When the process already has one (PyTorch's), jobs run
+// on its team, the threads PyTorch's own ops use; otherwise on fastnn's own
+// workers, which start lazily (nothing at import), spin briefly after a job
+// so back-to-back kernels do not pay a wake-up, then sleep. One job runs at a
+// time; a call made while the pool is busy (another Python thread) or from
+// inside a task runs inline on the calling thread, so concurrent callers
+// never deadlock and never oversubscribe the cores.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +20,9 @@ int num_threads();
 void set_num_threads(int n);
 // The number of cores this process may run on (its CPU affinity).
 int default_num_threads();
+// The loaded OpenMP runtime whose team runs fastnn's jobs ("libgomp.so.1",
+// ...), or nullptr when fastnn's own workers run them.
+const char* openmp_runtime();
 
 using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
 void parallel_for_impl(int64_t n, int64_t grain, RangeFn fn, void* ctx);

@@ -104,7 +104,7 @@ def _inference_on_cpu(fast: torch.nn.Module, reference: torch.nn.Module, task: T
               "batch_shape": "x".join(map(str, task.inference_batch.shape))}
     for name, model in models.items():
         result[name] = {**evaluate(model, task.val_batches, cpu),
-                        "forward_ms": time_forward(model, TORCH if name == "torch" else FASTNN, task.inference_batch)}
+                        "forward_ms": time_forward(model, task.inference_batch)}
     result["int8_speedup_vs_fastnn_float"] = result["float"]["forward_ms"] / result["int8"]["forward_ms"]
     result["int8_speedup_vs_torch_float"] = result["torch"]["forward_ms"] / result["int8"]["forward_ms"]
     return result, models["int8"]

@@ -8,7 +8,6 @@ import math
 import statistics
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -29,25 +28,6 @@ class Stack:
 
 TORCH = Stack("torch", torch.nn, torch.optim.AdamW, torch.nn.utils.clip_grad_norm_)
 FASTNN = Stack("fastnn", fastnn.nn, fastnn.optim.AdamW, fastnn.optim.clip_grad_norm_)
-
-
-@contextmanager
-def torch_threads_for(stack: Stack, device: torch.device):
-    """One torch thread while the fastnn stack runs on the CPU. Its kernels
-    run on fastnn's own pool; the torch ops between them (embedding lookups,
-    residual adds, autograd's gradient accumulation) run on torch's OpenMP
-    pool, whose threads spin after each op and take the cores from fastnn's
-    workers: 75 vs 45 ms per GPT step on 2 cores. The torch stack keeps
-    torch's threads."""
-    if stack is not FASTNN or device.type != "cpu":
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)
@@ -139,8 +119,7 @@ def train(model: torch.nn.Module, stack: Stack, batches: Iterator, schedule: Sch
     optimizer = stack.adamw(param_groups(model, schedule.weight_decay), lr=schedule.lr, betas=schedule.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)
     progress = Progress(stack.name, schedule.steps, unit) if show_progress else None
-    with torch_threads_for(stack, device):
-        return _train_steps(model, stack, optimizer, scheduler, batches, schedule, device, unit, progress)
+    return _train_steps(model, stack, optimizer, scheduler, batches, schedule, device, unit, progress)
 
 
 def _train_steps(model, stack, optimizer, scheduler, batches, schedule, device, unit, progress) -> RunResult:
@@ -188,19 +167,18 @@ def evaluate(model: torch.nn.Module, batches: list, device: torch.device) -> dic
 
 
 @torch.no_grad()
-def time_forward(model: torch.nn.Module, stack: Stack, inputs: torch.Tensor, repeats: int = 7) -> float:
+def time_forward(model: torch.nn.Module, inputs: torch.Tensor, repeats: int = 7) -> float:
     """Median milliseconds of one inference forward pass."""
     model.eval()
     device = inputs.device
-    with torch_threads_for(stack, device):
+    model(inputs)
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
         model(inputs)
-        times = []
-        for _ in range(repeats):
-            _synchronize(device)
-            start = time.perf_counter()
-            model(inputs)
-            _synchronize(device)
-            times.append(time.perf_counter() - start)
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
 
 
