@@ -234,19 +234,23 @@ def test_gemm_bf16_layouts_and_k_blocks(layout_a, layout_b, k, bf16_kernel, rng)
         assert_close(out, baseline, mm_ref(a, b))
 
 
-def test_gemm_deterministic_across_calls_and_threads(rng):
-    a, b = randn((300, 257), gen=rng), randn((257, 500), gen=rng)
+@pytest.mark.parametrize("m,k,n,a_transposed", [(300, 257, 500, False), (96, 2048, 96, True), (1000, 64, 40, False)])
+def test_gemm_deterministic_across_calls_and_threads(rng, m, k, n, a_transposed):
+    """The threads' rectangles change with the thread count (and with the
+    shape: row or column splits); every C element's sum does not."""
+    a = randn((k, m), gen=rng).T if a_transposed else randn((m, k), gen=rng)
+    b = randn((k, n), gen=rng)
     first = fastnn.matmul(a, b)
     assert torch.equal(first, fastnn.matmul(a, b))
     threads = fastnn.get_num_threads()
     try:
-        fastnn.set_num_threads(1)
-        single = fastnn.matmul(a, b)
-        fastnn.set_num_threads(3)
-        three = fastnn.matmul(a, b)
+        results = []
+        for t in (1, 2, 3, 4):
+            fastnn.set_num_threads(t)
+            results.append(fastnn.matmul(a, b))
     finally:
         fastnn.set_num_threads(threads)
-    assert torch.equal(first, single) and torch.equal(first, three)
+    assert all(torch.equal(first, r) for r in results)
 
 
 def test_gemm_concurrent_python_threads(rng):
