@@ -25,20 +25,20 @@ inline VecF32 exp_poly(VecF32 r) {
 #if FASTNN_SIMD_AVX512
 
 inline VecF32 exp(VecF32 x) {
-    // scalef handles the exponent range down to the subnormals and overflow
-    // to inf. Lanes below -104 (e^x rounds to 0; every masked or causally cut
-    // score is -inf) are not fed through: there scalef underflows, and an
-    // underflowing result costs a microcode assist of ~150 cycles on Intel
-    // cores (causal attention at 64 keys ran 3x slower than non-causal). They
-    // compute e^0 and are zeroed by the mask. min(c, x) returns x when x is
-    // NaN, and the comparison is false for NaN.
-    const __mmask16 keep = _mm512_cmp_ps_mask(x.v, _mm512_set1_ps(-104.0f), _CMP_NLT_UQ);
-    const __m512 xs = _mm512_min_ps(_mm512_set1_ps(100.0f), _mm512_maskz_mov_ps(keep, x.v));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xs, _mm512_set1_ps(1.44269504088896341f)),
+    // scalef handles the whole exponent range (subnormals, overflow to inf);
+    // the clamp keeps r finite for x = -inf. max(c, x) returns x when x is NaN.
+    // Lanes below -104 (e^x rounds to 0; every masked or causally cut score is
+    // -inf) are zeroed without being scaled: scaled, they underflow, and on
+    // Intel cores an underflowing result takes a microcode assist of ~150
+    // cycles (causal attention at 64 keys ran 3x slower than non-causal).
+    const MaskF32 rounds_to_zero = cmp_lt(x, VecF32::broadcast(-104.0f));
+    x = max(VecF32::broadcast(-150.0f), x);
+    x = min(VecF32::broadcast(100.0f), x);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x.v, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xs);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x.v);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    return {_mm512_maskz_scalef_ps(keep, exp_poly({r}).v, n)};
+    return scale_pow2_or_zero(exp_poly({r}), {n}, rounds_to_zero);
 }
 
 #elif FASTNN_SIMD_AVX2

@@ -43,17 +43,17 @@ inline VecF32 reciprocal(VecF32 a) {
     return fmadd(t, fnmadd(a, t, VecF32::broadcast(1.0f)), t);
 }
 
-// e^x. Lanes below -104 (e^-104 is under half the smallest subnormal; -inf
-// is how masks and causal attention drop a score) return 0 without being
-// fed through: computed, they underflow in scale_pow2, and on Intel cores an
-// underflowing result takes a microcode assist of ~150 cycles (a softmax
-// with half of each row -inf ran 5x slower than on finite rows, causal
-// attention at 64 keys 3x slower than non-causal). Above 89 the result
-// overflows to inf (e^88.73 > FLT_MAX). min and the comparison keep NaN (min
-// returns its second operand when either is NaN; the comparison is false).
-// 2^n (n in [-150, 128]) is applied by scale_pow2, rounding a subnormal
-// result once. At bfloat16 precision the Taylor polynomial of degree 4
-// (relative error 2^-14.6 on |r| <= ln2/2) replaces the degree-7 one.
+// e^x. The argument is clamped to [-104, 89] first: below, the result rounds
+// to 0 (e^-104 < half the smallest subnormal); above, it overflows to inf
+// (e^88.73 > FLT_MAX). min/max keep NaN (they return their second operand
+// when either is NaN). 2^n (n in [-150, 128]) is applied by scale_pow2,
+// rounding a subnormal result once, except in the lanes below -104, which
+// are set to 0 without being scaled: there the scaling underflows, and on
+// Intel cores an underflowing result takes a microcode assist of ~150 cycles
+// (-inf is how masks and causal attention drop a score: a softmax with half
+// of each row -inf ran 5x slower than on finite rows). At bfloat16 precision
+// the Taylor polynomial of degree 4 (relative error 2^-14.6 on
+// |r| <= ln2/2) replaces the degree-7 one.
 template <Precision kPrecision = Precision::float32>
 inline VecF32 exp(VecF32 x) {
     static constexpr float poly_float[] = {0.5f, 0.166666671633720397949219f, 0.0416664853692054748535156f,
@@ -61,14 +61,14 @@ inline VecF32 exp(VecF32 x) {
                                            0.000198527617612853646278381f};
     static constexpr float poly_bf16[] = {0.5f, 0.16666667f, 0.041666668f};
     const MaskF32 rounds_to_zero = cmp_lt(x, VecF32::broadcast(-104.0f));
-    x = min(VecF32::broadcast(89.0f), select(rounds_to_zero, VecF32::zero(), x));
+    x = min(VecF32::broadcast(89.0f), max(VecF32::broadcast(-104.0f), x));
     const VecF32 n = round_nearest(x * VecF32::broadcast(1.44269504088896341f));
     // ln 2 split: the high part has 16 significant bits, so n * hi is exact.
     VecF32 r = fmadd(n, VecF32::broadcast(-0.693145751953125f), x);
     r = fmadd(n, VecF32::broadcast(-1.428606765330187045e-06f), r);
     const VecF32 tail = kPrecision == Precision::float32 ? horner(r, poly_float) : horner(r, poly_bf16);
     const VecF32 p = fmadd(r * r, tail, r) + VecF32::broadcast(1.0f);
-    return select(rounds_to_zero, VecF32::zero(), scale_pow2(p, n));
+    return scale_pow2_or_zero(p, n, rounds_to_zero);
 }
 
 // tanh: an odd polynomial below 0.625 (x + x^3 P(x^2)), where 1 - 2/(e^2|x| + 1)
