@@ -103,6 +103,20 @@ bool dense_planes(const TensorView& t) {
     return (t.strides[3] == 1 || t.shape[3] == 1) && (t.strides[2] == t.shape[3] || t.shape[2] == 1);
 }
 
+// body(n, c) for every (n, c) plane, 16 planes or more per task. A task
+// steps (n, c) instead of dividing per plane: two integer divisions were
+// most of a global average's ~110 cycles per plane.
+template <class Body>
+void for_each_plane(const Geometry& g, Body&& body) {
+    parallel_for(g.N * g.C, 16, [&](int64_t u0, int64_t u1) {
+        int64_t n = u0 / g.C, c = u0 % g.C;
+        for (int64_t u = u0; u < u1; ++u) {
+            body(n, c);
+            if (++c == g.C) c = 0, ++n;
+        }
+    });
+}
+
 // ---- forward ---------------------------------------------------------------
 
 // n contiguous elements summed in float64, a vector at a time.
@@ -171,21 +185,16 @@ void column_sums(const T* plane, int64_t xhs, int64_t xws, const Span& hs, int64
 }
 
 // One output per plane whose window is the whole dense plane (global
-// average pooling): each plane one contiguous run, planes found by stepping
-// (n, c) rather than dividing.
+// average pooling): each plane one contiguous run.
 template <class T>
 void forward_global(const PoolParams& p, const Geometry& g, double inv) {
     const TensorView &x = p.x, &y = p.out;
     const T* xd = static_cast<const T*>(x.data);
     T* yd = static_cast<T*>(y.data);
     const int64_t hw = g.H * g.W;
-    parallel_for(g.N * g.C, 16, [&](int64_t u0, int64_t u1) {
-        int64_t n = u0 / g.C, c = u0 % g.C;
-        for (int64_t u = u0; u < u1; ++u) {
-            yd[n * y.strides[0] + c * y.strides[1]] =
-                simd::from_float<T>(static_cast<float>(sum_run(xd + n * x.strides[0] + c * x.strides[1], hw) * inv));
-            if (++c == g.C) c = 0, ++n;
-        }
+    for_each_plane(g, [&](int64_t n, int64_t c) {
+        yd[n * y.strides[0] + c * y.strides[1]] =
+            simd::from_float<T>(static_cast<float>(sum_run(xd + n * x.strides[0] + c * x.strides[1], hw) * inv));
     });
 }
 
@@ -299,19 +308,15 @@ void backward_global(const PoolBackwardParams& p, const Geometry& g, double inv)
     const T* gyd = static_cast<const T*>(gy.data);
     T* gxd = static_cast<T*>(gx.data);
     const bool dense = dense_planes(gx);
-    parallel_for(g.N * g.C, 16, [&](int64_t u0, int64_t u1) {
-        int64_t n = u0 / g.C, c = u0 % g.C;
-        for (int64_t u = u0; u < u1; ++u) {
-            const T share = simd::from_float<T>(
-                static_cast<float>(simd::to_float(gyd[n * gy.strides[0] + c * gy.strides[1]]) * inv));
-            T* plane = gxd + n * gx.strides[0] + c * gx.strides[1];
-            if (dense) {
-                std::fill_n(plane, g.H * g.W, share);
-            } else {
-                for (int64_t h = 0; h < g.H; ++h)
-                    for (int64_t w = 0; w < g.W; ++w) plane[h * gx.strides[2] + w * gx.strides[3]] = share;
-            }
-            if (++c == g.C) c = 0, ++n;
+    for_each_plane(g, [&](int64_t n, int64_t c) {
+        const T share = simd::from_float<T>(
+            static_cast<float>(simd::to_float(gyd[n * gy.strides[0] + c * gy.strides[1]]) * inv));
+        T* plane = gxd + n * gx.strides[0] + c * gx.strides[1];
+        if (dense) {
+            std::fill_n(plane, g.H * g.W, share);
+        } else {
+            for (int64_t h = 0; h < g.H; ++h)
+                for (int64_t w = 0; w < g.W; ++w) plane[h * gx.strides[2] + w * gx.strides[3]] = share;
         }
     });
 }

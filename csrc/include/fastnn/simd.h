@@ -525,7 +525,7 @@ struct LaneSumF64 {
         lo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v.v)), sv, lo);
         hi = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v.v), 1))), sv, hi);
     }
-    // += p[0, width), and the lanes into p[0, width).
+    // += p[0, width); store writes the lanes to p[0, width).
     void add(const double* p) {
         lo = _mm512_add_pd(lo, _mm512_loadu_pd(p));
         hi = _mm512_add_pd(hi, _mm512_loadu_pd(p + 8));
