@@ -13,6 +13,9 @@
 // also run every other operation (this Xeon: 2x the time). Rows are split
 // across threads; each row is one thread's, so results do not depend on the
 // thread count.
+#include <cmath>
+#include <type_traits>
+
 #include "fastnn/parallel.h"
 #include "fastnn/softmax.h"
 #include "row_ops.h"
@@ -81,6 +84,49 @@ double row_dot(const T* a, const T* b, int64_t n) {
     return combine_compensated(s, c);
 }
 
+// e^y as an unevaluated sum hi + lo with a relative error near 2^-28, for
+// the float32 log-softmax backward dx = dy - e^y s, s = sum(dy). Where dy and
+// e^y s nearly cancel, dx's error is the error of e^y s; a float exp (up to
+// ~0.6 ulp) and a rounded product there came out at 2-3x PyTorch's (whose exp
+// is nearly correctly rounded) on one draw in a thousand of short rows. So
+// the reduced argument r = y - n ln2 is kept in two floats (n c1 is exact: c1
+// has 16 significant bits and |n| <= 150; the second FMA's rounding error is
+// recovered by a third, r1 - rh being exact), 1 + r is split exactly
+// (Fast2Sum), and only the polynomial's r^2 T(r) (below 0.06) and the low
+// terms are rounded.
+struct ExpSplit {
+    VecF32 hi, lo;
+};
+
+inline ExpSplit exp_split(VecF32 y) {
+    static constexpr float poly[] = {0.5f, 0.166666671633720397949219f, 0.0416664853692054748535156f,
+                                     0.00833336077630519866943359f, 0.00139304355252534151077271f,
+                                     0.000198527617612853646278381f};
+    const VecF32 ln2_hi = VecF32::broadcast(0.693145751953125f), ln2_lo = VecF32::broadcast(1.4286068203e-06f);
+    const VecF32 one = VecF32::broadcast(1.0f);
+    const simd::MaskF32 rounds_to_zero = simd::cmp_lt(y, VecF32::broadcast(-104.0f));
+    const VecF32 x = simd::min(VecF32::broadcast(89.0f), simd::max(VecF32::broadcast(-104.0f), y));
+    const VecF32 n = simd::round_nearest(x * VecF32::broadcast(1.44269504088896341f));
+    const VecF32 r1 = simd::fnmadd(n, ln2_hi, x);
+    const VecF32 rh = simd::fnmadd(n, ln2_lo, r1);
+    const VecF32 rl = simd::fnmadd(n, ln2_lo, r1 - rh);
+    const VecF32 h = rh + one;
+    const VecF32 h_err = (one - h) + rh;
+    const VecF32 tail = simd::fmadd(rh * rh, simd::horner(rh, poly), h_err);
+    // e^(rh + rl) = e^rh (1 + rl + ...); rl e^rh ~ rl h to the precision kept.
+    const VecF32 lo = simd::fmadd(rl, h, tail);
+    return {simd::scale_pow2_or_zero(h, n, rounds_to_zero), simd::scale_pow2_or_zero(lo, n, rounds_to_zero)};
+}
+
+// dy - e^y s with s = s_hi + s_lo: the product's rounding error (an FMA) and
+// the low parts joined before the one subtraction that cancels.
+inline VecF32 log_softmax_grad(VecF32 dy, VecF32 y, VecF32 s_hi, VecF32 s_lo) {
+    const ExpSplit e = exp_split(y);
+    const VecF32 prod = e.hi * s_hi;
+    const VecF32 low = simd::fmadd(e.lo, s_hi, simd::fmadd(e.hi, s_lo, simd::product_error(e.hi, s_hi, prod)));
+    return (dy - prod) - low;
+}
+
 template <bool kStream, class T>
 void backward_rows(const SoftmaxBackwardParams& p) {
     const int64_t cols = p.y.shape[p.y.ndim - 1], rows = row_count(p.y);
@@ -94,7 +140,17 @@ void backward_rows(const SoftmaxBackwardParams& p) {
             ys.gather();
             T* dx = dxs.row(r);
             const T* in[] = {g, y};
-            if (p.log) {
+            if (p.log && std::is_same_v<T, float>) {
+                const double sum = row_dot<T>(g, nullptr, cols);
+                const float hi = static_cast<float>(sum);
+                // An infinite or NaN sum has no low part (inf - inf).
+                const float lo = std::isfinite(hi) ? static_cast<float>(sum - double(hi)) : 0.0f;
+                const VecF32 s_hi = VecF32::broadcast(hi), s_lo = VecF32::broadcast(lo);
+                map_row<kStream, T, 2>(dx, in, cols, [&](const VecF32* v, int64_t) {
+                    return log_softmax_grad(v[0], v[1], s_hi, s_lo);
+                });
+            } else if (p.log) {
+                // bfloat16's rounding (2^-9) dwarfs a float exp's error.
                 const VecF32 sum = VecF32::broadcast(static_cast<float>(row_dot<T>(g, nullptr, cols)));
                 map_row<kStream, T, 2>(dx, in, cols,
                                        [&](const VecF32* v, int64_t) { return v[0] - simd::exp(v[1]) * sum; });
