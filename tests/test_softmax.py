@@ -140,6 +140,22 @@ def test_backward_dot_correctly_rounded(rng):
     assert torch.equal(fastnn.softmax_backward(g, y), y * (g - dot))
 
 
+def test_log_backward_cancellation(rng):
+    """dx = dy - e^y sum(dy): on short rows with nearly equal dy the two terms
+    cancel, and dx's error is the error of e^y sum(dy). fastnn carries e^y and
+    the product in two floats, so the error stays near dx's own rounding
+    plus 2^-25 of the product, where a float exp and a rounded product (an ulp
+    of the product or more) fail."""
+    g = 1.0 + 1e-3 * randn((4096, 3), torch.float32, rng)
+    y = (0.1 * randn((4096, 3), torch.float32, rng)).log_softmax(-1)
+    got = fastnn.log_softmax_backward(g, y).double()
+    ref = torch._log_softmax_backward_data(g.double(), y.double(), -1, torch.float64)
+    product = y.double().exp() * g.double().sum(-1, keepdim=True)
+    ulp = torch.finfo(torch.float32).eps
+    bound = 0.5 * ulp * ref.abs() + 2.0**-25 * product
+    assert ((got - ref).abs() <= bound).all()
+
+
 @pytest.mark.parametrize("log", LOG)
 def test_deterministic_and_thread_independent(log, rng):
     x = randn((300, 1000), torch.float32, rng) * 5
