@@ -40,6 +40,38 @@ void row_dots(const float* Ot, const float* dOt, int64_t D, int64_t ld, int64_t 
     }
 }
 
+// sum_d a_d b_d with exact products and float64 sums.
+double dot_f64(const float* a, const float* b, int64_t n) {
+    double s[4] = {};
+    int64_t d = 0;
+    for (; d + 4 <= n; d += 4)
+        for (int t = 0; t < 4; ++t) s[t] += double(a[d + t]) * double(b[d + t]);
+    for (; d < n; ++d) s[0] += double(a[d]) * double(b[d]);
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// Probabilities above this take dP - delta from float64 dot products. dS =
+// P (dP - delta) cancels, so dS keeps dP's rounding error times P: summed in
+// float chunks, dP was up to ~2 ulp of its partial sums off, and on rows
+// with a few keys (causal rows near the start, peaked masks) the dq and dk
+// errors then exceeded twice PyTorch's on about 1 draw in 300 of a 17 x 23
+// problem. A row has fewer than 16 such keys, so the exact dots cost at most
+// 16 D multiply-adds per query row per head.
+constexpr float kExactDpWeight = 1.0f / 16;
+
+// dP_ji - delta_i for the query lanes of `prob` above kExactDpWeight,
+// `diff` (the float values) elsewhere. v: value row j; dO: the query rows of
+// the lanes, ld floats apart.
+VecF32 exact_heavy_lanes(VecF32 diff, const float* prob, const float* v, const float* dO, int64_t ld,
+                         const double* delta_exact, int64_t D) {
+    float lanes[W];
+    diff.store(lanes);
+    for (int l = 0; l < W; ++l)
+        if (prob[l] > kExactDpWeight)
+            lanes[l] = static_cast<float>(dot_f64(v, dO + l * ld, D) - delta_exact[l]);
+    return VecF32::load(lanes);
+}
+
 template <class T>
 void backward_typed(const AttentionBackwardParams& p) {
     const int64_t B = p.q.shape[0], Hq = p.q.shape[1], Sq = p.q.shape[2], D = p.q.shape[3];
@@ -51,8 +83,10 @@ void backward_typed(const AttentionBackwardParams& p) {
     const int64_t splits = std::max<int64_t>(1, std::min<int64_t>(nkb, (num_threads() + units - 1) / units));
     if (B * Hkv * Skv == 0 && B * Hq * Sq == 0) return;
 
-    // Per query head: Q rows, dO rows, Qt, dOt, delta, lse (padded with +inf).
-    const int64_t q_head = 2 * Sq * Dp + 2 * D * SqP + 2 * SqP;
+    // Per query head: Q rows, dO rows, Qt, dOt, delta, lse (padded with +inf),
+    // delta in float64 (2 floats each; every offset here is even, so the
+    // doubles are aligned).
+    const int64_t q_head = 2 * Sq * Dp + 2 * D * SqP + 4 * SqP;
     const int64_t kv_head = 2 * Skv * Dp;
     const int64_t dq_head = Sq * Dp;
     float* q_side = attention_workspace(B * Hq * q_head + B * Hkv * kv_head + splits * B * Hq * dq_head);
@@ -83,6 +117,7 @@ void backward_typed(const AttentionBackwardParams& p) {
             float* dOt = Qt + D * SqP;
             float* delta = dOt + D * SqP;
             float* lse_pad = delta + SqP;
+            double* delta_exact = reinterpret_cast<double*>(lse_pad + SqP);
             std::fill(Qt, Qt + 2 * D * SqP, 0.0f);
             std::fill_n(Ot, D * SqP, 0.0f);
             for (int64_t i0 = 0; i0 < Sq; i0 += kTransposeRows) {
@@ -93,6 +128,7 @@ void backward_typed(const AttentionBackwardParams& p) {
                     if (o_float) load_row(p.out_float, o_float, b, h, i, D, Orows + (i - i0) * Dp, Dp);
                     else load_row(p.out, o, b, h, i, D, Orows + (i - i0) * Dp, Dp);
                     lse_pad[i] = lse[b * p.lse.strides[0] + h * p.lse.strides[1] + i * p.lse.strides[2]];
+                    delta_exact[i] = dot_f64(Orows + (i - i0) * Dp, dOr + i * Dp, D);
                 }
                 transpose(Qr + i0 * Dp, Dp, rows, D, Qt + i0, SqP);
                 transpose(dOr + i0 * Dp, Dp, rows, D, dOt + i0, SqP);
@@ -138,6 +174,7 @@ void backward_typed(const AttentionBackwardParams& p) {
                     const float* dOt = Qt + D * SqP;
                     const float* delta = dOt + D * SqP;
                     const float* lse_pad = delta + SqP;
+                    const double* delta_exact = reinterpret_cast<const double*>(lse_pad + SqP);
                     float* dQ = dq_part + (split * B * Hq + head) * dq_head;
                     const ScoreEpilogue epilogue(p.mask, p.scale, p.causal, b, h);
                     // Causal: queries before j0 see none of this block.
@@ -147,13 +184,19 @@ void backward_typed(const AttentionBackwardParams& p) {
                         tile::gemm(cols, npad, D, Kr + j0 * Dp, Dp, 1, Qt + i0, SqP, St, kBlockQ, false);
                         epilogue.apply(St, kBlockQ, j0, cols, i0, rows, npad);
                         tile::gemm(cols, npad, D, Vr + j0 * Dp, Dp, 1, dOt + i0, SqP, dSt, kBlockQ, false);
+                        const VecF32 heavy = VecF32::broadcast(kExactDpWeight);
                         for (int j = 0; j < cols; ++j)
                             for (int c = 0; c < npad; c += W) {
                                 float* s = St + j * kBlockQ + c;
                                 float* ds = dSt + j * kBlockQ + c;
                                 const VecF32 prob = simd::exp(VecF32::load(s) - VecF32::load(lse_pad + i0 + c));
                                 prob.store(s);
-                                (prob * (VecF32::load(ds) - VecF32::load(delta + i0 + c))).store(ds);
+                                VecF32 diff = VecF32::load(ds) - VecF32::load(delta + i0 + c);
+                                // Padded query lanes have probability 0.
+                                if (simd::any(simd::cmp_lt(heavy, prob)))
+                                    diff = exact_heavy_lanes(diff, s, Vr + (j0 + j) * Dp, dOr + (i0 + c) * Dp, Dp,
+                                                             delta_exact + i0 + c, D);
+                                (prob * diff).store(ds);
                             }
                         tile::gemm(cols, Dp, rows, St, kBlockQ, 1, dOr + i0 * Dp, Dp, dV, Dp, true);
                         tile::gemm(cols, Dp, rows, dSt, kBlockQ, 1, Qr + i0 * Dp, Dp, dK, Dp, true);

@@ -146,6 +146,7 @@ inline VecF32 copysign(VecF32 mag, VecF32 sgn) {
 }
 inline MaskF32 is_nan(VecF32 a) { return {_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q)}; }
 inline MaskF32 operator|(MaskF32 a, MaskF32 b) { return {static_cast<__mmask16>(a.m | b.m)}; }
+inline bool any(MaskF32 a) { return a.m != 0; }
 inline VecF32 round_nearest(VecF32 a) {
     return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
 }
@@ -270,6 +271,7 @@ inline VecF32 copysign(VecF32 mag, VecF32 sgn) {
 }
 inline MaskF32 is_nan(VecF32 a) { return {_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)}; }
 inline MaskF32 operator|(MaskF32 a, MaskF32 b) { return {_mm256_or_ps(a.m, b.m)}; }
+inline bool any(MaskF32 a) { return _mm256_movemask_ps(a.m) != 0; }
 inline VecF32 round_nearest(VecF32 a) {
     return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
 }
@@ -410,6 +412,11 @@ inline MaskF32 operator|(MaskF32 a, MaskF32 b) {
     MaskF32 m;
     for (int i = 0; i < VecF32::width; ++i) m.m[i] = a.m[i] || b.m[i];
     return m;
+}
+inline bool any(MaskF32 a) {
+    for (int i = 0; i < VecF32::width; ++i)
+        if (a.m[i]) return true;
+    return false;
 }
 inline VecF32 round_nearest(VecF32 a) {
     VecF32 r;
