@@ -253,6 +253,28 @@ def test_gemm_deterministic_across_calls_and_threads(rng, m, k, n, a_transposed)
     assert all(torch.equal(first, r) for r in results)
 
 
+@pytest.mark.parametrize("m,k,n", [(96, 2048, 96), (100, 300, 70), (13, 64, 31)])
+def test_gemm_in_place_slivers_match_packed(rng, m, k, n):
+    """A with unit row stride and B with unit column stride, k steps at most
+    512 floats apart, are read where they lie (whole slivers; the edge ones
+    packed): the same sums as the packed path, which operands whose k steps
+    are farther apart take. Both computed against each other bitwise and
+    against float64."""
+    a_values, b_values = randn((m, k), gen=rng), randn((k, n), gen=rng)
+    near_a = a_values.T.contiguous().T              # (m, k), k steps m floats apart
+    far_a = torch.zeros(k, 640)[:, :m]              # the same, 640 floats apart
+    far_a.copy_(a_values.T)
+    far_a = far_a.T
+    near_b = b_values                                # k steps n floats apart
+    far_b = torch.zeros(k, 640)[:, :n]
+    far_b.copy_(b_values)
+    in_place = fastnn.matmul(near_a, near_b)
+    assert torch.equal(in_place, fastnn.matmul(far_a, far_b))
+    assert torch.equal(in_place, fastnn.matmul(near_a, far_b))
+    assert torch.equal(in_place, fastnn.matmul(far_a, near_b))
+    assert_close(in_place, a_values @ b_values, mm_ref(a_values, b_values))
+
+
 def test_gemm_concurrent_python_threads(rng):
     from concurrent.futures import ThreadPoolExecutor
 

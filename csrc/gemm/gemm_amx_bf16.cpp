@@ -39,6 +39,7 @@ struct AmxBf16Kernel {
     using P = bf16;
     static constexpr int MR = 32, NR = 32, KU = 32;
     static constexpr gemm_detail::SliverCache b_sliver = gemm_detail::SliverCache::a_and_b_in_l2;
+    static constexpr bool reads_in_place = false;
     static constexpr int kTileRows = 16, kTileCols = 16, kTileK = 32;
 
     using Scope = AmxTileScope;

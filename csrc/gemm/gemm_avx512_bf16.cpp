@@ -23,6 +23,7 @@ struct Bf16DotKernel {
     using P = bf16;
     static constexpr int MR = 14, NV = 2, NR = NV * 16, KU = 2;
     static constexpr gemm_detail::SliverCache b_sliver = gemm_detail::SliverCache::b_in_l2;
+    static constexpr bool reads_in_place = false;
 
     static void pack_a(const Matrix<bf16>& a, int64_t m, int64_t kc, bf16* dst) {
         if (a.cs == 1 && gemm_detail::pack_pair_lines<MR>(a.data, a.rs, m, kc, kc + kc % 2, dst)) return;

@@ -153,12 +153,17 @@ inline void sum_in_blocks(int64_t steps, int64_t sum_steps, VecF32 (&total)[MR][
 // without, 156-174 with 16 steps; 4 and 32 steps were no better).
 inline constexpr int kSliverPrefetchSteps = 16;
 
-template <int ABytesPerStep, int BBytesPerStep>
-inline void prefetch_slivers(const void* a, const void* b) {
-    const char* pa = static_cast<const char*>(a) + kSliverPrefetchSteps * ABytesPerStep;
-    const char* pb = static_cast<const char*>(b) + kSliverPrefetchSteps * BBytesPerStep;
+// a and b at one k step of their slivers, whose steps are a_step and b_step
+// floats apart (MR and NR when packed; a stride when read in place, where a
+// step's floats may straddle one more line).
+template <int MR, int NR>
+inline void prefetch_slivers(const float* a, int64_t a_step, const float* b, int64_t b_step) {
+    const float* pa = a + kSliverPrefetchSteps * a_step;
+    const float* pb = b + kSliverPrefetchSteps * b_step;
     __builtin_prefetch(pa, 0, 3);
-    for (int line = 0; line < BBytesPerStep; line += 64) __builtin_prefetch(pb + line, 0, 3);
+    __builtin_prefetch(pa + MR - 1, 0, 3);
+    for (int line = 0; line < NR; line += 16) __builtin_prefetch(pb + line, 0, 3);
+    __builtin_prefetch(pb + NR - 1, 0, 3);
 }
 
 // The C tile is read (or written) after the k loop: request its lines now so
@@ -247,10 +252,23 @@ struct Problem {
     Blocking blocking;
 };
 
+// A float operand whose sliver is already contiguous at every k (A with unit
+// row stride: MR adjacent rows; B with unit column stride: NR adjacent
+// columns) is read where it lies by kernels that take a k step per sliver,
+// if its k steps are at most this many floats apart; only the edge sliver
+// is packed. A Linear layer's weight gradient g^T x (g: tokens x 96..384
+// outputs, x: tokens x 96..384 inputs, 2048 tokens) packed as much data as
+// it multiplied: one thread, 96 x 96, 373-527 us -> 276-336 (MKL 236-347).
+// Farther apart, each k step would touch its own page.
+inline constexpr int64_t kMaxInPlaceStep = 512;
+
 // Kern provides MR, NR, KU, the packed type P, b_sliver (SliverCache),
 //   pack_a(a, m, kc, dst) and pack_b(b, kc, n, dst) (layouts as above),
-//   micro(kcp, packed_a, packed_b, c, ldc, m, n, TileUpdate), and optionally
-//   a Scope type, constructed on the thread before its micro-kernel calls.
+//   reads_in_place and micro(kcp, a, b, c, ldc, m, n, TileUpdate) or, with
+//   reads_in_place, micro(kcp, a, a_step, b, b_step, c, ldc, m, n,
+//   TileUpdate) (a sliver's k steps a_step and b_step elements apart: MR and
+//   NR when packed), and optionally a Scope type, constructed on the thread
+//   before its micro-kernel calls.
 template <class Kern, class T>
 bool run_rectangle(const Problem<T>& pr, int64_t bi, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     using P = typename Kern::P;
@@ -287,13 +305,19 @@ bool run_rectangle(const Problem<T>& pr, int64_t bi, int64_t m0, int64_t m1, int
     if (!packed_a || !packed_b || (!pr.direct && !scratch)) return false;
     float* c_f32 = pr.direct ? reinterpret_cast<float*>(c_base) : nullptr;
     [[maybe_unused]] typename ScopeOf<Kern>::type scope;
+    constexpr bool kInPlace = Kern::reads_in_place && std::is_same_v<T, P>;
+    const bool a_in_place = kInPlace && a.rs == 1 && a.cs > 0 && a.cs <= kMaxInPlaceStep;
+    const bool b_in_place = kInPlace && b.cs == 1 && b.rs > 0 && b.rs <= kMaxInPlaceStep;
 
     for (int64_t jc = n0; jc < n1; jc += blk.nc) {
         const int64_t nc = std::min(blk.nc, n1 - jc);
         for (int64_t pc = 0; pc < pr.k; pc += blk.kc) {
             const int64_t kc = std::min(blk.kc, pr.k - pc), kcp = round_up(kc, KU);
             const bool first = pc == 0, last = pc + kc == pr.k;
-            Kern::pack_b(Matrix<T>{b.at(pc, jc), b.rs, b.cs}, kc, nc, packed_b);
+            // In place, only the edge sliver (at its packed position).
+            const int64_t b_whole = b_in_place ? nc / NR * NR : 0;
+            if (b_whole < nc) Kern::pack_b(Matrix<T>{b.at(pc, jc + b_whole), b.rs, b.cs}, kc, nc - b_whole,
+                                           packed_b + b_whole * kcp);
             TileUpdate u{blk.sum_steps, 1.0f, first ? 0.0f : 1.0f, nullptr, false, GemmActivation::none};
             if (pr.direct) {
                 u.alpha = ep.alpha;
@@ -304,7 +328,9 @@ bool run_rectangle(const Problem<T>& pr, int64_t bi, int64_t m0, int64_t m1, int
             const bool with_bias = pr.direct && last && ep.bias;
             for (int64_t ic = m0; ic < m1; ic += blk.mc) {
                 const int64_t mc = std::min(blk.mc, m1 - ic);
-                Kern::pack_a(Matrix<T>{a.at(ic, pc), a.rs, a.cs}, mc, kc, packed_a);
+                const int64_t a_whole = a_in_place ? mc / MR * MR : 0;
+                if (a_whole < mc) Kern::pack_a(Matrix<T>{a.at(ic + a_whole, pc), a.rs, a.cs}, mc - a_whole, kc,
+                                               packed_a + a_whole * kcp);
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     const int n = static_cast<int>(std::min<int64_t>(NR, nc - jr));
                     for (int64_t ir = 0; ir < mc; ir += MR) {
@@ -319,7 +345,17 @@ bool run_rectangle(const Problem<T>& pr, int64_t bi, int64_t m0, int64_t m1, int
                             ldc = nc;
                         }
                         if (with_bias) u.bias = ep.bias + (ep.bias_on_rows ? ic + ir : jc + jr);
-                        Kern::micro(kcp, packed_a + ir * kcp, packed_b + jr * kcp, c_tile, ldc, m, n, u);
+                        const P* a_tile = packed_a + ir * kcp;
+                        const P* b_tile = packed_b + jr * kcp;
+                        int64_t a_step = MR, b_step = NR;
+                        if constexpr (kInPlace) {
+                            if (ir < a_whole) a_tile = a.at(ic + ir, pc), a_step = a.cs;
+                            if (jr < b_whole) b_tile = b.at(pc, jc + jr), b_step = b.rs;
+                        }
+                        if constexpr (Kern::reads_in_place)
+                            Kern::micro(kcp, a_tile, a_step, b_tile, b_step, c_tile, ldc, m, n, u);
+                        else
+                            Kern::micro(kcp, a_tile, b_tile, c_tile, ldc, m, n, u);
                     }
                 }
             }

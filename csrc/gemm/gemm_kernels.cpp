@@ -34,6 +34,7 @@ struct Fp32Kernel {
     using P = float;
     static constexpr int MR = kMR, NR = kNV * VecF32::width, KU = 1;
     static constexpr gemm_detail::SliverCache b_sliver = gemm_detail::SliverCache::b_in_l2;
+    static constexpr bool reads_in_place = true;
 
     template <class T>
     static void pack_a(const gemm_detail::Matrix<T>& a, int64_t m, int64_t kc, float* dst) {
@@ -55,14 +56,16 @@ struct Fp32Kernel {
         gemm_detail::pack_b<NR, KU>(b, kc, n, dst);
     }
 
-    static void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int m, int n,
-                      const TileUpdate& u) {
+    // A sliver's k steps are a_step and b_step floats apart: MR and NR when
+    // packed, a row or column stride when read in place (gemm_driver.h).
+    static void micro(int64_t kc, const float* a, int64_t a_step, const float* b, int64_t b_step, float* c,
+                      int64_t ldc, int m, int n, const TileUpdate& u) {
         constexpr int W = VecF32::width;
         gemm_detail::prefetch_tile<NR>(c, ldc, m);
         VecF32 total[MR][kNV];
         gemm_detail::sum_in_blocks<MR, kNV>(kc, u.sum_steps, total, [&](VecF32 (&acc)[MR][kNV], int64_t steps) {
-            for (int64_t k = 0; k < steps; ++k, a += MR, b += NR) {
-                gemm_detail::prefetch_slivers<MR * sizeof(float), NR * sizeof(float)>(a, b);
+            for (int64_t k = 0; k < steps; ++k, a += a_step, b += b_step) {
+                gemm_detail::prefetch_slivers<MR, NR>(a, a_step, b, b_step);
                 VecF32 bv[kNV];
 #pragma GCC unroll 4
                 for (int v = 0; v < kNV; ++v) bv[v] = VecF32::load(b + v * W);
