@@ -297,6 +297,32 @@ def test_compile_fullgraph_forward_backward(family, rng):
     _check_backward_graph(graphs)
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_eager_autograd_calls_no_custom_operator(family, monkeypatch, rng):
+    """Outside torch.compile, a call autograd records runs as a
+    torch.autograd.Function and its backward formula launches the kernels
+    directly (torch.library's wrapping costs ~20-45 us per call): with every
+    operator made to fail, forward and backward still run (their bits equal
+    the compiled graph's: test_compile_fullgraph_forward_backward). A
+    backward that is itself differentiated (create_graph) goes through the
+    operators, as before."""
+    from fastnn.ops import _torch_ops
+
+    def refuse(*args):
+        raise AssertionError("custom operator called")
+
+    for op in _torch_ops._ops.values():
+        monkeypatch.setattr(op, "operator", refuse)
+    fast_fn, _, make_inputs = FAMILIES[family]
+    outputs, grads = _forward_backward(fast_fn, make_inputs(rng), 0)
+    assert outputs and grads
+    leaves = _leaves(make_inputs(rng))
+    floating = [o for o in fast_fn(*leaves) if o.is_floating_point()]
+    with pytest.raises(AssertionError, match="custom operator called"):
+        torch.autograd.grad(floating, [t for t in leaves if t.requires_grad],
+                            [torch.ones_like(o) for o in floating], create_graph=True)
+
+
 # Besides fastnn's ops a backward graph may only unpack their tuples, detach,
 # and add the gradients of an input used twice: no torch kernel computes a
 # gradient.

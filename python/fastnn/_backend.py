@@ -191,11 +191,6 @@ def needs_torch_op(*arrays) -> bool:
     return torch.compiler.is_compiling() or (requires_grad and torch.is_grad_enabled())
 
 
-def torch_op(name: str):
-    """fastnn's torch custom operator torch.ops.fastnn.<name>."""
-    return getattr(torch_module().ops.fastnn, name)
-
-
 def flat_rows(x, name: str = "x"):
     """x (..., features) as a (rows, features) view (a copy only when the
     leading dims cannot be merged, as torch.reshape)."""

@@ -6,10 +6,12 @@ _backend.launch, which picks _C or _cuda (with the caller's stream).
 Every op is also a torch custom operator (torch.ops.fastnn.*, registered on
 import) with a fake implementation and, where it has a gradient, an autograd
 formula that runs fastnn's own backward kernels (themselves custom operators).
-A call on torch tensors goes through the operator when autograd must record
-it or torch.compile traces, so torch.compile(fullgraph=True) sees opaque ops
-and no graph break. Calls with out= run the kernel directly: they are for
-eager code (torch.compile breaks the graph there)."""
+Under torch.compile a call on torch tensors goes through the operator, so
+torch.compile(fullgraph=True) sees opaque ops and no graph break; in eager
+mode a call autograd must record runs as a torch.autograd.Function built from
+the same launcher and formula (_torch_ops.py: the operator's wrapping costs
+more than many kernels). Calls with out= run the kernel directly: they are
+for eager code (torch.compile breaks the graph there)."""
 
 # The family modules, bound before the function imports below rebind
 # `softmax` and `dropout` to the functions of those names.

@@ -9,6 +9,7 @@ Kernel names: <kind>_forward(x, out) and <kind>_backward(grad_out, saved, out)."
 from __future__ import annotations
 
 from .. import _backend as B
+from . import _torch_ops as T
 
 
 def launch(kernel: str, inputs: tuple, names: tuple, out):
@@ -19,13 +20,13 @@ def launch(kernel: str, inputs: tuple, names: tuple, out):
 
 def forward(kind: str, x, out):
     if out is None and B.needs_torch_op(x):
-        return B.torch_op(kind)(x)
+        return T.torch_op(kind)(x)
     return launch(kind + "_forward", (x,), ("x",), out)
 
 
 def backward(kind: str, grad_out, saved, saved_name: str, out):
     if out is None and B.needs_torch_op(grad_out, saved):
-        return B.torch_op(kind + "_backward")(grad_out, saved)
+        return T.torch_op(kind + "_backward")(grad_out, saved)
     return launch(kind + "_backward", (grad_out, saved), ("grad_out", saved_name), out)
 
 
@@ -35,7 +36,7 @@ def register(torch, kind: str, saves_output: bool) -> None:
     saved_name = "y" if saves_output else "x"
 
     # Schemas are spelled out: the ops modules' annotations are strings.
-    @torch.library.custom_op(f"fastnn::{kind}", mutates_args=(), schema="(Tensor x) -> Tensor")
+    @T.custom_op(kind, schema="(Tensor x) -> Tensor")
     def forward_op(x):
         return launch(kind + "_forward", (x,), ("x",), None)
 
@@ -43,8 +44,7 @@ def register(torch, kind: str, saves_output: bool) -> None:
     def _(x):
         return torch.empty_like(x)
 
-    @torch.library.custom_op(f"fastnn::{kind}_backward", mutates_args=(),
-                             schema=f"(Tensor grad_out, Tensor {saved_name}) -> Tensor")
+    @T.custom_op(f"{kind}_backward", schema=f"(Tensor grad_out, Tensor {saved_name}) -> Tensor")
     def backward_op(grad_out, saved):
         return launch(kind + "_backward", (grad_out, saved), ("grad_out", saved_name), None)
 

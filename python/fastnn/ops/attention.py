@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from .. import _backend as B
+from . import _torch_ops as T
 
 _LAYOUTS = ("bhsd", "bshd")
 
@@ -103,7 +104,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     if B.needs_torch_op(q, k, v):
         if B.is_torch(mask) and mask.requires_grad:
             raise ValueError("attn_mask requires grad; fastnn's attention does not differentiate the mask")
-        return B.torch_op("scaled_dot_product_attention")(q, k, v, mask, scale, bool(is_causal), layout)[0]
+        return T.torch_op("scaled_dot_product_attention")(q, k, v, mask, scale, bool(is_causal), layout)[0]
     return _attention(q, k, v, mask, scale, is_causal, layout)[0]
 
 
@@ -114,9 +115,9 @@ def register_torch_ops(torch):
     def keeps_float(q):
         return q.dtype == torch.bfloat16
 
-    @torch.library.custom_op("fastnn::scaled_dot_product_attention", mutates_args=(),
-                             schema="(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float scale, bool is_causal, "
-                                    "str layout) -> (Tensor out, Tensor lse, Tensor out_float)")
+    @T.custom_op("scaled_dot_product_attention",
+                 schema="(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float scale, bool is_causal, "
+                        "str layout) -> (Tensor out, Tensor lse, Tensor out_float)")
     def attention_op(q, k, v, attn_mask, scale, is_causal, layout):
         out, lse, out_float = _attention(q, k, v, attn_mask, scale, is_causal, layout, keep_float=keeps_float(q))
         return (out, lse, *B.absent_as_empty((out_float,), lse))
@@ -126,10 +127,10 @@ def register_torch_ops(torch):
         out, lse, out_float = _outputs(q, layout, keeps_float(q))
         return (out, lse, *B.absent_as_empty((out_float,), lse))
 
-    @torch.library.custom_op("fastnn::scaled_dot_product_attention_backward", mutates_args=(),
-                             schema="(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-                                    "Tensor? attn_mask, Tensor? out_float, float scale, bool is_causal, "
-                                    "str layout) -> (Tensor dq, Tensor dk, Tensor dv)")
+    @T.custom_op("scaled_dot_product_attention_backward",
+                 schema="(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+                        "Tensor? attn_mask, Tensor? out_float, float scale, bool is_causal, "
+                        "str layout) -> (Tensor dq, Tensor dk, Tensor dv)")
     def attention_backward_op(grad_out, q, k, v, out, lse, attn_mask, out_float, scale, is_causal, layout):
         return _attention_backward(grad_out, q, k, v, out, lse, attn_mask, out_float, scale, is_causal, layout)
 

@@ -7,6 +7,7 @@ operators take the resolved geometry: padding as (before, after) pairs."""
 from __future__ import annotations
 
 from .. import _backend as B
+from . import _torch_ops as T
 from ._spatial import batched, empty_nchw, pair
 
 
@@ -70,7 +71,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     B.device_of(weight, "weight")
     geo = _geometry(weight, stride, padding, dilation, groups)
     if B.needs_torch_op(x4, weight, bias):
-        out = B.torch_op("conv2d")(x4, weight, bias, *geo)
+        out = T.torch_op("conv2d")(x4, weight, bias, *geo)
     else:
         out = _conv2d(x4, weight, bias, *geo)
     return out[0] if added else out
@@ -93,8 +94,7 @@ def _conv2d_backward(grad_out, x, weight, stride, before, after, dilation, group
 def register_torch_ops(torch):
     geometry = "int[2] stride, int[2] pad_before, int[2] pad_after, int[2] dilation, int groups"
 
-    @torch.library.custom_op("fastnn::conv2d", mutates_args=(),
-                             schema=f"(Tensor x, Tensor weight, Tensor? bias, {geometry}) -> Tensor")
+    @T.custom_op("conv2d", schema=f"(Tensor x, Tensor weight, Tensor? bias, {geometry}) -> Tensor")
     def conv2d_op(x, weight, bias, stride, pad_before, pad_after, dilation, groups):
         return _conv2d(x, weight, bias, stride, pad_before, pad_after, dilation, groups)
 
@@ -102,10 +102,10 @@ def register_torch_ops(torch):
     def _(x, weight, bias, stride, pad_before, pad_after, dilation, groups):
         return _output(x, weight, stride, pad_before, pad_after, dilation)
 
-    @torch.library.custom_op("fastnn::conv2d_backward", mutates_args=(),
-                             schema=f"(Tensor grad_out, Tensor x, Tensor weight, {geometry}, bool input_grad, "
-                                    "bool weight_grad, bool bias_grad) "
-                                    "-> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)")
+    @T.custom_op("conv2d_backward",
+                 schema=f"(Tensor grad_out, Tensor x, Tensor weight, {geometry}, bool input_grad, "
+                        "bool weight_grad, bool bias_grad) "
+                        "-> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)")
     def conv2d_backward_op(grad_out, x, weight, stride, pad_before, pad_after, dilation, groups, *wanted):
         return B.absent_as_empty(_conv2d_backward(grad_out, x, weight, stride, pad_before, pad_after, dilation,
                                                   groups, wanted), weight)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 
 from .. import _backend as B
+from . import _torch_ops as T
 
 _SEED_RANGE = 2**63 - 1
 
@@ -85,7 +86,7 @@ def dropout(x, p: float = 0.5, training: bool = True, seed: int | None = None, o
     offset = _check_u64(offset, "offset")
     seed = None if seed is None else _check_u64(seed, "seed")
     if out is None and B.needs_torch_op(x):
-        return B.torch_op("dropout")(x, p, _seed_tensor(seed), _as_int64(offset))
+        return T.torch_op("dropout")(x, p, _seed_tensor(seed), _as_int64(offset))
     if seed is None:
         seed = _fresh_seed(x)
     return _run("dropout_forward", x, "x", p, seed, offset, out)
@@ -96,13 +97,12 @@ def dropout_backward(grad_out, p: float, seed: int, offset: int = 0, out=None):
     (seed, offset)."""
     p, seed, offset = _check_p(p), _check_u64(seed, "seed"), _check_u64(offset, "offset")
     if out is None and B.needs_torch_op(grad_out):
-        return B.torch_op("dropout_backward")(grad_out, p, _seed_tensor(seed), _as_int64(offset))
+        return T.torch_op("dropout_backward")(grad_out, p, _seed_tensor(seed), _as_int64(offset))
     return _run("dropout_backward", grad_out, "grad_out", p, seed, offset, out)
 
 
 def register_torch_ops(torch):
-    @torch.library.custom_op("fastnn::dropout", mutates_args=(),
-                             schema="(Tensor x, float p, Tensor seed, int offset) -> Tensor")
+    @T.custom_op("dropout", schema="(Tensor x, float p, Tensor seed, int offset) -> Tensor")
     def dropout_op(x, p, seed, offset):
         return _run("dropout_forward", x, "x", p, _as_uint64(seed), _as_uint64(offset), None)
 
@@ -110,8 +110,7 @@ def register_torch_ops(torch):
     def _(x, p, seed, offset):
         return torch.empty_like(x)
 
-    @torch.library.custom_op("fastnn::dropout_backward", mutates_args=(),
-                             schema="(Tensor grad_out, float p, Tensor seed, int offset) -> Tensor")
+    @T.custom_op("dropout_backward", schema="(Tensor grad_out, float p, Tensor seed, int offset) -> Tensor")
     def dropout_backward_op(grad_out, p, seed, offset):
         return _run("dropout_backward", grad_out, "grad_out", p, _as_uint64(seed), _as_uint64(offset), None)
 

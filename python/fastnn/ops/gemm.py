@@ -9,6 +9,7 @@ kernel packs from any strides), so there is never a `.contiguous()` here."""
 from __future__ import annotations
 
 from .. import _backend as B
+from . import _torch_ops as T
 
 
 def matmul(a, b, *, out=None, alpha: float = 1.0, beta: float = 0.0, bias=None, activation: str | None = None):
@@ -37,7 +38,7 @@ def matmul(a, b, *, out=None, alpha: float = 1.0, beta: float = 0.0, bias=None, 
                 raise ValueError(f"{name} must be 2-D (rows, cols) or 3-D (batch, rows, cols), "
                                  f"got shape {tuple(x.shape)}")
         if B.needs_torch_op(a, b):
-            return B.torch_op("matmul")(a, b, bias, float(alpha), activation)
+            return T.torch_op("matmul")(a, b, bias, float(alpha), activation)
         return _matmul(a, b, bias, alpha, activation)
     B.check_out(out)
     B.launch("gemm", a, a, b, out, bias, alpha, beta, activation, name="a")
@@ -83,7 +84,7 @@ def linear(x, weight, bias=None):
     fastnn::linear, whose backward runs linear_backward.
     """
     if B.needs_torch_op(x, weight, bias):
-        return B.torch_op("linear")(x, weight, bias)
+        return T.torch_op("linear")(x, weight, bias)
     return _linear(x, weight, bias)
 
 
@@ -97,7 +98,7 @@ def linear_backward(grad_out, x, weight, *, input_grad: bool = True, weight_grad
     """
     wanted = (bool(input_grad), bool(weight_grad), bool(bias_grad))
     if B.needs_torch_op(grad_out, x, weight):
-        return B.absent_as_none(B.torch_op("linear_backward")(grad_out, x, weight, *wanted), wanted)
+        return B.absent_as_none(T.torch_op("linear_backward")(grad_out, x, weight, *wanted), wanted)
     return _linear_backward(grad_out, x, weight, wanted)
 
 
@@ -118,8 +119,7 @@ def _linear_backward(grad_out, x, weight, wanted):
 
 
 def register_torch_ops(torch):
-    @torch.library.custom_op("fastnn::matmul", mutates_args=(),
-                             schema="(Tensor a, Tensor b, Tensor? bias, float alpha, str? activation) -> Tensor")
+    @T.custom_op("matmul", schema="(Tensor a, Tensor b, Tensor? bias, float alpha, str? activation) -> Tensor")
     def matmul_op(a, b, bias, alpha, activation):
         return _matmul(a, b, bias, alpha, activation)
 
@@ -127,8 +127,7 @@ def register_torch_ops(torch):
     def _(a, b, bias, alpha, activation):
         return _matmul_output(a, b)
 
-    @torch.library.custom_op("fastnn::linear", mutates_args=(),
-                             schema="(Tensor x, Tensor weight, Tensor? bias) -> Tensor")
+    @T.custom_op("linear", schema="(Tensor x, Tensor weight, Tensor? bias) -> Tensor")
     def linear_op(x, weight, bias):
         return _linear(x, weight, bias)
 
@@ -136,9 +135,9 @@ def register_torch_ops(torch):
     def _(x, weight, bias):
         return _linear_output(x, weight)
 
-    @torch.library.custom_op("fastnn::linear_backward", mutates_args=(),
-                             schema="(Tensor grad_out, Tensor x, Tensor weight, bool input_grad, bool weight_grad, "
-                                    "bool bias_grad) -> (Tensor, Tensor, Tensor)")
+    @T.custom_op("linear_backward",
+                 schema="(Tensor grad_out, Tensor x, Tensor weight, bool input_grad, bool weight_grad, "
+                        "bool bias_grad) -> (Tensor, Tensor, Tensor)")
     def linear_backward_op(grad_out, x, weight, *wanted):
         return B.absent_as_empty(_linear_backward(grad_out, x, weight, wanted), grad_out)
 

@@ -8,6 +8,7 @@ formulas run fastnn's own kernels."""
 from __future__ import annotations
 
 from .. import _backend as B
+from . import _torch_ops as T
 
 
 def _check_torch():
@@ -31,7 +32,7 @@ def cross_entropy(logits, target, reduction: str = "mean", ignore_index: int = -
     _check_torch()
     args = (reduction, int(ignore_index), float(label_smoothing))
     if B.needs_torch_op(logits):
-        return B.torch_op("cross_entropy")(logits, target, *args)[0]
+        return T.torch_op("cross_entropy")(logits, target, *args)[0]
     return _cross_entropy(logits, target, *args)[0]
 
 
@@ -55,7 +56,7 @@ def cross_entropy_backward(grad_loss, logits, target, stats, reduction: str = "m
     Written in one pass over the logits."""
     args = (reduction, int(ignore_index), float(label_smoothing))
     if out is None and B.needs_torch_op(grad_loss, logits):
-        return B.torch_op("cross_entropy_backward")(grad_loss, logits, target, stats, *args)
+        return T.torch_op("cross_entropy_backward")(grad_loss, logits, target, stats, *args)
     return _cross_entropy_backward(grad_loss, logits, target, stats, *args, out)
 
 
@@ -74,7 +75,7 @@ def mse_loss(x, target, reduction: str = "mean"):
     backward runs mse_loss_backward."""
     _check_torch()
     if B.needs_torch_op(x, target):
-        return B.torch_op("mse_loss")(x, target, reduction)
+        return T.torch_op("mse_loss")(x, target, reduction)
     return _mse(x, target, reduction)
 
 
@@ -93,7 +94,7 @@ def mse_loss_backward(grad_loss, x, target, reduction: str = "mean", out=None):
     mse_loss_backward(grad_loss, target, x): the same formula with the
     arguments swapped, bit for bit the negation."""
     if out is None and B.needs_torch_op(grad_loss, x, target):
-        return B.torch_op("mse_loss_backward")(grad_loss, x, target, reduction)
+        return T.torch_op("mse_loss_backward")(grad_loss, x, target, reduction)
     return _mse_backward(grad_loss, x, target, reduction, out)
 
 
@@ -104,9 +105,9 @@ def _mse_backward(grad_loss, x, target, reduction, out):
 
 
 def register_torch_ops(torch):
-    @torch.library.custom_op("fastnn::cross_entropy", mutates_args=(),
-                             schema="(Tensor logits, Tensor target, str reduction, int ignore_index, "
-                                    "float label_smoothing) -> (Tensor loss, Tensor stats)")
+    @T.custom_op("cross_entropy",
+                 schema="(Tensor logits, Tensor target, str reduction, int ignore_index, "
+                        "float label_smoothing) -> (Tensor loss, Tensor stats)")
     def cross_entropy_op(logits, target, reduction, ignore_index, label_smoothing):
         return _cross_entropy(logits, target, reduction, ignore_index, label_smoothing)
 
@@ -114,9 +115,9 @@ def register_torch_ops(torch):
     def _(logits, target, reduction, ignore_index, label_smoothing):
         return _cross_entropy_outputs(logits, target, reduction)
 
-    @torch.library.custom_op("fastnn::cross_entropy_backward", mutates_args=(),
-                             schema="(Tensor grad_loss, Tensor logits, Tensor target, Tensor stats, str reduction, "
-                                    "int ignore_index, float label_smoothing) -> Tensor")
+    @T.custom_op("cross_entropy_backward",
+                 schema="(Tensor grad_loss, Tensor logits, Tensor target, Tensor stats, str reduction, "
+                        "int ignore_index, float label_smoothing) -> Tensor")
     def cross_entropy_backward_op(grad_loss, logits, target, stats, reduction, ignore_index, label_smoothing):
         return _cross_entropy_backward(grad_loss, logits, target, stats, reduction, ignore_index, label_smoothing,
                                        None)
@@ -137,8 +138,7 @@ def register_torch_ops(torch):
 
     cross_entropy_op.register_autograd(cross_entropy_autograd, setup_context=cross_entropy_setup)
 
-    @torch.library.custom_op("fastnn::mse_loss", mutates_args=(),
-                             schema="(Tensor x, Tensor target, str reduction) -> Tensor")
+    @T.custom_op("mse_loss", schema="(Tensor x, Tensor target, str reduction) -> Tensor")
     def mse_op(x, target, reduction):
         return _mse(x, target, reduction)
 
@@ -146,8 +146,7 @@ def register_torch_ops(torch):
     def _(x, target, reduction):
         return _mse_output(x, reduction)
 
-    @torch.library.custom_op("fastnn::mse_loss_backward", mutates_args=(),
-                             schema="(Tensor grad_loss, Tensor x, Tensor target, str reduction) -> Tensor")
+    @T.custom_op("mse_loss_backward", schema="(Tensor grad_loss, Tensor x, Tensor target, str reduction) -> Tensor")
     def mse_backward_op(grad_loss, x, target, reduction):
         return _mse_backward(grad_loss, x, target, reduction, None)
 

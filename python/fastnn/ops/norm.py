@@ -8,6 +8,7 @@ and rms_norm with normalized_shape = (x.shape[-1],)."""
 from __future__ import annotations
 
 from .. import _backend as B
+from . import _torch_ops as T
 
 # torch.nn.functional.rms_norm's default eps: the machine epsilon of the type
 # it computes in, float32 for float32 and bfloat16 inputs alike (not
@@ -64,7 +65,7 @@ def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps: float = 1e
     """
     _check_normalized_shape(x, normalized_shape)
     if out is None and B.needs_torch_op(x, weight, bias):
-        y, mean, rstd = B.torch_op("layer_norm")(x, weight, bias, float(eps))
+        y, mean, rstd = T.torch_op("layer_norm")(x, weight, bias, float(eps))
     else:
         y, mean, rstd = _layer_norm(x, weight, bias, eps, out)
     return (y, mean, rstd) if return_stats else y
@@ -81,7 +82,7 @@ def layer_norm_backward(grad_out, x, mean, rstd, weight=None, bias=None, *, out=
     """
     wanted = (True, weight is not None and bool(weight_grad), bias is not None and bool(bias_grad))
     if out is None and B.needs_torch_op(grad_out, x, mean, rstd, weight):
-        grads = B.torch_op("layer_norm_backward")(grad_out, x, mean, rstd, weight, bias, *wanted[1:])
+        grads = T.torch_op("layer_norm_backward")(grad_out, x, mean, rstd, weight, bias, *wanted[1:])
         return B.absent_as_none(grads, wanted)
     return _layer_norm_backward(grad_out, x, mean, rstd, weight, bias, wanted, out)
 
@@ -112,7 +113,7 @@ def rms_norm(x, normalized_shape=None, weight=None, eps: float | None = None, *,
     if eps is None:
         eps = _RMS_DEFAULT_EPS
     if out is None and B.needs_torch_op(x, weight):
-        y, rstd = B.torch_op("rms_norm")(x, weight, float(eps))
+        y, rstd = T.torch_op("rms_norm")(x, weight, float(eps))
     else:
         y, rstd = _rms_norm(x, weight, eps, out)
     return (y, rstd) if return_stats else y
@@ -123,7 +124,7 @@ def rms_norm_backward(grad_out, x, rstd, weight=None, *, out=None, weight_grad: 
     without weight or with weight_grad=False."""
     wanted = (True, weight is not None and bool(weight_grad))
     if out is None and B.needs_torch_op(grad_out, x, rstd, weight):
-        return B.absent_as_none(B.torch_op("rms_norm_backward")(grad_out, x, rstd, weight, wanted[1]), wanted)
+        return B.absent_as_none(T.torch_op("rms_norm_backward")(grad_out, x, rstd, weight, wanted[1]), wanted)
     return _rms_norm_backward(grad_out, x, rstd, weight, wanted, out)
 
 
@@ -138,9 +139,9 @@ def _rms_norm_backward(grad_out, x, rstd, weight, wanted, out):
 
 
 def register_torch_ops(torch):
-    @torch.library.custom_op("fastnn::layer_norm", mutates_args=(),
-                             schema="(Tensor x, Tensor? weight, Tensor? bias, float eps) "
-                                    "-> (Tensor y, Tensor mean, Tensor rstd)")
+    @T.custom_op("layer_norm",
+                 schema="(Tensor x, Tensor? weight, Tensor? bias, float eps) "
+                        "-> (Tensor y, Tensor mean, Tensor rstd)")
     def layer_norm_op(x, weight, bias, eps):
         return _layer_norm(x, weight, bias, eps, None)
 
@@ -148,10 +149,10 @@ def register_torch_ops(torch):
     def _(x, weight, bias, eps):
         return _layer_norm_outputs(x, None)
 
-    @torch.library.custom_op("fastnn::layer_norm_backward", mutates_args=(),
-                             schema="(Tensor grad_out, Tensor x, Tensor mean, Tensor rstd, Tensor? weight, "
-                                    "Tensor? bias, bool weight_grad, bool bias_grad) "
-                                    "-> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)")
+    @T.custom_op("layer_norm_backward",
+                 schema="(Tensor grad_out, Tensor x, Tensor mean, Tensor rstd, Tensor? weight, "
+                        "Tensor? bias, bool weight_grad, bool bias_grad) "
+                        "-> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)")
     def layer_norm_backward_op(grad_out, x, mean, rstd, weight, bias, weight_grad, bias_grad):
         wanted = (True, weight_grad, bias_grad)
         return B.absent_as_empty(_layer_norm_backward(grad_out, x, mean, rstd, weight, bias, wanted, None), x)
@@ -176,8 +177,7 @@ def register_torch_ops(torch):
 
     layer_norm_op.register_autograd(layer_norm_autograd, setup_context=layer_norm_setup)
 
-    @torch.library.custom_op("fastnn::rms_norm", mutates_args=(),
-                             schema="(Tensor x, Tensor? weight, float eps) -> (Tensor y, Tensor rstd)")
+    @T.custom_op("rms_norm", schema="(Tensor x, Tensor? weight, float eps) -> (Tensor y, Tensor rstd)")
     def rms_norm_op(x, weight, eps):
         return _rms_norm(x, weight, eps, None)
 
@@ -185,9 +185,9 @@ def register_torch_ops(torch):
     def _(x, weight, eps):
         return _rms_norm_outputs(x, None)
 
-    @torch.library.custom_op("fastnn::rms_norm_backward", mutates_args=(),
-                             schema="(Tensor grad_out, Tensor x, Tensor rstd, Tensor? weight, bool weight_grad) "
-                                    "-> (Tensor grad_x, Tensor grad_weight)")
+    @T.custom_op("rms_norm_backward",
+                 schema="(Tensor grad_out, Tensor x, Tensor rstd, Tensor? weight, bool weight_grad) "
+                        "-> (Tensor grad_x, Tensor grad_weight)")
     def rms_norm_backward_op(grad_out, x, rstd, weight, weight_grad):
         return B.absent_as_empty(_rms_norm_backward(grad_out, x, rstd, weight, (True, weight_grad), None), x)
 

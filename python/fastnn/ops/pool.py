@@ -8,6 +8,7 @@ layout instead of the input itself, so pooling saves no activation."""
 from __future__ import annotations
 
 from .. import _backend as B
+from . import _torch_ops as T
 from ._spatial import batched, empty_nchw, is_channels_last, pair, pooled_size
 
 # What the adaptive kernel ignores: it derives its windows from the sizes.
@@ -67,7 +68,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     window = _window(kernel_size, stride, padding, dilation)
     x4, added = batched(x, "x")
     if B.needs_torch_op(x4):
-        out, indices = B.torch_op("max_pool2d")(x4, *window, bool(ceil_mode))
+        out, indices = T.torch_op("max_pool2d")(x4, *window, bool(ceil_mode))
     else:
         out, indices = _pool("max", x4, _windowed_hw(x4, *window, ceil_mode), window, ceil_mode, True, 0)
     out, indices = _unbatched(out, added), _unbatched(indices, added)
@@ -83,7 +84,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
         raise ValueError(f"divisor_override must be a positive int, got {divisor_override!r}")
     args = (bool(ceil_mode), bool(count_include_pad), divisor_override or 0)
     if B.needs_torch_op(x4):
-        out = B.torch_op("avg_pool2d")(x4, k, s, p, *args)
+        out = T.torch_op("avg_pool2d")(x4, k, s, p, *args)
     else:
         out = _pool("avg", x4, _windowed_hw(x4, k, s, p, (1, 1), ceil_mode), (k, s, p, (1, 1)), *args)[0]
     return _unbatched(out, added)
@@ -102,7 +103,7 @@ def adaptive_avg_pool2d(x, output_size):
     if min(hw) <= 0:
         raise ValueError(f"output_size must be positive, got {output_size!r}")
     if B.needs_torch_op(x4):
-        out = B.torch_op("adaptive_avg_pool2d")(x4, hw)
+        out = T.torch_op("adaptive_avg_pool2d")(x4, hw)
     else:
         out = _pool("adaptive_avg", x4, hw, _NO_WINDOW, False, True, 0)[0]
     return _unbatched(out, added)
@@ -121,8 +122,7 @@ def _input_layout(ctx, x4):
 def _register_max(torch):
     window = "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation"
 
-    @torch.library.custom_op("fastnn::max_pool2d", mutates_args=(),
-                             schema=f"(Tensor x, {window}, bool ceil_mode) -> (Tensor out, Tensor indices)")
+    @T.custom_op("max_pool2d", schema=f"(Tensor x, {window}, bool ceil_mode) -> (Tensor out, Tensor indices)")
     def forward_op(x, kernel_size, stride, padding, dilation, ceil_mode):
         win = (kernel_size, stride, padding, dilation)
         return _pool("max", x, _windowed_hw(x, *win, ceil_mode), win, ceil_mode, True, 0)
@@ -131,9 +131,9 @@ def _register_max(torch):
     def _(x, kernel_size, stride, padding, dilation, ceil_mode):
         return _outputs("max", x, _windowed_hw(x, kernel_size, stride, padding, dilation, ceil_mode))
 
-    @torch.library.custom_op("fastnn::max_pool2d_backward", mutates_args=(),
-                             schema=f"(Tensor grad_out, Tensor indices, SymInt[4] input_size, bool channels_last, "
-                                    f"{window}, bool ceil_mode) -> Tensor")
+    @T.custom_op("max_pool2d_backward",
+                 schema=f"(Tensor grad_out, Tensor indices, SymInt[4] input_size, bool channels_last, "
+                        f"{window}, bool ceil_mode) -> Tensor")
     def backward_op(grad_out, indices, input_size, channels_last, kernel_size, stride, padding, dilation,
                     ceil_mode):
         return _pool_backward("max", grad_out, indices, input_size, channels_last,
@@ -163,7 +163,7 @@ def _register_avg(torch):
     options = "int[2] kernel_size, int[2] stride, int[2] padding, bool ceil_mode, bool count_include_pad, " \
               "int divisor_override"
 
-    @torch.library.custom_op("fastnn::avg_pool2d", mutates_args=(), schema=f"(Tensor x, {options}) -> Tensor")
+    @T.custom_op("avg_pool2d", schema=f"(Tensor x, {options}) -> Tensor")
     def forward_op(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
         win = (kernel_size, stride, padding, (1, 1))
         return _pool("avg", x, _windowed_hw(x, *win, ceil_mode), win, ceil_mode, count_include_pad,
@@ -173,9 +173,9 @@ def _register_avg(torch):
     def _(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
         return _outputs("avg", x, _windowed_hw(x, kernel_size, stride, padding, (1, 1), ceil_mode))[0]
 
-    @torch.library.custom_op("fastnn::avg_pool2d_backward", mutates_args=(),
-                             schema=f"(Tensor grad_out, SymInt[4] input_size, bool channels_last, {options}) "
-                                    "-> Tensor")
+    @T.custom_op("avg_pool2d_backward",
+                 schema=f"(Tensor grad_out, SymInt[4] input_size, bool channels_last, {options}) "
+                        "-> Tensor")
     def backward_op(grad_out, input_size, channels_last, kernel_size, stride, padding, ceil_mode, count_include_pad,
                     divisor_override):
         return _pool_backward("avg", grad_out, None, input_size, channels_last, (kernel_size, stride, padding, (1, 1)),
@@ -196,8 +196,7 @@ def _register_avg(torch):
 
 
 def _register_adaptive_avg(torch):
-    @torch.library.custom_op("fastnn::adaptive_avg_pool2d", mutates_args=(),
-                             schema="(Tensor x, int[2] output_size) -> Tensor")
+    @T.custom_op("adaptive_avg_pool2d", schema="(Tensor x, int[2] output_size) -> Tensor")
     def forward_op(x, output_size):
         return _pool("adaptive_avg", x, output_size, _NO_WINDOW, False, True, 0)[0]
 
@@ -205,8 +204,8 @@ def _register_adaptive_avg(torch):
     def _(x, output_size):
         return _outputs("adaptive_avg", x, output_size)[0]
 
-    @torch.library.custom_op("fastnn::adaptive_avg_pool2d_backward", mutates_args=(),
-                             schema="(Tensor grad_out, SymInt[4] input_size, bool channels_last) -> Tensor")
+    @T.custom_op("adaptive_avg_pool2d_backward",
+                 schema="(Tensor grad_out, SymInt[4] input_size, bool channels_last) -> Tensor")
     def backward_op(grad_out, input_size, channels_last):
         return _pool_backward("adaptive_avg", grad_out, None, input_size, channels_last, _NO_WINDOW, False, True, 0)
 

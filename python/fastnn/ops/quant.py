@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _backend as B
+from . import _torch_ops as T
 
 
 def _scale_array(like, scale, name: str = "scale"):
@@ -59,7 +60,7 @@ def quantize_per_channel(x, scales, axis: int = 0, out=None):
 
 def _quantize(x, scale, axis: int, out):
     if out is None and B.needs_torch_op(x, scale):
-        return B.torch_op("quantize")(x, scale, axis)
+        return T.torch_op("quantize")(x, scale, axis)
     return _quantize_launch(x, scale, axis, out)
 
 
@@ -79,7 +80,7 @@ def dequantize(q, scale, axis=None, dtype: str = "float32", out=None):
     float32 or bfloat16."""
     scale, axis = _scale_array(q, scale), _axis(axis)
     if out is None and B.needs_torch_op(q, scale):
-        return B.torch_op("dequantize")(q, scale, axis, getattr(B.torch_module(), _dtype_name(dtype)))
+        return T.torch_op("dequantize")(q, scale, axis, getattr(B.torch_module(), _dtype_name(dtype)))
     return _dequantize(q, scale, axis, _dtype_name(dtype), out)
 
 
@@ -95,7 +96,7 @@ def quantize_rows(x, smooth_inv=None, out=None):
     scale[m] = max_k |x[m, k] * smooth_inv[k]| / 127 and q quantized with it.
     smooth_inv (K,) float32 is the SmoothQuant division of the activations."""
     if out is None and B.needs_torch_op(x, smooth_inv):
-        return B.torch_op("quantize_rows")(x, smooth_inv)
+        return T.torch_op("quantize_rows")(x, smooth_inv)
     return _quantize_rows(x, smooth_inv, out)
 
 
@@ -115,7 +116,7 @@ def int8_mm(a, b, out=None):
     torch._int_mm) for K <= 131071, beyond which int32 could overflow and the
     call raises."""
     if out is None and B.needs_torch_op(a, b):
-        return B.torch_op("int8_mm")(a, b)
+        return T.torch_op("int8_mm")(a, b)
     return _int8_mm(a, b, None, None, None, "int32", out)
 
 
@@ -124,7 +125,7 @@ def int8_mm_dequant(a, b, row_scale, col_scale, bias=None, dtype: str = "float32
     in float32 from the exact int32 product in the GEMM's epilogue (no int32
     matrix in memory); output float32 or bfloat16."""
     if out is None and B.needs_torch_op(a, b, row_scale, col_scale, bias):
-        return B.torch_op("int8_mm_dequant")(a, b, row_scale, col_scale, bias,
+        return T.torch_op("int8_mm_dequant")(a, b, row_scale, col_scale, bias,
                                               getattr(B.torch_module(), _dtype_name(dtype)))
     return _int8_mm(a, b, row_scale, col_scale, bias, _dtype_name(dtype), out)
 
@@ -147,7 +148,7 @@ def quant_linear(x, packed, mode: str, weight_scale, bias=None, smooth_inv=None)
     one float32 scale per output feature in weight_scale (N,). Returns
     (..., N) in x's dtype. The kernel behind fastnn.nn.QuantLinear."""
     if B.needs_torch_op(x, packed, weight_scale, bias, smooth_inv):
-        return B.torch_op("quant_linear")(x, packed, mode, weight_scale, bias, smooth_inv)
+        return T.torch_op("quant_linear")(x, packed, mode, weight_scale, bias, smooth_inv)
     return _quant_linear(x, packed, mode, weight_scale, bias, smooth_inv)
 
 
@@ -163,7 +164,7 @@ def _quant_linear(x, packed, mode, weight_scale, bias, smooth_inv):
 
 
 def register_torch_ops(torch):
-    @torch.library.custom_op("fastnn::quantize", mutates_args=(), schema="(Tensor x, Tensor scale, int axis) -> Tensor")
+    @T.custom_op("quantize", schema="(Tensor x, Tensor scale, int axis) -> Tensor")
     def quantize_op(x, scale, axis):
         return _quantize_launch(x, scale, axis, None)
 
@@ -171,8 +172,7 @@ def register_torch_ops(torch):
     def _(x, scale, axis):
         return _quantize_output(x)
 
-    @torch.library.custom_op("fastnn::dequantize", mutates_args=(),
-                             schema="(Tensor q, Tensor scale, int axis, ScalarType dtype) -> Tensor")
+    @T.custom_op("dequantize", schema="(Tensor q, Tensor scale, int axis, ScalarType dtype) -> Tensor")
     def dequantize_op(q, scale, axis, dtype):
         return _dequantize(q, scale, axis, _dtype_name(dtype), None)
 
@@ -180,8 +180,7 @@ def register_torch_ops(torch):
     def _(q, scale, axis, dtype):
         return B.empty(q, tuple(q.shape), _dtype_name(dtype))
 
-    @torch.library.custom_op("fastnn::quantize_rows", mutates_args=(),
-                             schema="(Tensor x, Tensor? smooth_inv) -> (Tensor q, Tensor scale)")
+    @T.custom_op("quantize_rows", schema="(Tensor x, Tensor? smooth_inv) -> (Tensor q, Tensor scale)")
     def quantize_rows_op(x, smooth_inv):
         return _quantize_rows(x, smooth_inv, None)
 
@@ -189,7 +188,7 @@ def register_torch_ops(torch):
     def _(x, smooth_inv):
         return _quantize_rows_outputs(x)
 
-    @torch.library.custom_op("fastnn::int8_mm", mutates_args=(), schema="(Tensor a, Tensor b) -> Tensor")
+    @T.custom_op("int8_mm", schema="(Tensor a, Tensor b) -> Tensor")
     def int8_mm_op(a, b):
         return _int8_mm(a, b, None, None, None, "int32", None)
 
@@ -197,9 +196,9 @@ def register_torch_ops(torch):
     def _(a, b):
         return _int8_mm_output(a, b, "int32")
 
-    @torch.library.custom_op("fastnn::int8_mm_dequant", mutates_args=(),
-                             schema="(Tensor a, Tensor b, Tensor row_scale, Tensor col_scale, Tensor? bias, "
-                                    "ScalarType dtype) -> Tensor")
+    @T.custom_op("int8_mm_dequant",
+                 schema="(Tensor a, Tensor b, Tensor row_scale, Tensor col_scale, Tensor? bias, "
+                        "ScalarType dtype) -> Tensor")
     def int8_mm_dequant_op(a, b, row_scale, col_scale, bias, dtype):
         return _int8_mm(a, b, row_scale, col_scale, bias, _dtype_name(dtype), None)
 
@@ -207,9 +206,9 @@ def register_torch_ops(torch):
     def _(a, b, row_scale, col_scale, bias, dtype):
         return _int8_mm_output(a, b, _dtype_name(dtype))
 
-    @torch.library.custom_op("fastnn::quant_linear", mutates_args=(),
-                             schema="(Tensor x, Tensor packed, str mode, Tensor weight_scale, Tensor? bias, "
-                                    "Tensor? smooth_inv) -> Tensor")
+    @T.custom_op("quant_linear",
+                 schema="(Tensor x, Tensor packed, str mode, Tensor weight_scale, Tensor? bias, "
+                        "Tensor? smooth_inv) -> Tensor")
     def quant_linear_op(x, packed, mode, weight_scale, bias, smooth_inv):
         return _quant_linear(x, packed, mode, weight_scale, bias, smooth_inv)
 
