@@ -36,7 +36,7 @@ struct Relu {
 // phi(x) = e^(-x^2/2) / sqrt(2 pi) the Gaussian that Phi is built from.
 struct Gelu {
     template <Precision P>
-    static VecF32 forward(VecF32 x) { return x * simd::normal_cdf_and_gauss<P>(x).cdf; }
+    static VecF32 forward(VecF32 x) { return simd::gelu(x); }
     template <Precision P>
     static VecF32 backward(VecF32 grad, VecF32 x) {
         const simd::NormalCdf n = simd::normal_cdf_and_gauss<P>(x);

@@ -5,7 +5,7 @@
 //   gelu_tanh(x) = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
 //                = x sigmoid(2u)       (one exp instead of a tanh)
 //   silu(x)      = x sigmoid(x)
-// The vector math (normal_cdf, sigmoid) is the activation family's, from
+// The vector math (gelu, sigmoid) is the activation family's, from
 // simd_math.h. NaN inputs give NaN outputs (x multiplies last).
 #pragma once
 
@@ -24,7 +24,7 @@ struct ActRelu {
     static VecF32 apply(VecF32 x) { return simd::max(VecF32::zero(), x); }
 };
 struct ActGeluErf {
-    static VecF32 apply(VecF32 x) { return x * simd::normal_cdf(x); }
+    static VecF32 apply(VecF32 x) { return simd::gelu(x); }
 };
 struct ActGeluTanh {
     // x/2 (1 + tanh u) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3).

@@ -150,6 +150,9 @@ inline bool any(MaskF32 a) { return a.m != 0; }
 inline VecF32 round_nearest(VecF32 a) {
     return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
 }
+inline VecF32 round_toward_zero(VecF32 a) {
+    return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC)};
+}
 // 2^n for integer-valued n in [-126, 127].
 inline VecF32 pow2i(VecF32 n) {
     const __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127));
@@ -189,6 +192,15 @@ inline VecU32 mul_hi(VecU32 a, VecU32 b) {
 }
 // Signed comparison: exact for values below 2^31.
 inline MaskF32 cmp_lt(VecU32 a, VecU32 b) { return {_mm512_cmplt_epi32_mask(a.v, b.v)}; }
+
+// The lane-wise index trunc(i) of a float i in [0, 8) (other i, NaN
+// included: an index whose table entry is unspecified), and the entries of
+// an 8-float table at such indices: one in-register permute, the table
+// repeated in both halves so that only the index's low 3 bits count.
+inline VecU32 table_index8(VecF32 i) { return {_mm512_cvttps_epi32(i.v)}; }
+inline VecF32 lookup8(const float (&table)[8], VecU32 index) {
+    return {_mm512_permutexvar_ps(index.v, _mm512_broadcast_f32x8(_mm256_loadu_ps(table)))};
+}
 
 #elif FASTNN_SIMD_AVX2
 
@@ -275,6 +287,9 @@ inline bool any(MaskF32 a) { return _mm256_movemask_ps(a.m) != 0; }
 inline VecF32 round_nearest(VecF32 a) {
     return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
 }
+inline VecF32 round_toward_zero(VecF32 a) {
+    return {_mm256_round_ps(a.v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC)};
+}
 inline VecF32 pow2i(VecF32 n) {
     const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127));
     return {_mm256_castsi256_ps(_mm256_slli_epi32(e, 23))};
@@ -297,6 +312,10 @@ inline VecU32 mul_hi(VecU32 a, VecU32 b) {
     return {_mm256_blend_epi32(even, odd, 0xaa)};
 }
 inline MaskF32 cmp_lt(VecU32 a, VecU32 b) { return {_mm256_castsi256_ps(_mm256_cmpgt_epi32(b.v, a.v))}; }
+inline VecU32 table_index8(VecF32 i) { return {_mm256_cvttps_epi32(i.v)}; }
+inline VecF32 lookup8(const float (&table)[8], VecU32 index) {
+    return {_mm256_permutevar8x32_ps(_mm256_loadu_ps(table), index.v)};
+}
 
 #else  // portable: fixed-width arrays the compiler may auto-vectorize
 
@@ -423,6 +442,11 @@ inline VecF32 round_nearest(VecF32 a) {
     for (int i = 0; i < VecF32::width; ++i) r.v[i] = std::nearbyint(a.v[i]);
     return r;
 }
+inline VecF32 round_toward_zero(VecF32 a) {
+    VecF32 r;
+    for (int i = 0; i < VecF32::width; ++i) r.v[i] = std::trunc(a.v[i]);
+    return r;
+}
 // Out-of-range or NaN n gives a finite power here (the float-to-int
 // conversion of those is undefined in C++); callers mask such lanes anyway.
 inline VecF32 pow2i(VecF32 n) {
@@ -470,6 +494,17 @@ inline MaskF32 cmp_lt(VecU32 a, VecU32 b) {
     MaskF32 m;
     for (int i = 0; i < VecU32::width; ++i) m.m[i] = static_cast<int32_t>(a.v[i]) < static_cast<int32_t>(b.v[i]);
     return m;
+}
+inline VecU32 table_index8(VecF32 i) {
+    VecU32 r;
+    for (int k = 0; k < VecU32::width; ++k)
+        r.v[k] = i.v[k] >= 0.0f && i.v[k] < 8.0f ? static_cast<uint32_t>(i.v[k]) : 0u;
+    return r;
+}
+inline VecF32 lookup8(const float (&table)[8], VecU32 index) {
+    VecF32 r;
+    for (int k = 0; k < VecF32::width; ++k) r.v[k] = table[index.v[k] & 7u];
+    return r;
 }
 
 #endif
