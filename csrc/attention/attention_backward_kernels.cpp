@@ -22,11 +22,11 @@ namespace {
 // Rows of Q, dO and O transposed together (one register block).
 constexpr int64_t kTransposeRows = 16;
 
-
 // delta_i = sum_d dO_id O_id for the columns of Ot and dOt (D rows of ld),
-// summed in exactly the order tile::gemm sums dP_ij = sum_d dO_id V_jd: where
-// the output row equals a value row (a single unmasked key), dP - delta is
-// then exactly 0, as it is mathematically, instead of a rounding residue.
+// summed in exactly the order tile::gemm sums dP_ij = sum_d dO_id V_jd, so
+// that dP - delta in float carries the same chunking on both sides. (Where
+// the output row equals a value row, a single unmasked key, P is 1 and the
+// float64 pair below gives dP - delta = 0 exactly.)
 void row_dots(const float* Ot, const float* dOt, int64_t D, int64_t ld, int64_t n, float* delta) {
     for (int64_t c = 0; c < n; c += W) {
         VecF32 total = VecF32::zero();

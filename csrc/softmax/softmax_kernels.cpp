@@ -99,9 +99,6 @@ struct ExpSplit {
 };
 
 inline ExpSplit exp_split(VecF32 y) {
-    static constexpr float poly[] = {0.5f, 0.166666671633720397949219f, 0.0416664853692054748535156f,
-                                     0.00833336077630519866943359f, 0.00139304355252534151077271f,
-                                     0.000198527617612853646278381f};
     const VecF32 ln2_hi = VecF32::broadcast(0.693145751953125f), ln2_lo = VecF32::broadcast(1.4286068203e-06f);
     const VecF32 one = VecF32::broadcast(1.0f);
     const simd::MaskF32 rounds_to_zero = simd::cmp_lt(y, VecF32::broadcast(-104.0f));
@@ -112,7 +109,7 @@ inline ExpSplit exp_split(VecF32 y) {
     const VecF32 rl = simd::fnmadd(n, ln2_lo, r1 - rh);
     const VecF32 h = rh + one;
     const VecF32 h_err = (one - h) + rh;
-    const VecF32 tail = simd::fmadd(rh * rh, simd::horner(rh, poly), h_err);
+    const VecF32 tail = simd::fmadd(rh * rh, simd::horner(rh, simd::kExpPoly), h_err);
     // e^(rh + rl) = e^rh (1 + rl + ...); rl e^rh ~ rl h to the precision kept.
     const VecF32 lo = simd::fmadd(rl, h, tail);
     return {simd::scale_pow2_or_zero(h, n, rounds_to_zero), simd::scale_pow2_or_zero(lo, n, rounds_to_zero)};
