@@ -89,9 +89,9 @@ double row_dot(const T* a, const T* b, int64_t n) {
 // e^y s nearly cancel, dx's error is the error of e^y s; a float exp (up to
 // ~0.6 ulp) and a rounded product there came out at 2-3x PyTorch's (whose exp
 // is nearly correctly rounded) on one draw in a thousand of short rows. So
-// the reduced argument r = y - n ln2 is kept in two floats (n c1 is exact: c1
-// has 16 significant bits and |n| <= 150; the second FMA's rounding error is
-// recovered by a third, r1 - rh being exact), 1 + r is split exactly
+// the reduced argument r = y - n ln2 is kept in two floats (n kLn2Hi is
+// exact; the second FMA's rounding error is recovered by a third, r1 - rh
+// being exact), 1 + r is split exactly
 // (Fast2Sum), and only the polynomial's r^2 T(r) (below 0.06) and the low
 // terms are rounded.
 struct ExpSplit {
@@ -99,11 +99,11 @@ struct ExpSplit {
 };
 
 inline ExpSplit exp_split(VecF32 y) {
-    const VecF32 ln2_hi = VecF32::broadcast(0.693145751953125f), ln2_lo = VecF32::broadcast(1.4286068203e-06f);
+    const VecF32 ln2_hi = VecF32::broadcast(simd::kLn2Hi), ln2_lo = VecF32::broadcast(simd::kLn2Lo);
     const VecF32 one = VecF32::broadcast(1.0f);
     const simd::MaskF32 rounds_to_zero = simd::cmp_lt(y, VecF32::broadcast(-104.0f));
     const VecF32 x = simd::min(VecF32::broadcast(89.0f), simd::max(VecF32::broadcast(-104.0f), y));
-    const VecF32 n = simd::round_nearest(x * VecF32::broadcast(1.44269504088896341f));
+    const VecF32 n = simd::round_nearest(x * VecF32::broadcast(simd::kLog2e));
     const VecF32 r1 = simd::fnmadd(n, ln2_hi, x);
     const VecF32 rh = simd::fnmadd(n, ln2_lo, r1);
     const VecF32 rl = simd::fnmadd(n, ln2_lo, r1 - rh);

@@ -43,6 +43,15 @@ inline VecF32 reciprocal(VecF32 a) {
     return fmadd(t, fnmadd(a, t, VecF32::broadcast(1.0f)), t);
 }
 
+// e^r = 1 + r + r^2 P(r) on |r| <= ln2/2 at float precision (Sleef's expf),
+// after the reduction x = n ln2 + r with ln 2 split in two: the high part
+// has 16 significant bits, so n * kLn2Hi is exact for |n| < 256.
+inline constexpr float kExpPoly[] = {0.5f, 0.166666671633720397949219f, 0.0416664853692054748535156f,
+                                     0.00833336077630519866943359f, 0.00139304355252534151077271f,
+                                     0.000198527617612853646278381f};
+inline constexpr float kLog2e = 1.44269504088896341f;
+inline constexpr float kLn2Hi = 0.693145751953125f, kLn2Lo = 1.428606765330187045e-06f;
+
 // e^x. The argument is clamped to [-104, 89] first: below, the result rounds
 // to 0 (e^-104 < half the smallest subnormal); above, it overflows to inf
 // (e^88.73 > FLT_MAX). min/max keep NaN (they return their second operand
@@ -54,20 +63,14 @@ inline VecF32 reciprocal(VecF32 a) {
 // of each row -inf ran 5x slower than on finite rows). At bfloat16 precision
 // the Taylor polynomial of degree 4 (relative error 2^-14.6 on
 // |r| <= ln2/2) replaces the degree-7 one.
-// e^r = 1 + r + r^2 P(r) on |r| <= ln2/2 at float precision (Sleef's expf).
-inline constexpr float kExpPoly[] = {0.5f, 0.166666671633720397949219f, 0.0416664853692054748535156f,
-                                     0.00833336077630519866943359f, 0.00139304355252534151077271f,
-                                     0.000198527617612853646278381f};
-
 template <Precision kPrecision = Precision::float32>
 inline VecF32 exp(VecF32 x) {
     static constexpr float poly_bf16[] = {0.5f, 0.16666667f, 0.041666668f};
     const MaskF32 rounds_to_zero = cmp_lt(x, VecF32::broadcast(-104.0f));
     x = min(VecF32::broadcast(89.0f), max(VecF32::broadcast(-104.0f), x));
-    const VecF32 n = round_nearest(x * VecF32::broadcast(1.44269504088896341f));
-    // ln 2 split: the high part has 16 significant bits, so n * hi is exact.
-    VecF32 r = fmadd(n, VecF32::broadcast(-0.693145751953125f), x);
-    r = fmadd(n, VecF32::broadcast(-1.428606765330187045e-06f), r);
+    const VecF32 n = round_nearest(x * VecF32::broadcast(kLog2e));
+    VecF32 r = fnmadd(n, VecF32::broadcast(kLn2Hi), x);
+    r = fnmadd(n, VecF32::broadcast(kLn2Lo), r);
     const VecF32 tail = kPrecision == Precision::float32 ? horner(r, kExpPoly) : horner(r, poly_bf16);
     const VecF32 p = fmadd(r * r, tail, r) + VecF32::broadcast(1.0f);
     return scale_pow2_or_zero(p, n, rounds_to_zero);
