@@ -218,8 +218,8 @@ def test_gemm_bf16_batched_broadcast(bf16_kernel, rng):
 
 
 # Every packing path of A and B (row-major, transposed, general strides) and
-# K within one KC block and past one (KC is 2048-4096 bf16 steps with a 1-2 MiB
-# L2; odd K: a padded pair, K % 32 != 0: a padded AMX chunk; K > 256 into
+# K within one KC block and past one (KC is at most 2048 bf16 values for the
+# vdpbf16ps kernel, 2048-4096 for AMX with a 1-2 MiB L2; odd K: a padded pair, K % 32 != 0: a padded AMX chunk; K > 256 into
 # float32 C: the AMX kernel's blocks of tile sums), into float32 and bfloat16 C.
 @pytest.mark.parametrize("layout_a", ["row", "col", "general"])
 @pytest.mark.parametrize("layout_b", ["row", "col", "general"])

@@ -78,7 +78,10 @@ enum class SliverCache { b_in_l2, a_and_b_in_l2 };
 //   KC x NR sliver of B takes an eighth of L2 (KC = 1024 float32 steps for a
 //   1 MiB L2). Measured on 2 Zen 4 cores at 2048^3, float32: 184 GFLOP/s at
 //   KC = 128 (the sliver in L1), 195 at 256, 204 at 512, 210 at 1024;
-//   bfloat16 374 at 256, 410 at 1024.
+//   bfloat16 374 at 256, 410 at 1024. On a 2 MiB L2 (Intel Xeon) the eighth
+//   is 2048 steps, which was too long: one thread, float32 Linear 512 x 2048
+//   x 2048 0.82-0.85x MKL's speed at 2048, 0.87-0.96x at 1024 (median 0.84
+//   -> 0.92), 2048^3 0.94 -> 0.97; so at most kMaxStreamedSteps.
 //   AMX loads a 1 KB tile of A or B per 16 K of a tile product (its loop
 //   alone runs 20% slower with the B sliver in L2 than in L1), so the A and
 //   B slivers together take an eighth of L2 (KC = 2048 bf16 for 2 MiB).
@@ -96,12 +99,14 @@ enum class SliverCache { b_in_l2, a_and_b_in_l2 };
 // a 1.8 KB tile per kSumSteps (about 2%).
 inline constexpr int64_t kSumSteps = 64;
 inline constexpr int64_t kMaxKcSteps = 2048;
+inline constexpr int64_t kMaxStreamedSteps = 1024;
 
 template <int MR, int NR, int KU, class P>
 Blocking make_blocking(const CacheSizes& caches, SliverCache sliver) {
     const int64_t elt = sizeof(P), k_step = std::max(16, KU);
     int64_t kc = (caches.l2 / 8) / ((sliver == SliverCache::a_and_b_in_l2 ? MR + NR : NR) * elt);
-    kc = std::clamp<int64_t>(kc / k_step * k_step, std::max<int64_t>(64, k_step), kMaxKcSteps * KU);
+    const int64_t max_steps = sliver == SliverCache::b_in_l2 ? kMaxStreamedSteps : kMaxKcSteps;
+    kc = std::clamp<int64_t>(kc / k_step * k_step, std::max<int64_t>(64, k_step), max_steps * KU);
     int64_t mc = (caches.l2 / 2) / (kc * elt);
     mc = std::clamp<int64_t>(mc / MR * MR, MR, 4096 / MR * MR);
     int64_t nc = (caches.l3 / 4) / (kc * elt);
