@@ -255,12 +255,11 @@ def test_gemm_deterministic_across_calls_and_threads(rng, m, k, n, a_transposed)
 
 @pytest.mark.parametrize("m,k,n", [(96, 2048, 96), (100, 300, 70), (13, 64, 31)])
 def test_gemm_in_place_slivers_match_packed(rng, m, k, n):
-    """A with unit row stride and B with unit column stride, k steps at most
-    512 floats apart and not a multiple of 1 KiB, are read where they lie
-    (whole slivers; the edge ones packed): the same sums as the packed path,
-    which operands whose k steps are farther apart (640 floats) or 1 KiB
-    aligned (256 floats) take. All layouts bitwise against each other and
-    against float64."""
+    """A with unit row stride and B with unit column stride, k steps less
+    than 2 KiB apart, are read where they lie (whole slivers; the edge ones
+    packed): the same sums as the packed path, which operands whose k steps
+    are 2 KiB (512 floats) or farther (640) apart take. All layouts bitwise
+    against each other and against float64."""
     a_values, b_values = randn((m, k), gen=rng), randn((k, n), gen=rng)
 
     def rows_apart(values, step):  # values (k, cols) as rows `step` floats apart
@@ -269,9 +268,9 @@ def test_gemm_in_place_slivers_match_packed(rng, m, k, n):
         return buffer
 
     near_a = a_values.T.contiguous().T              # (m, k), k steps m floats apart
-    far_a, aligned_a = rows_apart(a_values.T, 640).T, rows_apart(a_values.T, 256).T
+    far_a, aligned_a = rows_apart(a_values.T, 640).T, rows_apart(a_values.T, 512).T
     near_b = b_values                                # k steps n floats apart
-    far_b, aligned_b = rows_apart(b_values, 640), rows_apart(b_values, 256)
+    far_b, aligned_b = rows_apart(b_values, 640), rows_apart(b_values, 512)
     in_place = fastnn.matmul(near_a, near_b)
     for a, b in [(far_a, far_b), (near_a, far_b), (far_a, near_b), (aligned_a, aligned_b), (aligned_a, near_b),
                  (near_a, aligned_b)]:

@@ -260,22 +260,22 @@ struct Problem {
 // A float operand whose sliver is already contiguous at every k (A with unit
 // row stride: MR adjacent rows; B with unit column stride: NR adjacent
 // columns) is read where it lies by kernels that take a k step per sliver,
-// if its k steps are at most this many floats apart; only the edge sliver
+// if its k steps are less than kInPlaceStepBytes apart; only the edge sliver
 // is packed. A Linear layer's weight gradient g^T x (g: tokens x 96..384
 // outputs, x: tokens x 96..384 inputs, 2048 tokens) packed as much data as
 // it multiplied: one thread, 96 x 96, 373-527 us -> 276-336 (MKL 236-347).
-// Farther apart, each k step would touch its own page.
-inline constexpr int64_t kMaxInPlaceStep = 512;
+// At 2 KiB apart a sliver's lines fall into one L2 set in 64 (128 KiB
+// period): 1024 k steps put 16 lines into each, the whole of a 16-way set,
+// and the sliver is read from L3 again for every sliver it meets. One thread
+// on an Intel Xeon, ratio to MKL's time, in place against packed: g^T x with
+// 2048 tokens x 256 at a 2 KiB step 0.71 / 0.84, 96 x 96 0.68 / 0.79; at a
+// 1 KiB step (8 lines per set) in place is still ahead, 0.88 / 0.83, and
+// (64 x 256) x (256 x 256) 0.75 / 0.70. Farther apart, each k step would
+// also touch its own page.
+inline constexpr int64_t kInPlaceStepBytes = 2048;
 
-// Steps a multiple of 1 KiB apart map a sliver's lines onto at most 4 of the
-// 64 sets that a 4 KiB period of the L1 has (48 KiB 12-way and 32 KiB 8-way
-// alike), and a KC-long sliver evicts its own prefetched lines before use.
-// Such operands are packed: g^T x with 2048 tokens x 256 features, one
-// thread on an Intel Xeon, ratio to MKL's time 0.56 in place against
-// 0.83-0.89 packed at a 2 KiB step, 0.79 against 0.84 at 1 KiB; at a 1.5 KiB
-// step (8 sets) in place is still ahead, 0.96 against 0.88-0.91.
 inline bool reads_well_in_place(int64_t step, std::size_t elt) {
-    return step > 0 && step <= kMaxInPlaceStep && (step * static_cast<int64_t>(elt)) % 1024 != 0;
+    return step > 0 && step * static_cast<int64_t>(elt) < kInPlaceStepBytes;
 }
 
 // Kern provides MR, NR, KU, the packed type P, b_sliver (SliverCache),
