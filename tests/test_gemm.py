@@ -278,6 +278,62 @@ def test_gemm_in_place_slivers_match_packed(rng, m, k, n):
     assert_close(in_place, a_values @ b_values, mm_ref(a_values, b_values))
 
 
+# Few rows (or columns) of C with A's rows and B's columns contiguous along K
+# (a Linear layer at a few tokens: x @ weight.T) are dot products of
+# K-vectors read in place (gemm_dots.h), for M <= 8 and K >= 16 M: K within
+# one register block (256) and past it, K not a multiple of the vector
+# width, the transposed case (N <= 8 < M), and shapes just outside the path.
+ROW_DOT_SHAPES = [  # (M, N, K)
+    (1, 1000, 16), (1, 17, 4099), (2, 37, 33), (3, 50, 1025), (4, 8, 64), (5, 97, 300), (7, 48, 112),
+    (8, 130, 4096), (300, 5, 200), (9, 8, 257), (8, 40, 127), (9, 40, 300),
+]
+
+
+@pytest.mark.parametrize("m,n,k", ROW_DOT_SHAPES)
+def test_gemm_row_dots(m, n, k, rng):
+    a, w = randn((m, k), gen=rng), randn((n, k), gen=rng)
+    out = poisoned((m, n))
+    fastnn.matmul(a, w.T, out=out)
+    assert_close(out, a @ w.T, mm_ref(a, w.T))
+    threads = fastnn.get_num_threads()
+    try:
+        for t in (1, 3):
+            fastnn.set_num_threads(t)
+            assert torch.equal(fastnn.matmul(a, w.T), out)
+    finally:
+        fastnn.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "gelu", "silu"])
+@pytest.mark.parametrize("layout_c", ["row", "col", "general"])
+@pytest.mark.parametrize("m,n", [(3, 70), (70, 3)])
+def test_gemm_row_dots_epilogue(activation, layout_c, m, n, rng):
+    k = 300
+    a, w, bias = randn((m, k), gen=rng), randn((n, k), gen=rng), randn((n,), gen=rng)
+    c = randn((m, n), gen=rng)
+    out = layout_view(c.clone(), layout_c, rng)
+    fastnn.matmul(a, w.T, out=out, alpha=0.5, beta=2.0, bias=bias, activation=activation)
+    baseline = fused_ref(a, w.T, c, bias, 0.5, 2.0, activation, torch.float32)
+    assert_close(out, baseline, fused_ref(a, w.T, c, bias, 0.5, 2.0, activation))
+
+
+def test_gemm_row_dots_batched(rng):
+    a, w = randn((4, 3, 130), gen=rng), randn((70, 130), gen=rng)
+    out = fastnn.matmul(a, w.T.expand(4, 130, 70))
+    assert_close(out, a @ w.T, mm_ref(a, w.T))
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_gemm_row_dots_bf16(out_dtype, bf16_kernel, rng):
+    a, w = randn((3, 515), torch.bfloat16, rng), randn((50, 515), torch.bfloat16, rng)
+    bias = randn((50,), gen=rng)
+    out = poisoned((3, 50), out_dtype)
+    fastnn.matmul(a, w.T, out=out, bias=bias)
+    baseline = F.linear(a, w, bias.to(torch.bfloat16)) if out_dtype == torch.bfloat16 else \
+        F.linear(a.float(), w.float(), bias)
+    assert_close(out, baseline, fused_ref(a, w.T, None, bias, 1.0, 0.0, None))
+
+
 def test_gemm_concurrent_python_threads(rng):
     from concurrent.futures import ThreadPoolExecutor
 

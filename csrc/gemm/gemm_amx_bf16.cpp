@@ -25,7 +25,7 @@
 // with the B sliver in L1 (2.1 against 0.84 TFLOP/s per core at KC = 288
 // and 576), but the C block's round trip once per KC block then costs more
 // than that in the whole GEMM.
-#include "gemm_driver.h"
+#include "gemm_dots.h"
 #include "gemm_pack_bf16.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE {

@@ -9,7 +9,7 @@
 // A[i, k+1]); an odd K is padded with a zero. Tile 14 x 32 as the float32
 // AVX-512 kernel: 28 accumulators, 2 B loads and 14 broadcasts per k pair.
 // Partial sums join the tile total after as many products as the float32 path.
-#include "gemm_driver.h"
+#include "gemm_dots.h"
 #include "gemm_pack_bf16.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE {

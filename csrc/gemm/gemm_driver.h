@@ -31,6 +31,7 @@
 #include <memory>
 #include <new>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "fastnn/gemm.h"
@@ -469,47 +470,6 @@ bool make_problem(const GemmParams& p, std::vector<float>& storage, Problem<T>& 
         }
     }
     return true;
-}
-
-// At most this many outputs per batch entry are dot products, summed in
-// float64: there is no tile to fill, and PyTorch's dot kernels sum with many
-// partial sums, which a float32 sum of K terms could not match.
-inline constexpr int64_t kDotOutputs = 16;
-
-template <class T>
-void run_dots(const Problem<T>& pr) {
-    float sums[kDotOutputs];
-    for (int64_t bi = 0; bi < pr.batch; ++bi) {
-        const T* a = pr.a.data + bi * pr.a_bs;
-        const T* b = pr.b.data + bi * pr.b_bs;
-        for (int64_t i = 0; i < pr.m; ++i) {
-            for (int64_t j = 0; j < pr.n; ++j) {
-                double s = 0.0;
-                for (int64_t k = 0; k < pr.k; ++k)
-                    s += double(simd::to_float(a[i * pr.a.rs + k * pr.a.cs])) *
-                         double(simd::to_float(b[k * pr.b.rs + j * pr.b.cs]));
-                sums[i * pr.n + j] = static_cast<float>(s);
-            }
-        }
-        char* c = static_cast<char*>(pr.c) + bi * pr.c_bs * static_cast<int64_t>(dtype_size(pr.c_dtype));
-        with_activation(pr.epilogue.act, [&](auto act) {
-            if (pr.c_dtype == DType::bf16)
-                finalize_block<bf16, decltype(act)>(sums, pr.n, reinterpret_cast<bf16*>(c), pr.c_rs, pr.c_cs, pr.m,
-                                                    pr.n, pr.epilogue, 0, 0);
-            else
-                finalize_block<float, decltype(act)>(sums, pr.n, reinterpret_cast<float*>(c), pr.c_rs, pr.c_cs,
-                                                     pr.m, pr.n, pr.epilogue, 0, 0);
-        });
-    }
-}
-
-template <class Kern, class T>
-void gemm_typed(const GemmParams& p, const CacheSizes& caches) {
-    std::vector<float> bias_storage;
-    Problem<T> pr;
-    if (!make_problem(p, bias_storage, pr)) return;
-    if (pr.m * pr.n <= kDotOutputs && pr.k > 0) run_dots(pr);
-    else run_problem<Kern>(pr, caches);
 }
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE::gemm_detail

@@ -14,7 +14,7 @@
 // serves them (the AVX512_BF16 dot-product path is gemm_avx512_bf16.cpp).
 #include <cmath>
 
-#include "gemm_driver.h"
+#include "gemm_dots.h"
 
 namespace fastnn::FASTNN_ISA_NAMESPACE {
 namespace {
