@@ -62,6 +62,19 @@ def test_gemm_shapes(m, n, k, rng):
     assert_close(out, a @ b, mm_ref(a, b))
 
 
+def test_gemm_every_row_remainder(rng):
+    """M = 15..28 leaves every remainder of the AVX-512 tile's 14 rows (and
+    of the AVX2 tile's 6) for the last row tile, which takes a 4- or 8-row
+    tile where it fits; each with a bias so the rows' epilogue shows too."""
+    n, k = 33, 70
+    b, bias = randn((k, n), gen=rng), randn((n,), gen=rng)
+    for m in range(15, 29):
+        a = randn((m, k), gen=rng)
+        out = poisoned((m, n))
+        fastnn.matmul(a, b, out=out, bias=bias)
+        assert_close(out, torch.addmm(bias, a, b), fused_ref(a, b, None, bias, 1.0, 0.0, None))
+
+
 @pytest.mark.parametrize("m,n,k", [(0, 5, 3), (5, 0, 3), (0, 0, 0), (4, 5, 0), (0, 5, 0)])
 def test_gemm_zero_size(m, n, k, rng):
     a, b = randn((m, k), gen=rng), randn((k, n), gen=rng)

@@ -58,26 +58,40 @@ struct Fp32Kernel {
 
     // A sliver's k steps are a_step and b_step floats apart: MR and NR when
     // packed, a row or column stride when read in place (gemm_driver.h).
+    // The last row tile of a block may hold fewer than MR rows: on AVX-512
+    // (MR = 14) a tile of 8 or 4 rows takes them instead of 14 rows of which
+    // m are kept (M = 64: 4 x 14 + 8; M = 16: 14 + 4). 4 rows still keep 8
+    // accumulator chains, as many as two FMA pipes of latency 4 need.
     static void micro(int64_t kc, const float* a, int64_t a_step, const float* b, int64_t b_step, float* c,
                       int64_t ldc, int m, int n, const TileUpdate& u) {
+        if constexpr (MR > 8) {
+            if (m <= 4) return micro_rows<4>(kc, a, a_step, b, b_step, c, ldc, m, n, u);
+            if (m <= 8) return micro_rows<8>(kc, a, a_step, b, b_step, c, ldc, m, n, u);
+        }
+        micro_rows<MR>(kc, a, a_step, b, b_step, c, ldc, m, n, u);
+    }
+
+    template <int R>
+    static void micro_rows(int64_t kc, const float* a, int64_t a_step, const float* b, int64_t b_step, float* c,
+                           int64_t ldc, int m, int n, const TileUpdate& u) {
         constexpr int W = VecF32::width;
         gemm_detail::prefetch_tile<NR>(c, ldc, m);
-        VecF32 total[MR][kNV];
-        gemm_detail::sum_in_blocks<MR, kNV>(kc, u.sum_steps, total, [&](VecF32 (&acc)[MR][kNV], int64_t steps) {
+        VecF32 total[R][kNV];
+        gemm_detail::sum_in_blocks<R, kNV>(kc, u.sum_steps, total, [&](VecF32 (&acc)[R][kNV], int64_t steps) {
             for (int64_t k = 0; k < steps; ++k, a += a_step, b += b_step) {
-                gemm_detail::prefetch_slivers<MR, NR>(a, a_step, b, b_step);
+                gemm_detail::prefetch_slivers<R, NR>(a, a_step, b, b_step);
                 VecF32 bv[kNV];
 #pragma GCC unroll 4
                 for (int v = 0; v < kNV; ++v) bv[v] = VecF32::load(b + v * W);
 #pragma GCC unroll 32
-                for (int i = 0; i < MR; ++i) {
+                for (int i = 0; i < R; ++i) {
                     const VecF32 ai = VecF32::broadcast(a[i]);
 #pragma GCC unroll 4
                     for (int v = 0; v < kNV; ++v) acc[i][v] = simd::fmadd(ai, bv[v], acc[i][v]);
                 }
             }
         });
-        gemm_detail::store_tile<MR, kNV>(total, c, ldc, m, n, u);
+        gemm_detail::store_tile<R, kNV>(total, c, ldc, m, n, u);
     }
 };
 
