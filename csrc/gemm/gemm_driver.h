@@ -187,6 +187,27 @@ inline void store_tile_with(const VecF32 (&acc)[MR][NV], float* c, int64_t ldc, 
     constexpr int W = VecF32::width;
     const VecF32 alpha = VecF32::broadcast(u.alpha), c_scale = VecF32::broadcast(u.c_scale);
     const bool read_c = u.c_scale != 0.0f;
+    if (m == MR && n == NV * W) {
+        // A whole tile, unrolled: the rolled loop below tests its edge, C and
+        // bias cases per vector, ~7% of a K = 96 product's time (Linear
+        // 2048 x 96 -> 288).
+        VecF32 col_bias[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) col_bias[v] = u.bias && !u.bias_on_rows ? VecF32::load(u.bias + v * W) : VecF32::zero();
+#pragma GCC unroll 32
+        for (int i = 0; i < MR; ++i) {
+            float* row = c + i * ldc;
+            const VecF32 row_bias = u.bias && u.bias_on_rows ? VecF32::broadcast(u.bias[i]) : VecF32::zero();
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) {
+                VecF32 x = acc[i][v] * alpha;
+                if (read_c) x = simd::fmadd(c_scale, VecF32::load(row + v * W), x);
+                if (u.bias) x = x + (u.bias_on_rows ? row_bias : col_bias[v]);
+                Act::apply(x).store(row + v * W);
+            }
+        }
+        return;
+    }
     for (int i = 0; i < MR && i < m; ++i) {
         float* row = c + i * ldc;
         const VecF32 row_bias = u.bias && u.bias_on_rows ? VecF32::broadcast(u.bias[i]) : VecF32::zero();
