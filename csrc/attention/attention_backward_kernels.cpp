@@ -151,13 +151,13 @@ void backward_typed(const AttentionBackwardParams& p) {
 
     T* dk = static_cast<T*>(p.dk.data);
     T* dv = static_cast<T*>(p.dv.data);
-    for_each_task(units * splits, [&](int64_t slot, int64_t nslots) {
+    for_each_task(units * splits, [&](auto next) {
         const Scratch scratch(2 * kBlockK * kBlockQ + 2 * kBlockK * Dp);
         float* St = scratch.get();            // kBlockK x kBlockQ: scores, then probabilities
         float* dSt = St + kBlockK * kBlockQ;  // kBlockK x kBlockQ: dP, then dS
         float* dK = dSt + kBlockK * kBlockQ;  // kBlockK x Dp
         float* dV = dK + kBlockK * Dp;        // kBlockK x Dp
-        for (int64_t task = slot; task < units * splits; task += nslots) {
+        for (int64_t task = next(); task < units * splits; task = next()) {
             const int64_t unit = task / splits, split = task % splits;
             const int64_t b = unit / Hkv, hk = unit % Hkv;
             const float* Kr = kv_side + unit * kv_head;

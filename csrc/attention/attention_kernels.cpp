@@ -69,7 +69,7 @@ void forward_typed(const AttentionParams& p) {
     T* out = static_cast<T*>(p.out.data);
     float* lse = static_cast<float*>(p.lse.data);
 
-    for_each_task(B * Hq * nqb, [&](int64_t slot, int64_t nslots) {
+    for_each_task(B * Hq * nqb, [&](auto next) {
         const Scratch scratch(3 * D * kBlockQ + kBlockK * kBlockQ + 3 * kBlockQ);
         float* Qt = scratch.get();             // D x kBlockQ
         float* Ot = Qt + D * kBlockQ;          // D x kBlockQ
@@ -78,8 +78,10 @@ void forward_typed(const AttentionParams& p) {
         float* row_max = St + kBlockK * kBlockQ;
         float* row_sum = row_max + kBlockQ;
         float* alpha = row_sum + kBlockQ;
-        for (int64_t task = slot; task < B * Hq * nqb; task += nslots) {
-            const int64_t b = task / (Hq * nqb), h = task / nqb % Hq, i0 = task % nqb * kBlockQ;
+        for (int64_t task = next(); task < B * Hq * nqb; task = next()) {
+            // A head's query blocks from the last: causal blocks cost more
+            // along the sequence, so the cheapest are left for the end.
+            const int64_t b = task / (Hq * nqb), h = task / nqb % Hq, i0 = (nqb - 1 - task % nqb) * kBlockQ;
             const int64_t hk = h / group;
             const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, Sq - i0));
             const int npad = static_cast<int>(tile::round_up(rows, W));
