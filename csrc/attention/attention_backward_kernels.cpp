@@ -176,12 +176,12 @@ void backward_typed(const AttentionBackwardParams& p) {
                     const float* lse_pad = delta + SqP;
                     const double* delta_exact = reinterpret_cast<const double*>(lse_pad + SqP);
                     float* dQ = dq_part + (split * B * Hq + head) * dq_head;
-                    const ScoreEpilogue epilogue(p.mask, p.scale, p.causal, b, h);
+                    const ScoreEpilogue epilogue(p.mask, p.causal, b, h);
                     // Causal: queries before j0 see none of this block.
                     for (int64_t i0 = p.causal ? j0 / kBlockQ * kBlockQ : 0; i0 < Sq; i0 += kBlockQ) {
                         const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, Sq - i0));
                         const int npad = static_cast<int>(tile::round_up(rows, W));
-                        tile::gemm(cols, npad, D, Kr + j0 * Dp, Dp, 1, Qt + i0, SqP, St, kBlockQ, false);
+                        tile::gemm(cols, npad, D, Kr + j0 * Dp, Dp, 1, Qt + i0, SqP, St, kBlockQ, false, p.scale);
                         epilogue.apply(St, kBlockQ, j0, cols, i0, rows, npad);
                         tile::gemm(cols, npad, D, Vr + j0 * Dp, Dp, 1, dOt + i0, SqP, dSt, kBlockQ, false);
                         const VecF32 heavy = VecF32::broadcast(kExactDpWeight);

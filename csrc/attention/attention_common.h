@@ -108,16 +108,15 @@ void store_row(const float* src, float scale, int64_t D, const TensorView& t, T*
     }
 }
 
-// What turns one (batch, head)'s raw q.k dot products into logits.
+// What turns one (batch, head)'s scaled q.k dot products into logits: the
+// mask and the causal cut.
 struct ScoreEpilogue {
-    float scale;
     bool causal;
     const void* mask = nullptr;  // already offset to this (batch, head)
     DType mask_dtype = DType::boolean;
     int64_t mask_si = 0, mask_sj = 0;
 
-    ScoreEpilogue(const TensorView& m, float scale_, bool causal_, int64_t b, int64_t h)
-        : scale(scale_), causal(causal_) {
+    ScoreEpilogue(const TensorView& m, bool causal_, int64_t b, int64_t h) : causal(causal_) {
         if (!m.data) return;
         const int64_t off = b * m.strides[0] + h * m.strides[1];
         mask = static_cast<const char*>(m.data) + off * static_cast<int64_t>(dtype_size(m.dtype));
@@ -136,12 +135,12 @@ struct ScoreEpilogue {
     }
 
     // St holds `cols` keys (from j0) as rows of ld floats, `npad` queries
-    // (from i0, the first `rows` of them real) as columns.
+    // (from i0, the first `rows` of them real) as columns, already scaled
+    // (tile::gemm's scale: no pass of its own over the scores).
     void apply(float* St, int64_t ld, int64_t j0, int cols, int64_t i0, int rows, int npad) const {
-        const VecF32 s = VecF32::broadcast(scale);
+        if (!mask && !(causal && j0 + cols - 1 > i0)) return;
         for (int j = 0; j < cols; ++j) {
             float* row = St + j * ld;
-            for (int i = 0; i < npad; i += W) (VecF32::load(row + i) * s).store(row + i);
             if (mask && mask_si == 0) {
                 // A key mask: one value for the whole row of queries.
                 const VecF32 m = VecF32::broadcast(mask_at(0, j0 + j));

@@ -87,7 +87,7 @@ void forward_typed(const AttentionParams& p) {
             const int npad = static_cast<int>(tile::round_up(rows, W));
             const float* K = kv.k + b * kv.k_head[0] + hk * kv.k_head[1];
             const float* V = kv.v + b * kv.v_head[0] + hk * kv.v_head[1];
-            const ScoreEpilogue epilogue(p.mask, p.scale, p.causal, b, h);
+            const ScoreEpilogue epilogue(p.mask, p.causal, b, h);
 
             for (int64_t d = 0; d < D; ++d)
                 for (int i = rows; i < npad; ++i) Qt[d * kBlockQ + i] = 0.0f;
@@ -98,7 +98,7 @@ void forward_typed(const AttentionParams& p) {
             const int64_t kv_end = p.causal ? std::min<int64_t>(Skv, i0 + rows) : Skv;
             for (int64_t j0 = 0; j0 < kv_end; j0 += kBlockK) {
                 const int cols = static_cast<int>(std::min<int64_t>(kBlockK, kv_end - j0));
-                tile::gemm(cols, npad, D, K + j0 * kv.k_row, kv.k_row, 1, Qt, kBlockQ, St, kBlockQ, false);
+                tile::gemm(cols, npad, D, K + j0 * kv.k_row, kv.k_row, 1, Qt, kBlockQ, St, kBlockQ, false, p.scale);
                 epilogue.apply(St, kBlockQ, j0, cols, i0, rows, npad);
                 for (int c = 0; c < npad; c += W) {
                     const VecF32 old_max = VecF32::load(row_max + c);

@@ -66,7 +66,7 @@ inline constexpr int64_t kRowAhead = 64;
 
 template <int R, int NV>
 void micro_tile(int64_t K, const float* A, int64_t a_m, int64_t a_k, const float* B, int64_t ldb, float* C,
-                int64_t ldc, bool accumulate) {
+                int64_t ldc, bool accumulate, float scale) {
     const float* a[R];
     for (int r = 0; r < R; ++r) a[r] = A + r * a_m;
     int64_t k = 0;
@@ -87,16 +87,26 @@ void micro_tile(int64_t K, const float* A, int64_t a_m, int64_t a_k, const float
             }
             B += ldb;
         }
-        for (int r = 0; r < R; ++r)
-            for (int v = 0; v < NV; ++v) {
-                float* c = C + r * ldc + v * kWidth;
-                (accumulate ? acc[r][v] + VecF32::load(c) : acc[r][v]).store(c);
-            }
+        if (k == K && scale != 1.0f) {
+            const VecF32 s = VecF32::broadcast(scale);
+            for (int r = 0; r < R; ++r)
+                for (int v = 0; v < NV; ++v) {
+                    float* c = C + r * ldc + v * kWidth;
+                    ((accumulate ? acc[r][v] + VecF32::load(c) : acc[r][v]) * s).store(c);
+                }
+        } else {
+            for (int r = 0; r < R; ++r)
+                for (int v = 0; v < NV; ++v) {
+                    float* c = C + r * ldc + v * kWidth;
+                    (accumulate ? acc[r][v] + VecF32::load(c) : acc[r][v]).store(c);
+                }
+        }
         accumulate = true;
     } while (k < K);
 }
 
-using MicroTile = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, bool);
+using MicroTile = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, bool,
+                           float);
 
 template <int NV, std::size_t... R>
 constexpr std::array<MicroTile, sizeof...(R)> micro_row(std::index_sequence<R...>) {
@@ -113,13 +123,16 @@ inline constexpr auto kMicroTiles = micro_table(std::make_index_sequence<kVecs>{
 
 // A's element (m, k) is A[m * a_m + k * a_k]; B holds K rows of ldb floats;
 // N is a multiple of kWidth. accumulate = false overwrites C (also for K = 0).
+// scale multiplies the finished sum (C + A B when accumulating) as it is
+// stored: the attention scores' scale, in the pass that writes them.
 inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_m, int64_t a_k, const float* B,
-                 int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+                 int64_t ldb, float* C, int64_t ldc, bool accumulate, float scale = 1.0f) {
     for (int64_t n0 = 0; n0 < N; n0 += kVecs * kWidth) {
         const int nv = static_cast<int>(N - n0 >= kVecs * kWidth ? kVecs : (N - n0) / kWidth);
         for (int64_t m0 = 0; m0 < M; m0 += kRows) {
             const int r = static_cast<int>(M - m0 >= kRows ? kRows : M - m0);
-            kMicroTiles[nv - 1][r - 1](K, A + m0 * a_m, a_m, a_k, B + n0, ldb, C + m0 * ldc + n0, ldc, accumulate);
+            kMicroTiles[nv - 1][r - 1](K, A + m0 * a_m, a_m, a_k, B + n0, ldb, C + m0 * ldc + n0, ldc, accumulate,
+                                       scale);
         }
     }
 }
