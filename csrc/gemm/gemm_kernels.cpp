@@ -102,16 +102,19 @@ void gemm_kernel(const GemmParams& p, const CacheSizes& caches) {
         gemm_detail::gemm_typed<Fp32Kernel, float>(p, caches);
 }
 
-// Each column: groups of kPairwiseRows rows added pairwise (three
-// roundings), and the group sums joined into a running sum plus the exact
-// rounding error of every join (Knuth's TwoSum), accumulated in a second sum:
-// Ogita, Rump and Oishi's Sum2 over the groups, as accurate as joining them in
-// twice the precision. The error is that of the three pairwise levels, where
-// a plain float sum loses up to log2(rows) bits and torch's cascade sum a few
-// (4097 rows, 1 then 4096 x 1e-8: fastnn 0.6 ulp off, torch 14; over random
-// columns of 7 to 200000 rows fastnn's largest error is 0.2-0.8 of torch's).
-// Where the plain sum is not finite it is the answer (inf stays inf,
-// inf - inf and NaN give NaN) and the error terms, NaN there, are dropped.
+// Each column is a plain running sum plus the exact rounding error of every
+// add (Knuth's TwoSum), accumulated in a second sum: Ogita, Rump and Oishi's
+// Sum2, as accurate as summing in twice the precision and rounding once,
+// whatever the row count (a plain or pairwise float sum loses up to
+// log2(rows) bits; Kahan's loses the error of each compensated operand).
+// So the result is that of a float64 sum, which the convolution's bias
+// gradient of other layouts computes: eager and compiled graphs, which may
+// hand backward different strides, agree bit for bit. Where the plain sum
+// is not finite it is the answer (inf stays inf, inf - inf and NaN give NaN)
+// and the error terms, NaN there, are dropped. (Rows added pairwise in
+// groups of 8 before TwoSum, 13 adds per 8 rows instead of 48, ran 2048 x
+// 96 in 25 us instead of 40, torch 15, but no longer matched the float64
+// sum.)
 //
 // The rows go in blocks fixed by the row count alone, each block summed row
 // after row over a range of kSumColumns columns (sequential reads), then the
@@ -126,11 +129,6 @@ constexpr int64_t kSumRows = 256, kMaxSumBlocks = 64, kSumColumns = 1024;
 // per row, the pairs made each row wait on the last row's stores: 2048 x 96
 // took 66 us on one core (torch's sum(0): 15).
 constexpr int kSumVectors = 8;
-
-// TwoSum per row cost 6 adds per vector, on two vector pipes the bound of
-// this loop; pairwise groups of 8 rows cost 13 per 8 (2048 x 96 on one core:
-// 40 -> 25 us).
-constexpr int64_t kPairwiseRows = 8;
 
 template <class T>
 inline VecF32 load_columns(const T* row, int64_t cs, int live, float* gathered) {
@@ -157,18 +155,10 @@ void sum_rows(const T* x, int64_t rs, int64_t rows, int64_t cols, float* sums, f
     const int last = static_cast<int>(cols - (NV - 1) * W);
     VecF32 sum[NV], error[NV];
     for (int v = 0; v < NV; ++v) sum[v] = error[v] = VecF32::zero();
-    auto row = [&](int64_t r, int v) {
-        return v + 1 < NV ? VecF32::load(x + r * rs + v * W) : simd::load_lanes(x + r * rs + v * W, last);
-    };
-    int64_t r = 0;
-    for (; r + kPairwiseRows <= rows; r += kPairwiseRows)
-        for (int v = 0; v < NV; ++v) {
-            const VecF32 quad0 = (row(r, v) + row(r + 1, v)) + (row(r + 2, v) + row(r + 3, v));
-            const VecF32 quad1 = (row(r + 4, v) + row(r + 5, v)) + (row(r + 6, v) + row(r + 7, v));
-            two_sum_add(sum[v], error[v], quad0 + quad1);
-        }
-    for (; r < rows; ++r)
-        for (int v = 0; v < NV; ++v) two_sum_add(sum[v], error[v], row(r, v));
+    for (int64_t r = 0; r < rows; ++r, x += rs) {
+        for (int v = 0; v + 1 < NV; ++v) two_sum_add(sum[v], error[v], VecF32::load(x + v * W));
+        two_sum_add(sum[NV - 1], error[NV - 1], simd::load_lanes(x + (NV - 1) * W, last));
+    }
     for (int v = 0; v < NV; ++v) {
         sum[v].store(sums + v * W);
         error[v].store(errors + v * W);
