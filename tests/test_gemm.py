@@ -293,12 +293,14 @@ def test_gemm_in_place_slivers_match_packed(rng, m, k, n):
 
 # Few rows (or columns) of C with A's rows and B's columns contiguous along K
 # (a Linear layer at a few tokens: x @ weight.T) are dot products of
-# K-vectors read in place (gemm_dots.h), for M <= 8 and K >= 16 M: K within
-# one register block (256) and past it, K not a multiple of the vector
-# width, the transposed case (N <= 8 < M), and shapes just outside the path.
+# K-vectors read in place (gemm_dots.h), for M <= 8 with K >= 16 M and M <=
+# 16 (two groups of rows) with K >= 32 M: K within one register block (256)
+# and past it, K not a multiple of the vector width, the transposed case
+# (N <= 8 < M), and shapes just outside the path.
 ROW_DOT_SHAPES = [  # (M, N, K)
     (1, 1000, 16), (1, 17, 4099), (2, 37, 33), (3, 50, 1025), (4, 8, 64), (5, 97, 300), (7, 48, 112),
-    (8, 130, 4096), (300, 5, 200), (9, 8, 257), (8, 40, 127), (9, 40, 300),
+    (8, 130, 4096), (300, 5, 200), (9, 8, 257), (9, 40, 300), (13, 33, 1000), (16, 50, 520), (70, 16, 600),
+    (8, 40, 127), (16, 40, 500), (17, 40, 700),
 ]
 
 
