@@ -111,10 +111,8 @@ void gemm_kernel(const GemmParams& p, const CacheSizes& caches) {
 // gradient of other layouts computes: eager and compiled graphs, which may
 // hand backward different strides, agree bit for bit. Where the plain sum
 // is not finite it is the answer (inf stays inf, inf - inf and NaN give NaN)
-// and the error terms, NaN there, are dropped. (Rows added pairwise in
-// groups of 8 before TwoSum, 13 adds per 8 rows instead of 48, ran 2048 x
-// 96 in 25 us instead of 40, torch 15, but no longer matched the float64
-// sum.)
+// and the error terms, NaN there, are dropped. (A cheaper pairwise start,
+// groups of 8 rows before TwoSum, broke that agreement: bench/notes/gemm.md.)
 //
 // The rows go in blocks fixed by the row count alone, each block summed row
 // after row over a range of kSumColumns columns (sequential reads), then the
@@ -129,14 +127,6 @@ constexpr int64_t kSumRows = 256, kMaxSumBlocks = 64, kSumColumns = 1024;
 // per row, the pairs made each row wait on the last row's stores: 2048 x 96
 // took 66 us on one core (torch's sum(0): 15).
 constexpr int kSumVectors = 8;
-
-template <class T>
-inline VecF32 load_columns(const T* row, int64_t cs, int live, float* gathered) {
-    constexpr int W = VecF32::width;
-    if (cs == 1) return live == W ? VecF32::load(row) : VecF32::load_partial(row, live);
-    for (int t = 0; t < live; ++t) gathered[t] = simd::to_float(row[t * cs]);
-    return VecF32::load_partial(gathered, live);
-}
 
 // sum, error (+)= value with the rounding error of the add kept.
 inline void two_sum_add(VecF32& sum, VecF32& error, VecF32 value) {
@@ -180,7 +170,11 @@ void sum_rows_gathered(const T* x, int64_t rs, int64_t cs, int64_t rows, int64_t
     for (int64_t j = 0; j < cols; j += W) {
         const int live = static_cast<int>(std::min<int64_t>(W, cols - j));
         VecF32 sum = VecF32::zero(), error = VecF32::zero();
-        for (int64_t r = 0; r < rows; ++r) two_sum_add(sum, error, load_columns(x + r * rs + j * cs, cs, live, gathered));
+        for (int64_t r = 0; r < rows; ++r) {
+            const T* row = x + r * rs + j * cs;
+            for (int t = 0; t < live; ++t) gathered[t] = simd::to_float(row[t * cs]);
+            two_sum_add(sum, error, VecF32::load_partial(gathered, live));
+        }
         sum.store(sums + j);
         error.store(errors + j);
     }
