@@ -163,11 +163,14 @@ def test_attention_deterministic(rng):
 
 
 def test_attention_numpy_and_no_grad(rng):
+    # NumPy arrays run the torch tensors' kernel: the same bits. (Accuracy at
+    # sizes this small is checked over many draws, check_sampled above: on a
+    # single draw either library exceeds twice the other's error on ~1% of
+    # seeds, e.g. 208336488 here, 1.25e-6 against torch's 2.7e-7.)
     q, k, v, _ = qkv(rng, 1, 2, 2, 9, 11, 32, torch.float32)
     out = fastnn.scaled_dot_product_attention(q.numpy(), k.numpy(), v.numpy())
     assert isinstance(out, np.ndarray)
-    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
-    assert_close(torch.from_numpy(out), F.scaled_dot_product_attention(q, k, v), ref)
+    assert torch.equal(torch.from_numpy(out), fastnn.scaled_dot_product_attention(q, k, v))
     with torch.no_grad():
         assert fastnn.scaled_dot_product_attention(q.requires_grad_(), k, v).grad_fn is None
 
