@@ -170,18 +170,26 @@ void average_channels(const T* x, int64_t xhs, int64_t xws, const Span& hs, cons
     }
 }
 
-// Units of work: (image, output row, block of kChannelBlock channels), so
-// that a global average of a few images still has work for every thread.
+// Units of work: (image, output row), each window's taps read as whole
+// pixels; only when those are too few for the threads (a global average of
+// a few images) is each split in blocks of kChannelBlock channels. Split
+// always, N8 C256 28x28 2x2 ran at 0.74x torch (each unit reading a quarter
+// of every pixel, 1 KiB-strided).
+inline constexpr int64_t kUnitsPerThread = 8;
+
 template <class T>
 void forward_channels_last(const PoolParams& p, const Geometry& g, const AverageWindows& win) {
     const TensorView &x = p.x, &y = p.out;
     const T* xd = static_cast<const T*>(x.data);
     T* yd = static_cast<T*>(y.data);
-    parallel_for(g.N * g.OH * g.ncb, 1, [&](int64_t u0, int64_t u1) {
+    const int64_t rows = g.N * g.OH;
+    const int64_t block = rows >= kUnitsPerThread * num_threads() ? g.C : g.cblock;
+    const int64_t blocks = (g.C + block - 1) / block;
+    parallel_for(rows * blocks, 1, [&](int64_t u0, int64_t u1) {
         for (int64_t u = u0; u < u1; ++u) {
-            const int64_t cb = u % g.ncb, row = u / g.ncb;
+            const int64_t cb = u % blocks, row = u / blocks;
             const int64_t n = row / g.OH, oh = row % g.OH;
-            const int64_t c0 = cb * g.cblock, cn = std::min(g.cblock, g.C - c0);
+            const int64_t c0 = cb * block, cn = std::min(block, g.C - c0);
             const T* xb = xd + n * x.strides[0] + c0;
             for (int64_t ow = 0; ow < g.OW; ++ow) {
                 T* yp = yd + n * y.strides[0] + oh * y.strides[2] + ow * y.strides[3] + c0;
