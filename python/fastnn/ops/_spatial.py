@@ -10,6 +10,11 @@ from .. import _backend as B
 
 
 def pair(value, name: str) -> tuple[int, int]:
+    # The common spellings first (exact types: a bool is not taken for an int).
+    if type(value) is int:
+        return value, value
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return value
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int or a pair of ints, got bool")
     if isinstance(value, (int, np.integer)):
@@ -62,6 +67,15 @@ def empty_nchw(like, shape, dtype: str | None = None, channels_last: bool | None
         channels_last = is_channels_last(like)
     if B.is_torch(like):
         torch = B.torch_module()
+        n, c, h, w = shape
+        if n > 0 and c > 0 and h > 0 and w > 0:
+            # torch's strides for the format, without torch.empty's keyword
+            # parsing (1 us of a pool's or convolution's ~15 us call on a
+            # small input).
+            strides = (h * w * c, 1, w * c, c) if channels_last else (c * h * w, h * w, w, 1)
+            if dtype is None:
+                return like.new_empty_strided(shape, strides)
+            return like.new_empty_strided(shape, strides, dtype=getattr(torch, dtype))
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         return torch.empty(shape, dtype=like.dtype if dtype is None else getattr(torch, dtype), device=like.device,
                            memory_format=fmt)

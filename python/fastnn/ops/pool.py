@@ -34,8 +34,10 @@ def _windowed_hw(x4, k, s, p, d, ceil_mode):
 
 
 def _outputs(kind, x4, out_hw):
-    out = empty_nchw(x4, (x4.shape[0], x4.shape[1]) + tuple(out_hw))
-    indices = empty_nchw(x4, tuple(out.shape), "int64") if kind == "max" else None
+    shape = (x4.shape[0], x4.shape[1]) + tuple(out_hw)
+    channels_last = is_channels_last(x4)
+    out = empty_nchw(x4, shape, channels_last=channels_last)
+    indices = empty_nchw(x4, shape, "int64", channels_last) if kind == "max" else None
     return out, indices
 
 
