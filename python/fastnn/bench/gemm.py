@@ -44,6 +44,8 @@ def linear_cases(device: str, quick: bool):
                    lambda t=tokens, i=n_in, o=n_out: _linear_fwd(device, t, i, o))
         yield Case("linear", "linear", "bwd", "float32", shape,
                    lambda t=tokens, i=n_in, o=n_out: _linear_bwd(device, t, i, o))
+    if device == "cpu":
+        yield Case("linear", "linear", "call", "float32", "1x1x1", _linear_call)
 
 
 def _matmul(device, n, dtype_name):
@@ -94,6 +96,26 @@ def _linear_fwd(device, tokens, n_in, n_out):
         fastnn=lambda i: fastnn.linear(x, w, b), torch=torch_run,
         flops=2.0 * tokens * n_in * n_out, bytes=4.0 * (tokens * n_in + n_in * n_out + tokens * n_out),
         accuracy=accuracy)
+
+
+def _linear_call():
+    """The cost of a call itself (Python, argument checks, output allocation,
+    the binding): a 1 x 1 x 1 Linear, whose product is two FLOPs. Its ms
+    column is the per-call overhead; torch's F.linear is timed the same way
+    (plain tensors, no autograd)."""
+    import torch
+    import torch.nn.functional as F
+
+    import fastnn
+    from fastnn.testing import compare
+
+    x, w, b = torch.randn(1, 1), torch.randn(1, 1), torch.randn(1)
+
+    def accuracy():
+        return compare(fastnn.linear(x, w, b), F.linear(x, w, b), F.linear(x.double(), w.double(), b.double()))
+
+    return Workload(fastnn=lambda i: fastnn.linear(x, w, b), torch=lambda i: F.linear(x, w, b), flops=2.0,
+                    bytes=16.0, accuracy=accuracy)
 
 
 def _linear_bwd(device, tokens, n_in, n_out):
