@@ -106,7 +106,8 @@ def launch(kernel: str, first, *args, name: str = "x") -> None:
     call is a tenth of a small Linear)."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(first, torch.Tensor) and first.is_cpu:
-        getattr(_C, kernel)(*(args if _exports_requires_grad(torch) else [for_kernel(a) for a in args]))
+        getattr(_C, kernel)(*(args if _exchange_api or _exports_requires_grad(torch) else
+                              [for_kernel(a) for a in args]))
         return
     dev_type, _ = device_of(first, name)
     args = [for_kernel(a) for a in args]
