@@ -118,6 +118,91 @@ def test_conv_cases(N, C, H, W, K, R, S, kw, channels_last, rng):
     check_sampled(trial, rng, min_elements=4096)
 
 
+# Depthwise layers (groups == C == K) run on conv_depthwise.cpp: channel
+# counts below, at and around the vector widths (runs of 4 vectors: 64 on
+# AVX-512, 32 on AVX2), strides and dilations whose taps skip pixels,
+# padding wider than the filter reach, 'same' with an even filter
+# (asymmetric), a 1-pixel image, filters taller than the image.
+DEPTHWISE_CASES = [
+    # (N, C, H, W, R, S, kwargs)
+    (2, 1, 9, 8, 3, 3, dict(padding=1)),
+    (1, 5, 11, 7, 3, 3, dict(padding=1, stride=2)),
+    (2, 16, 8, 9, 3, 3, dict(padding=1)),
+    (1, 17, 10, 10, 5, 5, dict(padding=2, dilation=1, stride=(1, 2))),
+    (1, 33, 7, 12, 3, 3, dict(padding=(2, 0), dilation=(1, 2))),
+    (2, 70, 6, 6, 3, 3, dict(padding=1)),
+    (1, 130, 5, 4, 3, 3, dict(padding=3, stride=(3, 2))),
+    (1, 24, 9, 9, 4, 4, dict(padding="same")),
+    (2, 12, 1, 1, 3, 3, dict(padding=1)),
+    (1, 9, 3, 8, 7, 1, dict(padding=(6, 0), dilation=2)),
+]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("N,C,H,W,R,S,kw", DEPTHWISE_CASES)
+def test_conv_depthwise(N, C, H, W, R, S, kw, channels_last, rng):
+    def trial(gen, sample):
+        x, w, b = randn((N, C, H, W), torch.float32, gen), randn((C, 1, R, S), torch.float32, gen), \
+            randn((C,), torch.float32, gen)
+        check(x, w, b, channels_last, gen, sample, groups=C, **kw)
+
+    check_sampled(trial, rng, min_elements=4096)
+
+
+@pytest.mark.parametrize("views", ["nchw", "nhwc", "gapped"])
+def test_conv_depthwise_writes_every_element(views, rng):
+    """The depthwise kernels on NaN-filled out, grad_x and grad_weight of
+    planar, channels-last and NaN-gapped views (x and dY read in place or
+    through channels-last copies, outputs written in place or through the
+    row buffer): NaN-free, equal to the autograd path, and the same bits on
+    one thread as on two."""
+    C, kw = 37, dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2))
+    x, w, b = randn((2, C, 13, 11), torch.float32, rng), randn((C, 1, 3, 3), torch.float32, rng), \
+        randn((C,), torch.float32, rng)
+    expect = F.conv2d(x, w, b, groups=C, **kw)
+    g = randn(expect.shape, torch.float32, rng)
+
+    def view(t):
+        if views == "nhwc":
+            return t.to(memory_format=torch.channels_last)
+        if views == "gapped":
+            return nan_gapped(t, 2, transpose=True)
+        return t
+
+    def out_view(shape):
+        buf = poisoned(shape)
+        if views == "nhwc":
+            return buf.to(memory_format=torch.channels_last).fill_(float("nan"))
+        if views == "gapped":
+            return nan_gapped(buf, 2, transpose=True)
+        return buf
+
+    geo = ((2, 1), (1, 2), (1, 2), (1, 2), C)
+    results, threads_before = [], fastnn.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fastnn.set_num_threads(threads)
+            out, gx, gw = out_view(expect.shape), out_view(x.shape), poisoned(w.shape)
+            _C.conv2d_forward(view(x), w, b, out, *geo)
+            _C.conv2d_backward(view(x), w, view(g), gx, gw, None, *geo)
+            results.append((out, gx, gw))
+    finally:
+        fastnn.set_num_threads(threads_before)
+    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    ours = fastnn.conv2d(xg, wg, b, groups=C, **kw)
+    ours.backward(g)
+    for got in results:
+        assert not any(t.isnan().any() for t in got)
+        assert torch.equal(got[0], ours.detach()) and torch.equal(got[1], xg.grad) and torch.equal(got[2], wg.grad)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv_depthwise_bfloat16(channels_last, rng):
+    x, w, b = (randn(s, torch.bfloat16, rng) for s in [(2, 40, 9, 10), (40, 1, 3, 3), (40,)])
+    check(x, w, b, channels_last, rng, padding=1, groups=40)
+    check(x, w, None, channels_last, rng, stride=2, groups=40)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_conv_bfloat16(channels_last, rng):
     x, w, b = (randn(s, torch.bfloat16, rng) for s in [(2, 9, 10, 10), (14, 9, 3, 3), (14,)])

@@ -1,7 +1,8 @@
 // Convolution backward, compiled once per ISA. Floor: 2 N K OH OW (C/groups)
 // R S FLOPs for each of dX and dW; db is a reduction of dY.
-// Layers where im2col_applies take dX and dW from the GEMMs over gathered
-// patches (conv_im2col.cpp); the rest as below.
+// Depthwise layers take dX and dW from conv_depthwise.cpp, layers where
+// im2col_applies from the GEMMs over gathered patches (conv_im2col.cpp); the
+// rest as below.
 //
 // dY is converted once into a float frame [n][row][col][g][Kgp] (zero padded
 // per group and around the image), the operand both products read.
@@ -23,6 +24,7 @@
 // summing into its own float copy of dW, added in a fixed order at the end:
 // deterministic for a given thread count.
 #include "conv_common.h"
+#include "conv_depthwise.h"
 #include "conv_im2col.h"
 #include "conv_winograd.h"
 
@@ -289,7 +291,8 @@ template <class T>
 void backward_typed(const ConvBackwardParams& p) {
     const Sizes z(p.x, p.weight, p.grad_out, p.geo.groups);
     if (p.grad_bias.data) grad_bias<T>(p, z);
-    if (im2col_applies(z, p.geo, p.x.dtype)) im2col_backward<T>(p);
+    if (depthwise_applies(z)) depthwise_backward<T>(p);
+    else if (im2col_applies(z, p.geo, p.x.dtype)) im2col_backward<T>(p);
     else if (p.geo.stride[0] == 1 && p.geo.stride[1] == 1) backward_stride1<T>(p, z);
     else backward_strided<T>(p, z);
 }

@@ -17,7 +17,10 @@
 // layers with 16 or more channels per group take the Winograd path
 // (conv_winograd.cpp) instead, and wide layers with few output pixels run
 // as GEMMs over gathered patches (conv_im2col.cpp, im2col_applies).
+// Depthwise layers (one channel per group) have their own kernels
+// (conv_depthwise.cpp).
 #include "conv_common.h"
+#include "conv_depthwise.h"
 #include "conv_im2col.h"
 #include "conv_winograd.h"
 
@@ -91,6 +94,10 @@ void forward_typed(const ConvParams& p) {
         for (int64_t k = 0; k < z.K; ++k)
             bias_buf.get()[k] = simd::to_float(static_cast<const T*>(p.bias.data)[k * p.bias.strides[0]]);
         bias = bias_buf.get();
+    }
+    if (depthwise_applies(z)) {
+        depthwise_forward<T>(p, bias);
+        return;
     }
     if (im2col_applies(z, p.geo, p.x.dtype)) {
         im2col_forward<T>(p, bias);
