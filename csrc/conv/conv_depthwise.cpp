@@ -121,41 +121,40 @@ void input_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMajo
     }
     const TensorView& gx = p.grad_x;
     const bool direct = writes_in_place<T>(gx);
+    const int64_t dy_hs = dy.hs, dy_ws = dy.ws, gx_ws = gx.strides[3], tap_rows = z.S * Cp;
     parallel_for(z.N * z.H, 1, [&](int64_t u0, int64_t u1) {
         std::vector<float> buf(direct ? 0 : static_cast<size_t>(z.W * Cp));
-        std::vector<int64_t> row_r, row_oh;
+        std::vector<const float*> row_dy, row_taps;
         for (int64_t u = u0; u < u1; ++u) {
             const int64_t n = u / z.H, ih = u % z.H;
-            row_r.clear();
-            row_oh.clear();
+            row_dy.clear();
+            row_taps.clear();
             for (int64_t r = 0; r < z.R; ++r) {
                 const int64_t num = ih + ph - r * dh;
                 if (num < 0 || num % sh != 0 || num / sh >= z.OH) continue;
-                row_r.push_back(r);
-                row_oh.push_back(num / sh);
+                row_dy.push_back(dy.data + n * dy.ns + num / sh * dy_hs);
+                row_taps.push_back(taps + r * tap_rows);
             }
-            const float* img = dy.data + n * dy.ns;
+            const size_t nrows = row_dy.size();
             T* gx_row = static_cast<T*>(gx.data) + n * gx.strides[0] + ih * gx.strides[2];
-            for (int64_t iw = 0; iw < z.W; ++iw) {
-                float* out = direct ? reinterpret_cast<float*>(gx_row + iw * gx.strides[3]) : buf.data() + iw * Cp;
-                for_each_run(z.C, [&](auto nv, int64_t c0, int last) {
-                    constexpr int NV = decltype(nv)::value;
+            for_each_run(z.C, [&](auto nv, int64_t c0, int last) {
+                constexpr int NV = decltype(nv)::value;
+                for (int64_t iw = 0; iw < z.W; ++iw) {
                     VecF32 acc[NV];
                     for (int v = 0; v < NV; ++v) acc[v] = VecF32::zero();
-                    for (size_t i = 0; i < row_r.size(); ++i) {
-                        const float* dy_row = img + row_oh[i] * dy.hs + c0;
-                        const float* tap_row = taps + row_r[i] * z.S * Cp + c0;
-                        for (int64_t e = col_begin[iw]; e < col_begin[iw + 1]; ++e) {
-                            const float* d = dy_row + col_ow[e] * dy.ws;
-                            const float* t = tap_row + col_s[e] * Cp;
+                    const int64_t e0 = col_begin[iw], e1 = col_begin[iw + 1];
+                    for (size_t i = 0; i < nrows; ++i)
+                        for (int64_t e = e0; e < e1; ++e) {
+                            const float* d = row_dy[i] + col_ow[e] * dy_ws + c0;
+                            const float* t = row_taps[i] + col_s[e] * Cp + c0;
                             for (int v = 0; v < NV; ++v)
                                 acc[v] = simd::fmadd(simd::load_lanes(d + v * kLanes, lanes_of<NV>(v, last)),
                                                      VecF32::load(t + v * kLanes), acc[v]);
                         }
-                    }
+                    float* out = direct ? reinterpret_cast<float*>(gx_row + iw * gx_ws) : buf.data() + iw * Cp;
                     for (int v = 0; v < NV; ++v) simd::store_lanes(acc[v], out + c0 + v * kLanes, lanes_of<NV>(v, last));
-                });
-            }
+                }
+            });
             if (!direct) write_pixel_row(buf.data(), Cp, z.C, z.W, gx_row, gx.strides[1], gx.strides[3]);
         }
     });
@@ -195,9 +194,14 @@ void weight_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMaj
                                     acc[v] = simd::fmadd(simd::load_lanes(d + v * kLanes, lanes),
                                                          simd::load_lanes(xp + v * kLanes, lanes), acc[v]);
                                 }
-                            float part[NV * kLanes];
-                            for (int v = 0; v < NV; ++v) acc[v].store(part + v * kLanes);
-                            for (int i = 0; i < (NV - 1) * kLanes + last; ++i) tap_sums[c0 + i] += part[i];
+                            // Lanes past C hold zeros (masked loads), and the
+                            // sums are Cp wide: whole vectors.
+                            for (int v = 0; v < NV; ++v) {
+                                simd::LaneSumF64 total;
+                                total.add(tap_sums + c0 + v * kLanes);
+                                total.add(acc[v]);
+                                total.store(tap_sums + c0 + v * kLanes);
+                            }
                         });
                     }
                 }
@@ -231,35 +235,43 @@ void depthwise_forward(const ConvParams& p, const float* bias) {
     const PixelMajor<T> x(p.x);
     const TensorView& y = p.out;
     const bool direct = writes_in_place<T>(y);
+    // Locals for the loops (members read through a reference were reloaded
+    // per tap), and per-tap steps instead of index products.
+    const int64_t xhs = x.hs, xws = x.ws, col_step = dw * x.ws, row_step = dh * x.hs, S = z.S;
+    const float* tap_data = taps.data();
     parallel_for(z.N * z.OH, 1, [&](int64_t u0, int64_t u1) {
         std::vector<float> buf(direct ? 0 : static_cast<size_t>(z.OW * Cp));
         for (int64_t u = u0; u < u1; ++u) {
             const int64_t n = u / z.OH, oh = u % z.OH;
             const TapRange rs = valid_taps(oh, sh, ph, dh, z.R, z.H);
-            const float* img = x.data + n * x.ns;
+            const float* first_row = x.data + n * x.ns + (oh * sh - ph + rs.lo * dh) * xhs;
             T* y_row = static_cast<T*>(y.data) + n * y.strides[0] + oh * y.strides[2];
-            for (int64_t ow = 0; ow < z.OW; ++ow) {
-                const TapRange cs = cols[ow];
-                float* out = direct ? reinterpret_cast<float*>(y_row + ow * y.strides[3]) : buf.data() + ow * Cp;
-                for_each_run(z.C, [&](auto nv, int64_t c0, int last) {
-                    constexpr int NV = decltype(nv)::value;
+            const int64_t y_ws = y.strides[3];
+            // Runs outside, pixels inside: the run's shape is dispatched once
+            // per row, not per pixel.
+            for_each_run(z.C, [&](auto nv, int64_t c0, int last) {
+                constexpr int NV = decltype(nv)::value;
+                VecF32 b[NV];
+                for (int v = 0; v < NV; ++v)
+                    b[v] = bias ? simd::load_lanes(bias + c0 + v * kLanes, lanes_of<NV>(v, last)) : VecF32::zero();
+                for (int64_t ow = 0; ow < z.OW; ++ow) {
+                    const TapRange cs = cols[ow];
                     VecF32 acc[NV];
-                    for (int v = 0; v < NV; ++v)
-                        acc[v] = bias ? simd::load_lanes(bias + c0 + v * kLanes, lanes_of<NV>(v, last)) : VecF32::zero();
-                    for (int64_t r = rs.lo; r < rs.hi; ++r) {
-                        const float* x_row = img + (oh * sh - ph + r * dh) * x.hs + c0;
-                        const float* tap_row = taps.data() + r * z.S * Cp + c0;
-                        for (int64_t s = cs.lo; s < cs.hi; ++s) {
-                            const float* px = x_row + (ow * sw - pw + s * dw) * x.ws;
-                            const float* t = tap_row + s * Cp;
+                    for (int v = 0; v < NV; ++v) acc[v] = b[v];
+                    const float* x_row = first_row + (ow * sw - pw + cs.lo * dw) * xws + c0;
+                    const float* tap_row = tap_data + (rs.lo * S + cs.lo) * Cp + c0;
+                    for (int64_t r = rs.lo; r < rs.hi; ++r, x_row += row_step, tap_row += S * Cp) {
+                        const float* px = x_row;
+                        const float* t = tap_row;
+                        for (int64_t s = cs.lo; s < cs.hi; ++s, px += col_step, t += Cp)
                             for (int v = 0; v < NV; ++v)
                                 acc[v] = simd::fmadd(simd::load_lanes(px + v * kLanes, lanes_of<NV>(v, last)),
                                                      VecF32::load(t + v * kLanes), acc[v]);
-                        }
                     }
+                    float* out = direct ? reinterpret_cast<float*>(y_row + ow * y_ws) : buf.data() + ow * Cp;
                     for (int v = 0; v < NV; ++v) simd::store_lanes(acc[v], out + c0 + v * kLanes, lanes_of<NV>(v, last));
-                });
-            }
+                }
+            });
             if (!direct) write_pixel_row(buf.data(), Cp, z.C, z.OW, y_row, y.strides[1], y.strides[3]);
         }
     });
