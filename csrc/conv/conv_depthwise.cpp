@@ -128,6 +128,13 @@ void input_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMajo
         }
         col_begin[iw + 1] = static_cast<int64_t>(col_s.size());
     }
+    // With a column stride of 1, the input columns reached by every filter
+    // column are consecutive, [inner_lo, inner_hi), and a block of them takes
+    // the same taps at consecutive output columns.
+    int64_t inner_lo = z.W, inner_hi = 0;
+    if (sw == 1)
+        for (int64_t iw = 0; iw < z.W; ++iw)
+            if (col_begin[iw + 1] - col_begin[iw] == z.S) inner_lo = std::min(inner_lo, iw), inner_hi = iw + 1;
     const TensorView& gx = p.grad_x;
     const bool direct = writes_in_place<T>(gx);
     const int64_t dy_hs = dy.hs, dy_ws = dy.ws, gx_ws = gx.strides[3], tap_rows = z.S * Cp;
@@ -149,6 +156,33 @@ void input_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMajo
             for_each_run(z.C, [&](auto nv, int64_t c0, int last) {
                 constexpr int NV = decltype(nv)::value;
                 for (int64_t iw = 0; iw < z.W; ++iw) {
+                    if (iw >= inner_lo && iw + kPixelBlock <= inner_hi) {
+                        // kPixelBlock pixels at once, as in the forward pass.
+                        VecF32 acc[kPixelBlock][NV];
+                        for (int q = 0; q < kPixelBlock; ++q)
+                            for (int v = 0; v < NV; ++v) acc[q][v] = VecF32::zero();
+                        const int64_t e0 = col_begin[iw];
+                        for (size_t i = 0; i < nrows; ++i)
+                            for (int64_t e = e0; e < e0 + z.S; ++e) {
+                                const float* d = row_dy[i] + col_ow[e] * dy_ws + c0;
+                                const float* t = row_taps[i] + col_s[e] * Cp + c0;
+                                for (int v = 0; v < NV; ++v) {
+                                    const VecF32 wv = VecF32::load(t + v * kLanes);
+                                    for (int q = 0; q < kPixelBlock; ++q)
+                                        acc[q][v] = simd::fmadd(
+                                            simd::load_lanes(d + q * dy_ws + v * kLanes, lanes_of<NV>(v, last)), wv,
+                                            acc[q][v]);
+                                }
+                            }
+                        for (int q = 0; q < kPixelBlock; ++q) {
+                            float* out = direct ? reinterpret_cast<float*>(gx_row + (iw + q) * gx_ws)
+                                                : buf.data() + (iw + q) * Cp;
+                            for (int v = 0; v < NV; ++v)
+                                simd::store_lanes(acc[q][v], out + c0 + v * kLanes, lanes_of<NV>(v, last));
+                        }
+                        iw += kPixelBlock - 1;
+                        continue;
+                    }
                     VecF32 acc[NV];
                     for (int v = 0; v < NV; ++v) acc[v] = VecF32::zero();
                     const int64_t e0 = col_begin[iw], e1 = col_begin[iw + 1];
