@@ -205,14 +205,49 @@ void input_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMajo
     });
 }
 
+// sums[v] (+)= sum over ow in [lo, hi) of dy[ow] x[first + (ow - lo) step],
+// NV vectors of channels from dy and x (whose pixels are dy_ws and step
+// floats apart).
+template <int NV>
+inline void add_tap_products(const float* dy, int64_t dy_ws, const float* x, int64_t step, int64_t count, int last,
+                             VecF32 (&sums)[NV]) {
+    for (int64_t i = 0; i < count; ++i, dy += dy_ws, x += step)
+        for (int v = 0; v < NV; ++v) {
+            const int lanes = lanes_of<NV>(v, last);
+            sums[v] = simd::fmadd(simd::load_lanes(dy + v * kLanes, lanes), simd::load_lanes(x + v * kLanes, lanes),
+                                  sums[v]);
+        }
+}
+
+// Registers for the sums of a three-column filter row taken together
+// (3 NV of them, with the operands in flight).
+#if FASTNN_SIMD_AVX512
+constexpr int kMaxRowSums = 12;
+#else
+constexpr int kMaxRowSums = 6;
+#endif
+
 template <class T>
 void weight_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMajor<T>& dy, int64_t Cp) {
     const auto [sh, sw] = p.geo.stride;
     const auto [ph, pw] = p.geo.pad;
     const auto [dh, dw] = p.geo.dilation;
     const PixelMajor<T> x(p.x);
-    const int64_t rows = z.N * z.OH, taps = z.R * z.S;
+    const int64_t rows = z.N * z.OH, taps = z.R * z.S, S = z.S;
     const int64_t blocks = std::clamp<int64_t>(rows / kMinGradBlockRows, 1, kMaxGradBlocks);
+    const int64_t dy_ws = dy.ws, x_ws = x.ws, x_step = sw * x.ws;
+    // Per filter column, its output columns; and the output columns all of
+    // whose filter columns are inside, [inner_lo, inner_hi). A 3-column
+    // filter row sums those pixels for its three taps together: each dY
+    // vector loaded once for three products.
+    std::vector<Run> runs(static_cast<size_t>(S));
+    for (int64_t s = 0; s < S; ++s) runs[s] = valid_outputs(z.OW, z.W, sw, pw, s * dw);
+    int64_t inner_lo = z.OW, inner_hi = 0;
+    for (int64_t ow = 0; ow < z.OW; ++ow) {
+        const TapRange cs = valid_taps(ow, sw, pw, dw, S, z.W);
+        if (cs.lo == 0 && cs.hi == S) inner_lo = std::min(inner_lo, ow), inner_hi = ow + 1;
+    }
+    const bool rows_of_three = S == 3 && inner_lo < inner_hi;
     std::vector<double> sums(static_cast<size_t>(blocks * taps * Cp), 0.0);
     parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
@@ -223,32 +258,59 @@ void weight_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMaj
                 const float* dy_row = dy.data + n * dy.ns + oh * dy.hs;
                 for (int64_t r = rs.lo; r < rs.hi; ++r) {
                     const float* x_row = x.data + n * x.ns + (oh * sh - ph + r * dh) * x.hs;
-                    for (int64_t s = 0; s < z.S; ++s) {
-                        const Run run = valid_outputs(z.OW, z.W, sw, pw, s * dw);
-                        if (run.lo == run.hi) continue;
-                        double* tap_sums = block + (r * z.S + s) * Cp;
-                        for_each_run(z.C, [&](auto nv, int64_t c0, int last) {
-                            constexpr int NV = decltype(nv)::value;
+                    double* row_sums = block + r * S * Cp;
+                    for_each_run(z.C, [&](auto nv, int64_t c0, int last) {
+                        constexpr int NV = decltype(nv)::value;
+                        // Columns [lo, hi) of filter column s into acc.
+                        auto add_columns = [&](int64_t s, int64_t lo, int64_t hi, VecF32 (&acc)[NV]) {
+                            if (lo >= hi) return;
+                            const Run& run = runs[s];
+                            add_tap_products<NV>(dy_row + lo * dy_ws + c0, dy_ws,
+                                                 x_row + (run.first_in + (lo - run.lo) * sw) * x_ws + c0, x_step,
+                                                 hi - lo, last, acc);
+                        };
+                        // Lanes past C hold zeros (masked loads), and the sums
+                        // are Cp wide: whole vectors.
+                        auto flush = [&](int64_t s, const VecF32 (&acc)[NV]) {
+                            for (int v = 0; v < NV; ++v) {
+                                double* to = row_sums + s * Cp + c0 + v * kLanes;
+                                simd::LaneSumF64 total;
+                                total.add(to);
+                                total.add(acc[v]);
+                                total.store(to);
+                            }
+                        };
+                        if constexpr (3 * NV <= kMaxRowSums) {
+                            if (rows_of_three) {
+                                VecF32 acc[3][NV];
+                                for (int s = 0; s < 3; ++s)
+                                    for (int v = 0; v < NV; ++v) acc[s][v] = VecF32::zero();
+                                const float* d = dy_row + inner_lo * dy_ws + c0;
+                                const float* xp = x_row + (inner_lo * sw - pw) * x_ws + c0;
+                                const int64_t col_step = dw * x_ws;
+                                for (int64_t ow = inner_lo; ow < inner_hi; ++ow, d += dy_ws, xp += x_step)
+                                    for (int v = 0; v < NV; ++v) {
+                                        const int lanes = lanes_of<NV>(v, last);
+                                        const VecF32 g = simd::load_lanes(d + v * kLanes, lanes);
+                                        for (int s = 0; s < 3; ++s)
+                                            acc[s][v] = simd::fmadd(
+                                                g, simd::load_lanes(xp + s * col_step + v * kLanes, lanes), acc[s][v]);
+                                    }
+                                for (int s = 0; s < 3; ++s) {
+                                    add_columns(s, runs[s].lo, std::min(runs[s].hi, inner_lo), acc[s]);
+                                    add_columns(s, std::max(runs[s].lo, inner_hi), runs[s].hi, acc[s]);
+                                    flush(s, acc[s]);
+                                }
+                                return;
+                            }
+                        }
+                        for (int64_t s = 0; s < S; ++s) {
                             VecF32 acc[NV];
                             for (int v = 0; v < NV; ++v) acc[v] = VecF32::zero();
-                            const float* d = dy_row + run.lo * dy.ws + c0;
-                            const float* xp = x_row + run.first_in * x.ws + c0;
-                            for (int64_t ow = run.lo; ow < run.hi; ++ow, d += dy.ws, xp += sw * x.ws)
-                                for (int v = 0; v < NV; ++v) {
-                                    const int lanes = lanes_of<NV>(v, last);
-                                    acc[v] = simd::fmadd(simd::load_lanes(d + v * kLanes, lanes),
-                                                         simd::load_lanes(xp + v * kLanes, lanes), acc[v]);
-                                }
-                            // Lanes past C hold zeros (masked loads), and the
-                            // sums are Cp wide: whole vectors.
-                            for (int v = 0; v < NV; ++v) {
-                                simd::LaneSumF64 total;
-                                total.add(tap_sums + c0 + v * kLanes);
-                                total.add(acc[v]);
-                                total.store(tap_sums + c0 + v * kLanes);
-                            }
-                        });
-                    }
+                            add_columns(s, runs[s].lo, runs[s].hi, acc);
+                            flush(s, acc);
+                        }
+                    });
                 }
             }
         }
