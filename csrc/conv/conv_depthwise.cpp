@@ -32,7 +32,6 @@ constexpr int kLanes = VecF32::width;
 // channels on AVX-512 (four lines of each tap's pixel), 32 on AVX2, whose
 // sixteen registers then hold the four sums and the operands in flight.
 constexpr int kRunVectors = 4;
-constexpr int64_t kRunChannels = kRunVectors * kLanes;
 // Output pixels the forward sums together where all of their filter columns
 // are inside the image: each tap's weight vectors are loaded once for all of
 // them (one pixel at a time, every FMA waited on two loads). Their sums take
@@ -74,12 +73,17 @@ TapRange valid_taps(int64_t out, int64_t stride, int64_t pad, int64_t dil, int64
 }
 
 // fn(std::integral_constant<int, NV>{}, c0, last) for each run of channels:
-// NV vectors from channel c0, the last one `last` lanes wide.
+// NV vectors from channel c0, the last one `last` lanes wide. The runs share
+// the vectors evenly (144 channels: 3 runs of 3 vectors, not 4 + 4 + 1, whose
+// one-vector run paid a whole walk over the taps for 16 channels).
 template <class Fn>
 void for_each_run(int64_t C, Fn&& fn) {
     static_assert(kRunVectors == 4);
-    for (int64_t c0 = 0; c0 < C; c0 += kRunChannels) {
-        const int64_t left = std::min(kRunChannels, C - c0);
+    const int64_t vectors = (C + kLanes - 1) / kLanes;
+    const int64_t runs = (vectors + kRunVectors - 1) / kRunVectors;
+    const int64_t run_channels = (vectors + runs - 1) / runs * kLanes;
+    for (int64_t c0 = 0; c0 < C; c0 += run_channels) {
+        const int64_t left = std::min(run_channels, C - c0);
         const int nv = static_cast<int>((left + kLanes - 1) / kLanes);
         const int last = static_cast<int>(left - (nv - 1) * kLanes);
         switch (nv) {

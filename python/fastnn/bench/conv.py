@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from .harness import Case, Workload, register, rotations_for
 
-# (C, K, H, R, stride): ResNet-50/18 layer shapes, 56x56 down to 7x7.
-_CONV_FULL = [(64, 64, 56, 3, 1), (128, 128, 28, 3, 1), (256, 256, 14, 3, 1), (512, 512, 7, 3, 1),
-              (64, 256, 56, 1, 1), (256, 64, 56, 1, 1), (512, 128, 28, 1, 1), (1024, 256, 14, 1, 1),
-              (2048, 512, 7, 1, 1), (128, 128, 56, 3, 2)]
-_CONV_QUICK = [(64, 64, 56, 3, 1), (256, 256, 14, 3, 1), (256, 64, 56, 1, 1)]
+# (C, K, H, R, stride, groups): ResNet-50/18 layer shapes, 56x56 down to
+# 7x7, and MobileNetV2-style depthwise 3x3 layers (groups = C: memory-bound,
+# their roofline is the copy bandwidth).
+_CONV_FULL = [(64, 64, 56, 3, 1, 1), (128, 128, 28, 3, 1, 1), (256, 256, 14, 3, 1, 1), (512, 512, 7, 3, 1, 1),
+              (64, 256, 56, 1, 1, 1), (256, 64, 56, 1, 1, 1), (512, 128, 28, 1, 1, 1), (1024, 256, 14, 1, 1, 1),
+              (2048, 512, 7, 1, 1, 1), (128, 128, 56, 3, 2, 1),
+              (32, 32, 112, 3, 1, 32), (144, 144, 56, 3, 2, 144), (384, 384, 14, 3, 1, 384)]
+_CONV_QUICK = [(64, 64, 56, 3, 1, 1), (256, 256, 14, 3, 1, 1), (256, 64, 56, 1, 1, 1), (144, 144, 56, 3, 1, 144)]
 _BATCH = 8
 
 
@@ -24,17 +27,18 @@ def _layouts():
 
 @register("conv2d")
 def conv_cases(device: str, quick: bool):
-    for C, K, H, R, stride in (_CONV_QUICK if quick else _CONV_FULL):
+    for C, K, H, R, stride, groups in (_CONV_QUICK if quick else _CONV_FULL):
         for name, cl in _layouts():
-            shape = f"N8 C{C} K{K} {H}x{H} {R}x{R}{' s2' if stride == 2 else ''} {name}"
+            kind = " dw" if groups > 1 else ""
+            shape = f"N8 C{C} K{K} {H}x{H} {R}x{R}{' s2' if stride == 2 else ''}{kind} {name}"
             yield Case("conv2d", "conv2d", "fwd", "float32", shape,
-                       lambda C=C, K=K, H=H, R=R, s=stride, cl=cl: _conv(C, K, H, R, s, cl, False))
-            if not quick or (C, R) == (64, 3):
+                       lambda C=C, K=K, H=H, R=R, s=stride, g=groups, cl=cl: _conv(C, K, H, R, s, g, cl, False))
+            if not quick or (C, R) == (64, 3) or groups > 1:
                 yield Case("conv2d", "conv2d", "bwd", "float32", shape,
-                           lambda C=C, K=K, H=H, R=R, s=stride, cl=cl: _conv(C, K, H, R, s, cl, True))
+                           lambda C=C, K=K, H=H, R=R, s=stride, g=groups, cl=cl: _conv(C, K, H, R, s, g, cl, True))
 
 
-def _conv(C, K, H, R, stride, channels_last, backward):
+def _conv(C, K, H, R, stride, groups, channels_last, backward):
     import torch
     import torch.nn.functional as F
 
@@ -44,34 +48,35 @@ def _conv(C, K, H, R, stride, channels_last, backward):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     pad = R // 2
     OH = (H + 2 * pad - R) // stride + 1
-    flops = 2.0 * _BATCH * K * OH * OH * C * R * R * (2 if backward else 1)
-    nbytes = 4.0 * (_BATCH * C * H * H + K * C * R * R + _BATCH * K * OH * OH) * (2 if backward else 1)
+    flops = 2.0 * _BATCH * K * OH * OH * (C // groups) * R * R * (2 if backward else 1)
+    nbytes = 4.0 * (_BATCH * C * H * H + K * (C // groups) * R * R + _BATCH * K * OH * OH) * (2 if backward else 1)
     n = rotations_for(nbytes)
 
     def make():
         x = torch.randn(_BATCH, C, H, H).to(memory_format=fmt)
-        w, b = torch.randn(K, C, R, R) * (C * R * R) ** -0.5, torch.randn(K)
+        w, b = torch.randn(K, C // groups, R, R) * (C // groups * R * R) ** -0.5, torch.randn(K)
         return x, w, b
 
     sets = [make() for _ in range(n)]
 
     def accuracy():
         x, w, b = (t[:2] if t.dim() == 4 and t.shape[0] == _BATCH else t for t in sets[0])
-        args = dict(stride=stride, padding=pad)
+        args = dict(stride=stride, padding=pad, groups=groups)
         return compare(fastnn.conv2d(x, w, b, **args), F.conv2d(x, w, b, **args),
                        F.conv2d(x.double(), w.double(), b.double(), **args))
 
     if not backward:
         def torch_fwd(i):
             with torch.no_grad():
-                return F.conv2d(*sets[i % n], stride=stride, padding=pad)
+                return F.conv2d(*sets[i % n], stride=stride, padding=pad, groups=groups)
 
-        return Workload(fastnn=lambda i: fastnn.conv2d(*sets[i % n], stride=stride, padding=pad), torch=torch_fwd,
+        return Workload(fastnn=lambda i: fastnn.conv2d(*sets[i % n], stride=stride, padding=pad, groups=groups),
+                        torch=torch_fwd,
                         flops=flops, bytes=nbytes, rotations=n, accuracy=accuracy)
 
     def graph(fn, i):
         x, w, b = (t.detach().clone(memory_format=torch.preserve_format).requires_grad_() for t in sets[i])
-        out = fn(x, w, b, stride=stride, padding=pad)
+        out = fn(x, w, b, stride=stride, padding=pad, groups=groups)
         return out, (x, w, b), torch.randn_like(out)
 
     ours = [graph(fastnn.conv2d, i) for i in range(n)]
