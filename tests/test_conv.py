@@ -196,6 +196,26 @@ def test_conv_depthwise_writes_every_element(views, rng):
         assert torch.equal(got[0], ours.detach()) and torch.equal(got[1], xg.grad) and torch.equal(got[2], wg.grad)
 
 
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(padding=(2, 1), dilation=(2, 1)), dict(padding=1, stride=2)])
+def test_conv_depthwise_layouts_same_bits(kw, rng):
+    """Planar layers take the plane-by-plane kernels (forward; the input
+    gradient at stride 1), channels-last ones the pixel kernels: the same
+    sums in the same order, so the same bits (torch.compile may hand the
+    backward either layout)."""
+    C = 21
+    x, w, b = randn((2, C, 12, 9), torch.float32, rng), randn((C, 1, 3, 3), torch.float32, rng), \
+        randn((C,), torch.float32, rng)
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xf = x.clone(memory_format=fmt).requires_grad_()
+        wf = w.clone().requires_grad_()
+        out = fastnn.conv2d(xf, wf, b, groups=C, **kw)
+        g = torch.ones_like(out).mul_(0.5).add_(out.detach().sin())
+        out.backward(g)
+        results.append((out.detach().contiguous(), xf.grad.contiguous(), wf.grad))
+    assert all(torch.equal(a, c) for a, c in zip(*results))
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_conv_depthwise_bfloat16(channels_last, rng):
     x, w, b = (randn(s, torch.bfloat16, rng) for s in [(2, 40, 9, 10), (40, 1, 3, 3), (40,)])

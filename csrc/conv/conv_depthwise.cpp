@@ -356,7 +356,7 @@ inline int64_t padded_cols(int64_t cols, int64_t S, int64_t dw) {
 }
 inline int64_t padded_rows(int64_t rows, int64_t R, int64_t sh, int64_t dh) { return (rows - 1) * sh + (R - 1) * dh + 1; }
 
-template <class T>
+template <bool kLastTapFirst, class T>
 void correlate_plane(const T* src, int64_t src_rs, int64_t H, int64_t W, const float* w, int64_t R, int64_t S,
                      int64_t sh, int64_t dh, int64_t dw, int64_t top, int64_t left, float bias, T* out,
                      int64_t out_rs, int64_t rows, int64_t cols, float* pad) {
@@ -380,10 +380,17 @@ void correlate_plane(const T* src, int64_t src_rs, int64_t H, int64_t W, const f
         T* y = out + oh * out_rs;
         for (int64_t ow = 0; ow < cols; ow += kLanes) {
             VecF32 acc = b;
-            const float* x_row = top_row + ow;
-            for (int64_t r = 0; r < R; ++r, x_row += dh * Wp)
-                for (int64_t s = 0; s < S; ++s)
-                    acc = simd::fmadd(VecF32::load(x_row + s * dw), VecF32::broadcast(w[r * S + s]), acc);
+            if constexpr (kLastTapFirst) {
+                for (int64_t r = R - 1; r >= 0; --r)
+                    for (int64_t s = S - 1; s >= 0; --s)
+                        acc = simd::fmadd(VecF32::load(top_row + ow + r * dh * Wp + s * dw),
+                                          VecF32::broadcast(w[r * S + s]), acc);
+            } else {
+                const float* x_row = top_row + ow;
+                for (int64_t r = 0; r < R; ++r, x_row += dh * Wp)
+                    for (int64_t s = 0; s < S; ++s)
+                        acc = simd::fmadd(VecF32::load(x_row + s * dw), VecF32::broadcast(w[r * S + s]), acc);
+            }
             simd::store_lanes(acc, y + ow, static_cast<int>(std::min<int64_t>(kLanes, cols - ow)));
         }
     }
@@ -406,10 +413,41 @@ void forward_planar(const ConvParams& p, const Sizes& z, const float* bias) {
         std::vector<float> pad(static_cast<size_t>(pad_floats));
         for (int64_t u = u0; u < u1; ++u) {
             const int64_t n = u / z.C, c = u % z.C;
-            correlate_plane(static_cast<const T*>(x.data) + n * x.strides[0] + c * x.strides[1], x.strides[2], z.H, z.W,
+            correlate_plane<false>(static_cast<const T*>(x.data) + n * x.strides[0] + c * x.strides[1], x.strides[2], z.H, z.W,
                             filters.data() + c * z.R * z.S, z.R, z.S, sh, dh, dw, p.geo.pad[0], p.geo.pad[1],
                             bias ? bias[c] : 0.0f, static_cast<T*>(y.data) + n * y.strides[0] + c * y.strides[1],
                             y.strides[2], z.OH, z.OW, pad.data());
+        }
+    });
+}
+
+// Planar input gradient, stride 1: the correlation of each dY plane with the
+// filter turned half a turn, shifted by dh - ph rows and (S-1) dw - pw
+// columns: dx[ih][iw] = sum_{r,s} dy[ih + ph - r dh][iw + pw - s dw] w[r][s],
+// its taps walked from the turned filter's last, i.e. in the channels-last
+// path's order (r, s ascending; the taps outside add exact zeros), so both
+// layouts give the same bits (torch.compile may hand backward either).
+template <class T>
+void input_gradient_planar(const ConvBackwardParams& p, const Sizes& z) {
+    const TensorView &gy = p.grad_out, &gx = p.grad_x, &wv = p.weight;
+    const int64_t dh = p.geo.dilation[0], dw = p.geo.dilation[1];
+    std::vector<float> turned(static_cast<size_t>(z.C * z.R * z.S));
+    const T* wd = static_cast<const T*>(wv.data);
+    for (int64_t c = 0; c < z.C; ++c)
+        for (int64_t r = 0; r < z.R; ++r)
+            for (int64_t s = 0; s < z.S; ++s)
+                turned[(c * z.R + (z.R - 1 - r)) * z.S + (z.S - 1 - s)] =
+                    simd::to_float(wd[c * wv.strides[0] + r * wv.strides[2] + s * wv.strides[3]]);
+    const int64_t top = (z.R - 1) * dh - p.geo.pad[0], left = (z.S - 1) * dw - p.geo.pad[1];
+    const int64_t pad_floats = padded_rows(z.H, z.R, 1, dh) * padded_cols(z.W, z.S, dw);
+    parallel_for(z.N * z.C, 1, [&](int64_t u0, int64_t u1) {
+        std::vector<float> pad(static_cast<size_t>(pad_floats));
+        for (int64_t u = u0; u < u1; ++u) {
+            const int64_t n = u / z.C, c = u % z.C;
+            correlate_plane<true>(static_cast<const T*>(gy.data) + n * gy.strides[0] + c * gy.strides[1], gy.strides[2],
+                            z.OH, z.OW, turned.data() + c * z.R * z.S, z.R, z.S, 1, dh, dw, top, left, 0.0f,
+                            static_cast<T*>(gx.data) + n * gx.strides[0] + c * gx.strides[1], gx.strides[2], z.H, z.W,
+                            pad.data());
         }
     });
 }
@@ -509,13 +547,18 @@ void depthwise_forward(const ConvParams& p, const float* bias) {
 template <class T>
 void depthwise_backward(const ConvBackwardParams& p) {
     const Sizes z(p.x, p.weight, p.grad_out, p.geo.groups);
+    const bool stride1 = p.geo.stride[0] == 1 && p.geo.stride[1] == 1;
+    const bool planar_dx = p.grad_x.data && stride1 && planar_applies<T>(p.grad_out, p.grad_x, 1);
+    if (planar_dx) input_gradient_planar<T>(p, z);
+    const bool need_dx = p.grad_x.data && !planar_dx, need_dw = p.grad_weight.data != nullptr;
+    if (!need_dx && !need_dw) return;
     const int64_t Cp = round_up(z.C, kLanes);
     const PixelMajor<T> dy(p.grad_out, WorkspaceSlot::conv_grad);
-    if (p.grad_x.data) {
+    if (need_dx) {
         const std::vector<float> taps = pack_taps<T>(p.weight, z.C, z.R, z.S, Cp);
         input_gradient<T>(p, z, dy, taps.data(), Cp);
     }
-    if (p.grad_weight.data) weight_gradient<T>(p, z, dy, Cp);
+    if (need_dw) weight_gradient<T>(p, z, dy, Cp);
 }
 
 template void depthwise_forward<float>(const ConvParams&, const float*);
