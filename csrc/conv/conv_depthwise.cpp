@@ -341,7 +341,6 @@ void weight_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMaj
 // plane is copied into a zero-padded float plane (L1-sized for the usual
 // layers), whose rows the taps then read at shifted, unaligned offsets: no
 // border cases in the loop.
-template <class T>
 bool planar_applies(const TensorView& in, const TensorView& out, int64_t col_stride) {
     return col_stride == 1 && in.strides[3] == 1 && out.strides[3] == 1 && in.strides[1] != 1 && out.strides[1] != 1;
 }
@@ -457,7 +456,7 @@ void input_gradient_planar(const ConvBackwardParams& p, const Sizes& z) {
 template <class T>
 void depthwise_forward(const ConvParams& p, const float* bias) {
     const Sizes z(p.x, p.weight, p.out, p.geo.groups);
-    if (planar_applies<T>(p.x, p.out, p.geo.stride[1])) return forward_planar<T>(p, z, bias);
+    if (planar_applies(p.x, p.out, p.geo.stride[1])) return forward_planar<T>(p, z, bias);
     const auto [sh, sw] = p.geo.stride;
     const auto [ph, pw] = p.geo.pad;
     const auto [dh, dw] = p.geo.dilation;
@@ -548,7 +547,7 @@ template <class T>
 void depthwise_backward(const ConvBackwardParams& p) {
     const Sizes z(p.x, p.weight, p.grad_out, p.geo.groups);
     const bool stride1 = p.geo.stride[0] == 1 && p.geo.stride[1] == 1;
-    const bool planar_dx = p.grad_x.data && stride1 && planar_applies<T>(p.grad_out, p.grad_x, 1);
+    const bool planar_dx = p.grad_x.data && stride1 && planar_applies(p.grad_out, p.grad_x, 1);
     if (planar_dx) input_gradient_planar<T>(p, z);
     const bool need_dx = p.grad_x.data && !planar_dx, need_dw = p.grad_weight.data != nullptr;
     if (!need_dx && !need_dw) return;
