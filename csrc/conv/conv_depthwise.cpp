@@ -98,6 +98,20 @@ void for_each_run(int64_t C, Fn&& fn) {
 template <int NV>
 inline int lanes_of(int v, int last) { return v == NV - 1 ? last : kLanes; }
 
+// acc[v] += pixel[v] * tap[v] over a run of NV vectors of channels (the
+// pixel's last vector `last` lanes wide; the taps are padded to whole ones).
+template <int NV>
+inline void add_tap(VecF32 (&acc)[NV], const float* pixel, const float* tap, int last) {
+    for (int v = 0; v < NV; ++v)
+        acc[v] = simd::fmadd(simd::load_lanes(pixel + v * kLanes, lanes_of<NV>(v, last)), VecF32::load(tap + v * kLanes),
+                             acc[v]);
+}
+
+template <int NV>
+inline void store_run(const VecF32 (&acc)[NV], float* out, int last) {
+    for (int v = 0; v < NV; ++v) simd::store_lanes(acc[v], out + v * kLanes, lanes_of<NV>(v, last));
+}
+
 // A row of `count` pixels of C channels, Cp floats apart in `row`, into the
 // tensor row `dst` (channel stride cs, pixel stride ws) as T.
 template <class T>
@@ -183,8 +197,7 @@ void input_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMajo
                         for (int q = 0; q < kPixelBlock; ++q) {
                             float* out = direct ? reinterpret_cast<float*>(gx_row + (iw + q) * gx_ws)
                                                 : buf.data() + (iw + q) * Cp;
-                            for (int v = 0; v < NV; ++v)
-                                simd::store_lanes(acc[q][v], out + c0 + v * kLanes, lanes_of<NV>(v, last));
+                            store_run(acc[q], out + c0, last);
                         }
                         iw += kPixelBlock - 1;
                         continue;
@@ -196,12 +209,10 @@ void input_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMajo
                         for (int64_t e = e0; e < e1; ++e) {
                             const float* d = row_dy[i] + col_ow[e] * dy_ws + c0;
                             const float* t = row_taps[i] + col_s[e] * Cp + c0;
-                            for (int v = 0; v < NV; ++v)
-                                acc[v] = simd::fmadd(simd::load_lanes(d + v * kLanes, lanes_of<NV>(v, last)),
-                                                     VecF32::load(t + v * kLanes), acc[v]);
+                            add_tap(acc, d, t, last);
                         }
                     float* out = direct ? reinterpret_cast<float*>(gx_row + iw * gx_ws) : buf.data() + iw * Cp;
-                    for (int v = 0; v < NV; ++v) simd::store_lanes(acc[v], out + c0 + v * kLanes, lanes_of<NV>(v, last));
+                    store_run(acc, out + c0, last);
                 }
             });
             if (!direct) write_pixel_row(buf.data(), Cp, z.C, z.W, gx_row, gx.strides[1], gx.strides[3]);
@@ -515,8 +526,7 @@ void depthwise_forward(const ConvParams& p, const float* bias) {
                         for (int q = 0; q < kPixelBlock; ++q) {
                             float* out = direct ? reinterpret_cast<float*>(y_row + (ow + q) * y_ws)
                                                 : buf.data() + (ow + q) * Cp;
-                            for (int v = 0; v < NV; ++v)
-                                simd::store_lanes(acc[q][v], out + c0 + v * kLanes, lanes_of<NV>(v, last));
+                            store_run(acc[q], out + c0, last);
                         }
                         ow += kPixelBlock - 1;
                         continue;
@@ -530,12 +540,10 @@ void depthwise_forward(const ConvParams& p, const float* bias) {
                         const float* px = x_row;
                         const float* t = tap_row;
                         for (int64_t s = cs.lo; s < cs.hi; ++s, px += col_step, t += Cp)
-                            for (int v = 0; v < NV; ++v)
-                                acc[v] = simd::fmadd(simd::load_lanes(px + v * kLanes, lanes_of<NV>(v, last)),
-                                                     VecF32::load(t + v * kLanes), acc[v]);
+                            add_tap(acc, px, t, last);
                     }
                     float* out = direct ? reinterpret_cast<float*>(y_row + ow * y_ws) : buf.data() + ow * Cp;
-                    for (int v = 0; v < NV; ++v) simd::store_lanes(acc[v], out + c0 + v * kLanes, lanes_of<NV>(v, last));
+                    store_run(acc, out + c0, last);
                 }
             });
             if (!direct) write_pixel_row(buf.data(), Cp, z.C, z.OW, y_row, y.strides[1], y.strides[3]);
