@@ -217,21 +217,30 @@ struct VecF32 {
         const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
         return {_mm256_castsi256_ps(_mm256_slli_epi32(w, 16))};
     }
-    template <class T>
-    static VecF32 load_partial(const T* p, int n) {
-        T buf[width] = {};
-        std::memcpy(buf, p, sizeof(T) * n);
+    // The first n lanes of a float row, by vmaskmovps: lanes past n are
+    // neither read nor written, so a row's end may be the end of a page. A
+    // copy through a stack buffer (a memcpy call) made the compiler spill
+    // every vector register around the call in the loops that take it.
+    static __m256i first_lanes(int n) {
+        alignas(32) static constexpr int32_t kOnesThenZeros[2 * width] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                                                          0,  0,  0,  0,  0,  0,  0,  0};
+        return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kOnesThenZeros + width - n));
+    }
+    static VecF32 load_partial(const float* p, int n) { return {_mm256_maskload_ps(p, first_lanes(n))}; }
+    static VecF32 load_partial(const bf16* p, int n) {
+        bf16 buf[width] = {};
+        std::memcpy(buf, p, sizeof(bf16) * n);
         return load(buf);
     }
     void store(float* p) const { _mm256_storeu_ps(p, v); }
     void store(bf16* p) const { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), to_bf16()); }
     void stream(float* p) const { _mm256_stream_ps(p, v); }
     void stream(bf16* p) const { _mm_stream_si128(reinterpret_cast<__m128i*>(p), to_bf16()); }
-    template <class T>
-    void store_partial(T* p, int n) const {
-        T buf[width];
+    void store_partial(float* p, int n) const { _mm256_maskstore_ps(p, first_lanes(n), v); }
+    void store_partial(bf16* p, int n) const {
+        bf16 buf[width];
         store(buf);
-        std::memcpy(p, buf, sizeof(T) * n);
+        std::memcpy(p, buf, sizeof(bf16) * n);
     }
 
     __m128i to_bf16() const {
