@@ -135,6 +135,9 @@ DEPTHWISE_CASES = [
     (1, 24, 9, 9, 4, 4, dict(padding="same")),
     (2, 12, 1, 1, 3, 3, dict(padding=1)),
     (1, 9, 3, 8, 7, 1, dict(padding=(6, 0), dilation=2)),
+    # padding past the filter's reach: the input gradient's shifted walk
+    # starts before dY's first row and column
+    (1, 11, 5, 6, 3, 3, dict(padding=(3, 4))),
 ]
 
 
@@ -196,7 +199,8 @@ def test_conv_depthwise_writes_every_element(views, rng):
         assert torch.equal(got[0], ours.detach()) and torch.equal(got[1], xg.grad) and torch.equal(got[2], wg.grad)
 
 
-@pytest.mark.parametrize("kw", [dict(padding=1), dict(padding=(2, 1), dilation=(2, 1)), dict(padding=1, stride=2)])
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(padding=(2, 1), dilation=(2, 1)), dict(padding=1, stride=2),
+                                dict(padding=(3, 4))])
 def test_conv_depthwise_layouts_same_bits(kw, rng):
     """Planar layers take the plane-by-plane kernels (forward; the input
     gradient at stride 1), channels-last ones the pixel kernels: the same

@@ -15,9 +15,11 @@
 //                   and column (iw + pw - s dw) / sw are whole and inside of
 //                   dy[oh][ow][c] w[c][r][s]
 //   dw[c][r][s]   = sum_{n,oh,ow} dy[n][oh][ow][c] x[n][ih][iw][c]
-// dw sums an output row's pixels per tap in float registers, the rows in
-// float64 per block of rows fixed by the shape, and the blocks in order: the
-// same bits for any thread count.
+// At stride 1, dx is the forward pass's walk over dY with the filter turned
+// half a turn (correlate_pixels); other strides pull their taps from
+// per-column index tables. dw sums an output row's pixels per tap in float
+// registers, the rows in float64 per block of rows fixed by the shape, and
+// the blocks in order: the same bits for any thread count.
 #include "conv_depthwise.h"
 
 #include <type_traits>
@@ -47,15 +49,18 @@ constexpr int kPixelBlock = 2;
 // a small part of the pass (64 blocks were 10% of a C384 14x14 backward).
 constexpr int64_t kMaxGradBlocks = 16, kMinGradBlockRows = 4;
 
-// The filter as taps[(r S + s) Cp + c], float, zero beyond C.
+// The filter as taps[(r S + s) Cp + c], float, zero beyond C; turned half a
+// turn (tap (r, s) holding w[R-1-r][S-1-s]) for the input gradient.
 template <class T>
-std::vector<float> pack_taps(const TensorView& w, int64_t C, int64_t R, int64_t S, int64_t Cp) {
+std::vector<float> pack_taps(const TensorView& w, int64_t C, int64_t R, int64_t S, int64_t Cp, bool turned) {
     std::vector<float> taps(static_cast<size_t>(R * S * Cp), 0.0f);
     const T* src = static_cast<const T*>(w.data);
     for (int64_t c = 0; c < C; ++c)
         for (int64_t r = 0; r < R; ++r)
-            for (int64_t s = 0; s < S; ++s)
-                taps[(r * S + s) * Cp + c] = simd::to_float(src[c * w.strides[0] + r * w.strides[2] + s * w.strides[3]]);
+            for (int64_t s = 0; s < S; ++s) {
+                const int64_t tap = turned ? (R - 1 - r) * S + (S - 1 - s) : r * S + s;
+                taps[tap * Cp + c] = simd::to_float(src[c * w.strides[0] + r * w.strides[2] + s * w.strides[3]]);
+            }
     return taps;
 }
 
@@ -107,6 +112,26 @@ inline void add_tap(VecF32 (&acc)[NV], const float* pixel, const float* tap, int
                              acc[v]);
 }
 
+// acc[q] += the products of P pixels (pixel_step floats apart) with `rows`
+// x `cols` taps, walked rows first then columns as they come: the input of
+// tap (r, s) at in + r row_step + s col_step, its weights at taps + r
+// tap_row_step + s Cp. Each tap's weight vectors are loaded once for all P.
+template <int P, int NV>
+inline void add_taps(VecF32 (&acc)[P][NV], const float* in, int64_t pixel_step, int64_t row_step, int64_t col_step,
+                     int64_t rows, int64_t cols, const float* taps, int64_t tap_row_step, int64_t Cp, int last) {
+    for (int64_t r = 0; r < rows; ++r, in += row_step, taps += tap_row_step) {
+        const float* px = in;
+        const float* t = taps;
+        for (int64_t s = 0; s < cols; ++s, px += col_step, t += Cp)
+            for (int v = 0; v < NV; ++v) {
+                const VecF32 wv = VecF32::load(t + v * kLanes);
+                for (int q = 0; q < P; ++q)
+                    acc[q][v] = simd::fmadd(simd::load_lanes(px + q * pixel_step + v * kLanes, lanes_of<NV>(v, last)),
+                                            wv, acc[q][v]);
+            }
+    }
+}
+
 template <int NV>
 inline void store_run(const VecF32 (&acc)[NV], float* out, int last) {
     for (int v = 0; v < NV; ++v) simd::store_lanes(acc[v], out + v * kLanes, lanes_of<NV>(v, last));
@@ -130,9 +155,82 @@ bool writes_in_place(const TensorView& t) {
     return std::is_same_v<T, float> && (t.strides[1] == 1 || t.shape[1] == 1);
 }
 
+// The taps of one row of outputs: output o's tap (r, s) reads the input
+// pixel in + r row_step + (o pix + off + s cstep) ws (channels-last floats)
+// and the weights taps + r S Cp + s Cp.
+struct TapWalk {
+    const float* in;             // input row of the first valid tap row
+    const float* taps;           // that tap row's weights
+    int64_t rows, row_step;      // valid tap rows; floats from one to the next
+    int64_t ws, pix, off, cstep;
+    int64_t S, Cp;
+    const TapRange* cols;        // valid tap columns per output
+    int64_t inner_lo, inner_hi;  // the outputs whose every tap column is valid
+};
+
+// Outputs [0, count) of a walk for the run of NV vectors from channel c0,
+// each init + its taps, to out + o out_ws + c0.
+template <int NV>
+void correlate_row(const TapWalk& w, int64_t count, const VecF32 (&init)[NV], float* out, int64_t out_ws, int64_t c0,
+                   int last) {
+    // Locals for the loops: members read through the reference were reloaded
+    // per tap.
+    const float* in = w.in + c0;
+    const float* taps = w.taps + c0;
+    const int64_t ws = w.ws, pix = w.pix, off = w.off, cstep = w.cstep, rows = w.rows, row_step = w.row_step;
+    const int64_t S = w.S, Cp = w.Cp, tap_rows = S * Cp, pixel_step = pix * ws, col_step = cstep * ws;
+    for (int64_t o = 0; o < count; ++o) {
+        if (o >= w.inner_lo && o + kPixelBlock <= w.inner_hi) {
+            VecF32 acc[kPixelBlock][NV];
+            for (int q = 0; q < kPixelBlock; ++q)
+                for (int v = 0; v < NV; ++v) acc[q][v] = init[v];
+            add_taps(acc, in + (o * pix + off) * ws, pixel_step, row_step, col_step, rows, S, taps, tap_rows, Cp, last);
+            for (int q = 0; q < kPixelBlock; ++q) store_run(acc[q], out + (o + q) * out_ws + c0, last);
+            o += kPixelBlock - 1;
+            continue;
+        }
+        const TapRange cs = w.cols[o];
+        VecF32 acc[1][NV];
+        for (int v = 0; v < NV; ++v) acc[0][v] = init[v];
+        add_taps(acc, in + (o * pix + off + cs.lo * cstep) * ws, pixel_step, row_step, col_step, rows, cs.hi - cs.lo,
+                 taps + cs.lo * Cp, tap_rows, Cp, last);
+        store_run(acc[0], out + o * out_ws + c0, last);
+    }
+}
+
+// Every row (n, row) of `out` (N C rows cols, T) as correlate_row of the walk
+// make_walk(n, row), plus bias (C floats) where given.
+template <class T, class MakeWalk>
+void correlate_rows(const TensorView& out, int64_t Cp, const float* bias, MakeWalk&& make_walk) {
+    const int64_t N = out.shape[0], C = out.shape[1], rows = out.shape[2], cols = out.shape[3];
+    const bool direct = writes_in_place<T>(out);
+    parallel_for(N * rows, 1, [&](int64_t u0, int64_t u1) {
+        std::vector<float> buf(direct ? 0 : static_cast<size_t>(cols * Cp));
+        for (int64_t u = u0; u < u1; ++u) {
+            const int64_t n = u / rows, row = u % rows;
+            const TapWalk walk = make_walk(n, row);
+            T* out_row = static_cast<T*>(out.data) + n * out.strides[0] + row * out.strides[2];
+            float* to = direct ? reinterpret_cast<float*>(out_row) : buf.data();
+            const int64_t to_ws = direct ? out.strides[3] : Cp;
+            // Runs outside, pixels inside: the run's shape is dispatched once
+            // per row, not per pixel.
+            for_each_run(C, [&](auto nv, int64_t c0, int last) {
+                constexpr int NV = decltype(nv)::value;
+                VecF32 init[NV];
+                for (int v = 0; v < NV; ++v)
+                    init[v] = bias ? simd::load_lanes(bias + c0 + v * kLanes, lanes_of<NV>(v, last)) : VecF32::zero();
+                correlate_row(walk, cols, init, to, to_ws, c0, last);
+            });
+            if (!direct) write_pixel_row(buf.data(), Cp, C, cols, out_row, out.strides[1], out.strides[3]);
+        }
+    });
+}
+
+// The input gradient at any stride: per input pixel the taps whose output
+// row and column are whole and inside, from index tables.
 template <class T>
-void input_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMajor<T>& dy, const float* taps,
-                    int64_t Cp) {
+void input_gradient_strided(const ConvBackwardParams& p, const Sizes& z, const PixelMajor<T>& dy, const float* taps,
+                            int64_t Cp) {
     const auto [sh, sw] = p.geo.stride;
     const auto [ph, pw] = p.geo.pad;
     const auto [dh, dw] = p.geo.dilation;
@@ -148,13 +246,6 @@ void input_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMajo
         }
         col_begin[iw + 1] = static_cast<int64_t>(col_s.size());
     }
-    // With a column stride of 1, the input columns reached by every filter
-    // column are consecutive, [inner_lo, inner_hi), and a block of them takes
-    // the same taps at consecutive output columns.
-    int64_t inner_lo = z.W, inner_hi = 0;
-    if (sw == 1)
-        for (int64_t iw = 0; iw < z.W; ++iw)
-            if (col_begin[iw + 1] - col_begin[iw] == z.S) inner_lo = std::min(inner_lo, iw), inner_hi = iw + 1;
     const TensorView& gx = p.grad_x;
     const bool direct = writes_in_place<T>(gx);
     const int64_t dy_hs = dy.hs, dy_ws = dy.ws, gx_ws = gx.strides[3], tap_rows = z.S * Cp;
@@ -176,41 +267,12 @@ void input_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMajo
             for_each_run(z.C, [&](auto nv, int64_t c0, int last) {
                 constexpr int NV = decltype(nv)::value;
                 for (int64_t iw = 0; iw < z.W; ++iw) {
-                    if (iw >= inner_lo && iw + kPixelBlock <= inner_hi) {
-                        // kPixelBlock pixels at once, as in the forward pass.
-                        VecF32 acc[kPixelBlock][NV];
-                        for (int q = 0; q < kPixelBlock; ++q)
-                            for (int v = 0; v < NV; ++v) acc[q][v] = VecF32::zero();
-                        const int64_t e0 = col_begin[iw];
-                        for (size_t i = 0; i < nrows; ++i)
-                            for (int64_t e = e0; e < e0 + z.S; ++e) {
-                                const float* d = row_dy[i] + col_ow[e] * dy_ws + c0;
-                                const float* t = row_taps[i] + col_s[e] * Cp + c0;
-                                for (int v = 0; v < NV; ++v) {
-                                    const VecF32 wv = VecF32::load(t + v * kLanes);
-                                    for (int q = 0; q < kPixelBlock; ++q)
-                                        acc[q][v] = simd::fmadd(
-                                            simd::load_lanes(d + q * dy_ws + v * kLanes, lanes_of<NV>(v, last)), wv,
-                                            acc[q][v]);
-                                }
-                            }
-                        for (int q = 0; q < kPixelBlock; ++q) {
-                            float* out = direct ? reinterpret_cast<float*>(gx_row + (iw + q) * gx_ws)
-                                                : buf.data() + (iw + q) * Cp;
-                            store_run(acc[q], out + c0, last);
-                        }
-                        iw += kPixelBlock - 1;
-                        continue;
-                    }
                     VecF32 acc[NV];
                     for (int v = 0; v < NV; ++v) acc[v] = VecF32::zero();
                     const int64_t e0 = col_begin[iw], e1 = col_begin[iw + 1];
                     for (size_t i = 0; i < nrows; ++i)
-                        for (int64_t e = e0; e < e1; ++e) {
-                            const float* d = row_dy[i] + col_ow[e] * dy_ws + c0;
-                            const float* t = row_taps[i] + col_s[e] * Cp + c0;
-                            add_tap(acc, d, t, last);
-                        }
+                        for (int64_t e = e0; e < e1; ++e)
+                            add_tap(acc, row_dy[i] + col_ow[e] * dy_ws + c0, row_taps[i] + col_s[e] * Cp + c0, last);
                     float* out = direct ? reinterpret_cast<float*>(gx_row + iw * gx_ws) : buf.data() + iw * Cp;
                     store_run(acc, out + c0, last);
                 }
@@ -345,120 +407,30 @@ void weight_gradient(const ConvBackwardParams& p, const Sizes& z, const PixelMaj
                     simd::from_float<T>(static_cast<float>(total[(r * z.S + s) * Cp + c]));
 }
 
-// Planar layers (NCHW, unit column stride in and out) with a column stride
-// of 1 run plane by plane with the vectors along the rows: a converted copy
-// to channels-last pixels and back cost two extra passes over the data (the
-// N8 C144 56x56 forward ran at 0.64x torch that way). Each (image, channel)
-// plane is copied into a zero-padded float plane (L1-sized for the usual
-// layers), whose rows the taps then read at shifted, unaligned offsets: no
-// border cases in the loop.
-bool planar_applies(const TensorView& in, const TensorView& out, int64_t col_stride) {
-    return col_stride == 1 && in.strides[3] == 1 && out.strides[3] == 1 && in.strides[1] != 1 && out.strides[1] != 1;
-}
-
-// out (rows x cols of `plane`, row stride out_rs) = bias + the correlation of
-// the plane (H x W at src, row stride src_rs) with the R x S filter `w`
-// (row-major floats), column stride 1, row stride sh, taps dilated by (dh,
-// dw), the plane shifted by (top, left) (the padding; negative crops).
-// `pad` is a float buffer of at least padded_plane_floats.
-inline int64_t padded_cols(int64_t cols, int64_t S, int64_t dw) {
-    return round_up(cols, kLanes) + (S - 1) * dw + kLanes;
-}
-inline int64_t padded_rows(int64_t rows, int64_t R, int64_t sh, int64_t dh) { return (rows - 1) * sh + (R - 1) * dh + 1; }
-
-template <bool kLastTapFirst, class T>
-void correlate_plane(const T* src, int64_t src_rs, int64_t H, int64_t W, const float* w, int64_t R, int64_t S,
-                     int64_t sh, int64_t dh, int64_t dw, int64_t top, int64_t left, float bias, T* out,
-                     int64_t out_rs, int64_t rows, int64_t cols, float* pad) {
-    const int64_t Hp = padded_rows(rows, R, sh, dh), Wp = padded_cols(cols, S, dw);
-    for (int64_t i = 0; i < Hp; ++i) {
-        float* row = pad + i * Wp;
-        const int64_t ih = i - top;
-        if (ih < 0 || ih >= H) {
-            std::fill_n(row, Wp, 0.0f);
-            continue;
-        }
-        const int64_t j0 = std::clamp<int64_t>(left, 0, Wp), j1 = std::clamp<int64_t>(left + W, 0, Wp);
-        std::fill_n(row, j0, 0.0f);
-        const T* from = src + ih * src_rs;
-        for (int64_t j = j0; j < j1; ++j) row[j] = simd::to_float(from[j - left]);
-        std::fill(row + j1, row + Wp, 0.0f);
+// out = bias + the correlation of `in` (channels-last floats, H x W pixels)
+// with the taps at (stride, pad, dilation): out[oh][ow] = bias + sum_{r,s}
+// in[oh sh - ph + r dh][ow sw - pw + s dw] taps[r][s], the taps outside the
+// image skipped, the others summed in ascending (r, s).
+template <class T, class In>
+void correlate_pixels(const In& in, int64_t H, int64_t W, const float* taps, int64_t R, int64_t S, int64_t Cp,
+                      const int64_t (&stride)[2], const int64_t (&pad)[2], const int64_t (&dilation)[2],
+                      const float* bias, const TensorView& out) {
+    const auto [sh, sw] = stride;
+    const auto [ph, pw] = pad;
+    const auto [dh, dw] = dilation;
+    const int64_t OW = out.shape[3];
+    std::vector<TapRange> cols(static_cast<size_t>(OW));
+    // [inner_lo, inner_hi): the output columns all of whose filter columns
+    // are inside the image (consecutive; empty when none is).
+    int64_t inner_lo = OW, inner_hi = 0;
+    for (int64_t ow = 0; ow < OW; ++ow) {
+        cols[ow] = valid_taps(ow, sw, pw, dw, S, W);
+        if (cols[ow].lo == 0 && cols[ow].hi == S) inner_lo = std::min(inner_lo, ow), inner_hi = ow + 1;
     }
-    const VecF32 b = VecF32::broadcast(bias);
-    for (int64_t oh = 0; oh < rows; ++oh) {
-        const float* top_row = pad + oh * sh * Wp;
-        T* y = out + oh * out_rs;
-        for (int64_t ow = 0; ow < cols; ow += kLanes) {
-            VecF32 acc = b;
-            if constexpr (kLastTapFirst) {
-                for (int64_t r = R - 1; r >= 0; --r)
-                    for (int64_t s = S - 1; s >= 0; --s)
-                        acc = simd::fmadd(VecF32::load(top_row + ow + r * dh * Wp + s * dw),
-                                          VecF32::broadcast(w[r * S + s]), acc);
-            } else {
-                const float* x_row = top_row + ow;
-                for (int64_t r = 0; r < R; ++r, x_row += dh * Wp)
-                    for (int64_t s = 0; s < S; ++s)
-                        acc = simd::fmadd(VecF32::load(x_row + s * dw), VecF32::broadcast(w[r * S + s]), acc);
-            }
-            simd::store_lanes(acc, y + ow, static_cast<int>(std::min<int64_t>(kLanes, cols - ow)));
-        }
-    }
-}
-
-template <class T>
-void forward_planar(const ConvParams& p, const Sizes& z, const float* bias) {
-    const TensorView &x = p.x, &y = p.out;
-    const int64_t sh = p.geo.stride[0], dh = p.geo.dilation[0], dw = p.geo.dilation[1];
-    std::vector<float> filters(static_cast<size_t>(z.C * z.R * z.S));
-    const T* wd = static_cast<const T*>(p.weight.data);
-    const TensorView& wv = p.weight;
-    for (int64_t c = 0; c < z.C; ++c)
-        for (int64_t r = 0; r < z.R; ++r)
-            for (int64_t s = 0; s < z.S; ++s)
-                filters[(c * z.R + r) * z.S + s] =
-                    simd::to_float(wd[c * wv.strides[0] + r * wv.strides[2] + s * wv.strides[3]]);
-    const int64_t pad_floats = padded_rows(z.OH, z.R, sh, dh) * padded_cols(z.OW, z.S, dw);
-    parallel_for(z.N * z.C, 1, [&](int64_t u0, int64_t u1) {
-        std::vector<float> pad(static_cast<size_t>(pad_floats));
-        for (int64_t u = u0; u < u1; ++u) {
-            const int64_t n = u / z.C, c = u % z.C;
-            correlate_plane<false>(static_cast<const T*>(x.data) + n * x.strides[0] + c * x.strides[1], x.strides[2], z.H, z.W,
-                            filters.data() + c * z.R * z.S, z.R, z.S, sh, dh, dw, p.geo.pad[0], p.geo.pad[1],
-                            bias ? bias[c] : 0.0f, static_cast<T*>(y.data) + n * y.strides[0] + c * y.strides[1],
-                            y.strides[2], z.OH, z.OW, pad.data());
-        }
-    });
-}
-
-// Planar input gradient, stride 1: the correlation of each dY plane with the
-// filter turned half a turn, shifted by dh - ph rows and (S-1) dw - pw
-// columns: dx[ih][iw] = sum_{r,s} dy[ih + ph - r dh][iw + pw - s dw] w[r][s],
-// its taps walked from the turned filter's last, i.e. in the channels-last
-// path's order (r, s ascending; the taps outside add exact zeros), so both
-// layouts give the same bits (torch.compile may hand backward either).
-template <class T>
-void input_gradient_planar(const ConvBackwardParams& p, const Sizes& z) {
-    const TensorView &gy = p.grad_out, &gx = p.grad_x, &wv = p.weight;
-    const int64_t dh = p.geo.dilation[0], dw = p.geo.dilation[1];
-    std::vector<float> turned(static_cast<size_t>(z.C * z.R * z.S));
-    const T* wd = static_cast<const T*>(wv.data);
-    for (int64_t c = 0; c < z.C; ++c)
-        for (int64_t r = 0; r < z.R; ++r)
-            for (int64_t s = 0; s < z.S; ++s)
-                turned[(c * z.R + (z.R - 1 - r)) * z.S + (z.S - 1 - s)] =
-                    simd::to_float(wd[c * wv.strides[0] + r * wv.strides[2] + s * wv.strides[3]]);
-    const int64_t top = (z.R - 1) * dh - p.geo.pad[0], left = (z.S - 1) * dw - p.geo.pad[1];
-    const int64_t pad_floats = padded_rows(z.H, z.R, 1, dh) * padded_cols(z.W, z.S, dw);
-    parallel_for(z.N * z.C, 1, [&](int64_t u0, int64_t u1) {
-        std::vector<float> pad(static_cast<size_t>(pad_floats));
-        for (int64_t u = u0; u < u1; ++u) {
-            const int64_t n = u / z.C, c = u % z.C;
-            correlate_plane<true>(static_cast<const T*>(gy.data) + n * gy.strides[0] + c * gy.strides[1], gy.strides[2],
-                            z.OH, z.OW, turned.data() + c * z.R * z.S, z.R, z.S, 1, dh, dw, top, left, 0.0f,
-                            static_cast<T*>(gx.data) + n * gx.strides[0] + c * gx.strides[1], gx.strides[2], z.H, z.W,
-                            pad.data());
-        }
+    correlate_rows<T>(out, Cp, bias, [&](int64_t n, int64_t oh) {
+        const TapRange rs = valid_taps(oh, sh, ph, dh, R, H);
+        return TapWalk{in.data + n * in.ns + (oh * sh - ph + rs.lo * dh) * in.hs, taps + rs.lo * S * Cp,
+                       rs.hi - rs.lo, dh * in.hs, in.ws, sw, -pw, dw, S, Cp, cols.data(), inner_lo, inner_hi};
     });
 }
 
@@ -468,87 +440,10 @@ template <class T>
 void depthwise_forward(const ConvParams& p, const float* bias) {
     const Sizes z(p.x, p.weight, p.out, p.geo.groups);
     if (planar_applies(p.x, p.out, p.geo.stride[1])) return forward_planar<T>(p, z, bias);
-    const auto [sh, sw] = p.geo.stride;
-    const auto [ph, pw] = p.geo.pad;
-    const auto [dh, dw] = p.geo.dilation;
     const int64_t Cp = round_up(z.C, kLanes);
-    const std::vector<float> taps = pack_taps<T>(p.weight, z.C, z.R, z.S, Cp);
-    std::vector<TapRange> cols(static_cast<size_t>(z.OW));
-    // [inner_lo, inner_hi): the output columns all of whose filter columns
-    // are inside the image (consecutive; empty when none is).
-    int64_t inner_lo = z.OW, inner_hi = 0;
-    for (int64_t ow = 0; ow < z.OW; ++ow) {
-        cols[ow] = valid_taps(ow, sw, pw, dw, z.S, z.W);
-        if (cols[ow].lo == 0 && cols[ow].hi == z.S) inner_lo = std::min(inner_lo, ow), inner_hi = ow + 1;
-    }
-    const PixelMajor<T> x(p.x);
-    const TensorView& y = p.out;
-    const bool direct = writes_in_place<T>(y);
-    // Locals for the loops (members read through a reference were reloaded
-    // per tap), and per-tap steps instead of index products.
-    const int64_t xhs = x.hs, xws = x.ws, col_step = dw * x.ws, row_step = dh * x.hs, S = z.S;
-    const float* tap_data = taps.data();
-    parallel_for(z.N * z.OH, 1, [&](int64_t u0, int64_t u1) {
-        std::vector<float> buf(direct ? 0 : static_cast<size_t>(z.OW * Cp));
-        for (int64_t u = u0; u < u1; ++u) {
-            const int64_t n = u / z.OH, oh = u % z.OH;
-            const TapRange rs = valid_taps(oh, sh, ph, dh, z.R, z.H);
-            const float* first_row = x.data + n * x.ns + (oh * sh - ph + rs.lo * dh) * xhs;
-            T* y_row = static_cast<T*>(y.data) + n * y.strides[0] + oh * y.strides[2];
-            const int64_t y_ws = y.strides[3];
-            // Runs outside, pixels inside: the run's shape is dispatched once
-            // per row, not per pixel.
-            for_each_run(z.C, [&](auto nv, int64_t c0, int last) {
-                constexpr int NV = decltype(nv)::value;
-                VecF32 b[NV];
-                for (int v = 0; v < NV; ++v)
-                    b[v] = bias ? simd::load_lanes(bias + c0 + v * kLanes, lanes_of<NV>(v, last)) : VecF32::zero();
-                for (int64_t ow = 0; ow < z.OW; ++ow) {
-                    if (ow >= inner_lo && ow + kPixelBlock <= inner_hi) {
-                        // kPixelBlock pixels at once, same sums in the same order.
-                        VecF32 acc[kPixelBlock][NV];
-                        for (int q = 0; q < kPixelBlock; ++q)
-                            for (int v = 0; v < NV; ++v) acc[q][v] = b[v];
-                        const float* x_row = first_row + (ow * sw - pw) * xws + c0;
-                        const float* tap_row = tap_data + rs.lo * S * Cp + c0;
-                        for (int64_t r = rs.lo; r < rs.hi; ++r, x_row += row_step, tap_row += S * Cp) {
-                            const float* px = x_row;
-                            const float* t = tap_row;
-                            for (int64_t s = 0; s < S; ++s, px += col_step, t += Cp)
-                                for (int v = 0; v < NV; ++v) {
-                                    const VecF32 wv = VecF32::load(t + v * kLanes);
-                                    for (int q = 0; q < kPixelBlock; ++q)
-                                        acc[q][v] = simd::fmadd(
-                                            simd::load_lanes(px + q * sw * xws + v * kLanes, lanes_of<NV>(v, last)), wv,
-                                            acc[q][v]);
-                                }
-                        }
-                        for (int q = 0; q < kPixelBlock; ++q) {
-                            float* out = direct ? reinterpret_cast<float*>(y_row + (ow + q) * y_ws)
-                                                : buf.data() + (ow + q) * Cp;
-                            store_run(acc[q], out + c0, last);
-                        }
-                        ow += kPixelBlock - 1;
-                        continue;
-                    }
-                    const TapRange cs = cols[ow];
-                    VecF32 acc[NV];
-                    for (int v = 0; v < NV; ++v) acc[v] = b[v];
-                    const float* x_row = first_row + (ow * sw - pw + cs.lo * dw) * xws + c0;
-                    const float* tap_row = tap_data + (rs.lo * S + cs.lo) * Cp + c0;
-                    for (int64_t r = rs.lo; r < rs.hi; ++r, x_row += row_step, tap_row += S * Cp) {
-                        const float* px = x_row;
-                        const float* t = tap_row;
-                        for (int64_t s = cs.lo; s < cs.hi; ++s, px += col_step, t += Cp)
-                            add_tap(acc, px, t, last);
-                    }
-                    float* out = direct ? reinterpret_cast<float*>(y_row + ow * y_ws) : buf.data() + ow * Cp;
-                    store_run(acc, out + c0, last);
-                }
-            });
-            if (!direct) write_pixel_row(buf.data(), Cp, z.C, z.OW, y_row, y.strides[1], y.strides[3]);
-        }
-    });
+    const std::vector<float> taps = pack_taps<T>(p.weight, z.C, z.R, z.S, Cp, false);
+    correlate_pixels<T>(PixelMajor<T>(p.x), z.H, z.W, taps.data(), z.R, z.S, Cp, p.geo.stride, p.geo.pad,
+                        p.geo.dilation, bias, p.out);
 }
 
 template <class T>
@@ -562,8 +457,19 @@ void depthwise_backward(const ConvBackwardParams& p) {
     const int64_t Cp = round_up(z.C, kLanes);
     const PixelMajor<T> dy(p.grad_out, WorkspaceSlot::conv_grad);
     if (need_dx) {
-        const std::vector<float> taps = pack_taps<T>(p.weight, z.C, z.R, z.S, Cp);
-        input_gradient<T>(p, z, dy, taps.data(), Cp);
+        if (stride1) {
+            // The correlation of dY with the filter turned half a turn: the
+            // forward pass's walk, shifted by dh - ph rows and (S-1) dw
+            // - pw columns.
+            const std::vector<float> turned = pack_taps<T>(p.weight, z.C, z.R, z.S, Cp, true);
+            const int64_t(&dil)[2] = p.geo.dilation;
+            const int64_t shift[2] = {(z.R - 1) * dil[0] - p.geo.pad[0], (z.S - 1) * dil[1] - p.geo.pad[1]};
+            correlate_pixels<T>(dy, z.OH, z.OW, turned.data(), z.R, z.S, Cp, p.geo.stride, shift, dil, nullptr,
+                                p.grad_x);
+        } else {
+            const std::vector<float> taps = pack_taps<T>(p.weight, z.C, z.R, z.S, Cp, false);
+            input_gradient_strided<T>(p, z, dy, taps.data(), Cp);
+        }
     }
     if (need_dw) weight_gradient<T>(p, z, dy, Cp);
 }
