@@ -132,6 +132,21 @@ def test_linear_numpy_and_no_grad(rng):
         assert fastnn.linear(x, w.requires_grad_(), b).grad_fn is None
 
 
+def test_linear_direct_call_same_as_general_path(rng):
+    """A CPU call with no autograd to record goes straight to the kernel
+    (_backend.direct_cpu_call): the general path's bits, and a call that must
+    record its graph still does."""
+    from fastnn.ops import gemm
+
+    x, w, b = randn((7, 5), gen=rng), randn((3, 5), gen=rng), randn((3,), gen=rng)
+    general = gemm._linear(x, w, b)
+    assert torch.equal(fastnn.linear(x, w, b), general)
+    with torch.no_grad():
+        assert torch.equal(fastnn.linear(x, w.clone().requires_grad_(), b), general)
+    assert fastnn.linear(x, w.clone().requires_grad_(), b).grad_fn is not None
+    assert torch.equal(fastnn.linear(x, w.numpy(), b), general)
+
+
 def test_linear_deterministic_across_threads(rng):
     x, w, g = randn((300, 200), gen=rng), randn((150, 200), gen=rng), randn((300, 150), gen=rng)
     first = (fastnn.linear(x, w), *fastnn.linear_backward(g, x, w))

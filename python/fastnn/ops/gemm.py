@@ -8,6 +8,7 @@ kernel packs from any strides), so there is never a `.contiguous()` here."""
 
 from __future__ import annotations
 
+from .. import _C
 from .. import _backend as B
 from . import _torch_ops as T
 
@@ -87,6 +88,10 @@ def linear(x, weight, bias=None):
     require grad (or under torch.compile) this is the custom operator
     fastnn::linear, whose backward runs linear_backward.
     """
+    if B.direct_cpu_call(x, weight, bias) and x.ndim == 2 and getattr(weight, "ndim", None) == 2:
+        y = x.new_empty((x.shape[0], weight.shape[0]))
+        _C.linear(x, weight, bias, y)
+        return y
     if B.needs_torch_op(x, weight, bias):
         return T.torch_op("linear")(x, weight, bias)
     return _linear(x, weight, bias)
