@@ -34,14 +34,16 @@ constexpr int kLanes = VecF32::width;
 // channels on AVX-512 (four lines of each tap's pixel), 32 on AVX2, whose
 // sixteen registers then hold the four sums and the operands in flight.
 constexpr int kRunVectors = 4;
-// Output pixels the forward sums together where all of their filter columns
-// are inside the image: each tap's weight vectors are loaded once for all of
-// them (one pixel at a time, every FMA waited on two loads). Their sums take
-// kPixelBlock x kRunVectors registers: 16 of AVX-512's 32, 8 of AVX2's 16.
+// The forward pass and the stride-1 input gradient sum a block of output
+// pixels together where all of their filter columns are inside the image:
+// each tap's weight vectors are loaded once for all of them (one pixel at a
+// time, every FMA waited on two loads). A block's sums, pixels x run
+// vectors, take at most kMaxBlockSums registers: 16 of AVX-512's 32, 12 of
+// AVX2's 16 (BlockShape).
 #if FASTNN_SIMD_AVX512
-constexpr int kPixelBlock = 4;
+constexpr int kMaxBlockSums = 16;
 #else
-constexpr int kPixelBlock = 2;
+constexpr int kMaxBlockSums = 12;
 #endif
 // Blocks of output rows whose weight-gradient sums are kept apart (float64,
 // R S Cp each) and added in order at the end: enough blocks to balance the
@@ -87,10 +89,10 @@ struct ChannelRun {
 // The runs of C channels. They share the vectors evenly (144 channels in
 // 16-lane vectors: 3 runs of 3, not 4 + 4 + 1, whose one-vector run paid a
 // whole walk over the taps for 16 channels).
-std::vector<ChannelRun> channel_runs(int64_t C) {
+std::vector<ChannelRun> channel_runs(int64_t C, int max_vectors = kRunVectors) {
     static_assert(kRunVectors == 4);
     const int64_t vectors = (C + kLanes - 1) / kLanes;
-    const int64_t runs = (vectors + kRunVectors - 1) / kRunVectors;
+    const int64_t runs = (vectors + max_vectors - 1) / max_vectors;
     const int64_t run_channels = (vectors + runs - 1) / runs * kLanes;
     std::vector<ChannelRun> out;
     for (int64_t c0 = 0; c0 < C; c0 += run_channels) {
@@ -119,6 +121,26 @@ void for_each_run(int64_t C, Fn&& fn) {
 
 template <int NV>
 inline int lanes_of(int v, int last) { return v == NV - 1 ? last : kLanes; }
+
+// Pixels per block and vectors per run of the forward pass and the stride-1
+// input gradient. AVX-512: 4 x 4. AVX2: 4 pixels x runs of at most 3
+// vectors (12 FMA chains, 1.25 loads per FMA) for at most 8 vectors of
+// channels, else 2 x 4 (8 chains, 1.5 loads per FMA). Measured on a Zen 3
+// VM, the variants alternated call by call: 4 x 3 against 2 x 4 took C36
+// 56x56 forward and dx 1.25-1.4x faster, but C144 56x56 0.84-0.94x and C96
+// 112x112 0.94-0.99x (not understood: the blocks' pixels fit L1 either way).
+struct BlockShape {
+    int pixels, run_vectors;
+};
+
+#if FASTNN_SIMD_AVX512
+constexpr bool kTwoPixelBlocks = false;
+inline BlockShape block_shape(int64_t) { return {4, 4}; }
+#else
+constexpr bool kTwoPixelBlocks = true;
+inline BlockShape block_shape(int64_t C) { return C <= 8 * kLanes ? BlockShape{4, 3} : BlockShape{2, 4}; }
+#endif
+
 
 // acc[v] += pixel[v] * tap[v] over a run of NV vectors of channels (the
 // pixel's last vector `last` lanes wide; the taps are padded to whole ones).
@@ -191,8 +213,8 @@ struct TapWalk {
 // block are still in L1. (Runs outside, pixels inside, each run walked a row
 // of 3 input rows: with C = 144 that was 3 x 56 pixels x 128 bytes per run
 // against a 32 KiB L1, and the channels-last forward ran at 0.5-0.7x torch.)
-void correlate_row(const TapWalk& w, int64_t count, const std::vector<ChannelRun>& runs, const float* bias, float* out,
-                   int64_t out_ws) {
+void correlate_row(const TapWalk& w, int64_t count, const std::vector<ChannelRun>& runs, int block_pixels,
+                   const float* bias, float* out, int64_t out_ws) {
     // Locals for the loops: members read through the reference were reloaded
     // per tap.
     const float* in = w.in;
@@ -200,7 +222,7 @@ void correlate_row(const TapWalk& w, int64_t count, const std::vector<ChannelRun
     const int64_t ws = w.ws, pix = w.pix, off = w.off, cstep = w.cstep, rows = w.rows, row_step = w.row_step;
     const int64_t S = w.S, Cp = w.Cp, tap_rows = S * Cp, pixel_step = pix * ws, col_step = cstep * ws;
     for (int64_t o = 0; o < count; ++o) {
-        const bool block = o >= w.inner_lo && o + kPixelBlock <= w.inner_hi;
+        const bool block = o >= w.inner_lo && o + block_pixels <= w.inner_hi;
         const TapRange cs = block ? TapRange{0, S} : w.cols[o];
         const float* first_in = in + (o * pix + off + cs.lo * cstep) * ws;
         const float* first_tap = taps + cs.lo * Cp;
@@ -217,10 +239,16 @@ void correlate_row(const TapWalk& w, int64_t count, const std::vector<ChannelRun
         };
         for (const ChannelRun& run : runs)
             dispatch_run(run, [&](auto nv, int64_t c0, int last) {
-                if (block) sum(std::integral_constant<int, kPixelBlock>{}, nv, c0, last);
-                else sum(std::integral_constant<int, 1>{}, nv, c0, last);
+                constexpr int NV = decltype(nv)::value;
+                if (!block) {
+                    sum(std::integral_constant<int, 1>{}, nv, c0, last);
+                } else if (block_pixels == 4) {
+                    if constexpr (4 * NV <= kMaxBlockSums) sum(std::integral_constant<int, 4>{}, nv, c0, last);
+                } else {
+                    if constexpr (kTwoPixelBlocks) sum(std::integral_constant<int, 2>{}, nv, c0, last);
+                }
             });
-        if (block) o += kPixelBlock - 1;
+        if (block) o += block_pixels - 1;
     }
 }
 
@@ -230,16 +258,18 @@ template <class T, class MakeWalk>
 void correlate_rows(const TensorView& out, int64_t Cp, const float* bias, MakeWalk&& make_walk) {
     const int64_t N = out.shape[0], C = out.shape[1], rows = out.shape[2], cols = out.shape[3];
     const bool direct = writes_in_place<T>(out);
-    const std::vector<ChannelRun> runs = channel_runs(C);
+    const BlockShape shape = block_shape(C);
+    const std::vector<ChannelRun> runs = channel_runs(C, shape.run_vectors);
     parallel_for(N * rows, 1, [&](int64_t u0, int64_t u1) {
         std::vector<float> buf(direct ? 0 : static_cast<size_t>(cols * Cp));
         for (int64_t u = u0; u < u1; ++u) {
             const int64_t n = u / rows, row = u % rows;
             T* out_row = static_cast<T*>(out.data) + n * out.strides[0] + row * out.strides[2];
             if (direct) {
-                correlate_row(make_walk(n, row), cols, runs, bias, reinterpret_cast<float*>(out_row), out.strides[3]);
+                correlate_row(make_walk(n, row), cols, runs, shape.pixels, bias, reinterpret_cast<float*>(out_row),
+                              out.strides[3]);
             } else {
-                correlate_row(make_walk(n, row), cols, runs, bias, buf.data(), Cp);
+                correlate_row(make_walk(n, row), cols, runs, shape.pixels, bias, buf.data(), Cp);
                 write_pixel_row(buf.data(), Cp, C, cols, out_row, out.strides[1], out.strides[3]);
             }
         }
