@@ -32,7 +32,9 @@ using simd::VecF32;
 constexpr int kLanes = VecF32::width;
 // Vectors of channels summed together over one walk of a pixel's taps: 64
 // channels on AVX-512 (four lines of each tap's pixel), 32 on AVX2, whose
-// sixteen registers then hold the four sums and the operands in flight.
+// sixteen registers then hold the four sums and the operands in flight (the
+// weight gradient and the strided input gradient; the forward pass's blocks
+// take BlockShape's runs).
 constexpr int kRunVectors = 4;
 // The forward pass and the stride-1 input gradient sum a block of output
 // pixels together where all of their filter columns are inside the image:
@@ -140,7 +142,6 @@ inline BlockShape block_shape(int64_t) { return {4, 4}; }
 constexpr bool kTwoPixelBlocks = true;
 inline BlockShape block_shape(int64_t C) { return C <= 8 * kLanes ? BlockShape{4, 3} : BlockShape{2, 4}; }
 #endif
-
 
 // acc[v] += pixel[v] * tap[v] over a run of NV vectors of channels (the
 // pixel's last vector `last` lanes wide; the taps are padded to whole ones).

@@ -198,8 +198,8 @@ def direct_cpu_call(x, *others) -> bool:
     record (no argument requires grad, or grad mode is off), torch.compile
     is not tracing, and the bindings read tensors that require grad as they
     are. What needs_torch_op and launch decide, in one pass: the shortcut of
-    the ops whose small calls are dominated by Python (a one-token Linear
-    cost ~5.5 us through the general path, ~4 through this one)."""
+    the ops whose small calls are dominated by Python (a one-token Linear:
+    5.2 us through the general path, 4.7 through this one, on a Zen 3 VM)."""
     torch = sys.modules.get("torch")
     if torch is None or type(x) is not torch.Tensor or not x.is_cpu:
         return False
