@@ -39,7 +39,7 @@ struct Fp32Kernel {
     template <class T>
     static void pack_a(const gemm_detail::Matrix<T>& a, int64_t m, int64_t kc, float* dst) {
         if constexpr (std::is_same_v<T, float>) {
-#if FASTNN_SIMD_AVX512
+#if FASTNN_SIMD_AVX512 || FASTNN_SIMD_AVX2
             if (a.cs == 1) return gemm_detail::pack_lines_transposed<MR>(a.data, a.rs, m, kc, dst);
 #endif
             if (a.rs == 1) return gemm_detail::pack_a_unit_row_stride<MR>(a, m, kc, dst);
@@ -49,7 +49,7 @@ struct Fp32Kernel {
 
     template <class T>
     static void pack_b(const gemm_detail::Matrix<T>& b, int64_t kc, int64_t n, float* dst) {
-#if FASTNN_SIMD_AVX512
+#if FASTNN_SIMD_AVX512 || FASTNN_SIMD_AVX2
         if constexpr (std::is_same_v<T, float>)
             if (b.rs == 1 && b.cs != 1) return gemm_detail::pack_lines_transposed<NR>(b.data, b.cs, n, kc, dst);
 #endif

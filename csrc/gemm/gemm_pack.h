@@ -138,6 +138,39 @@ void pack_lines_transposed(const float* src, int64_t ls, int64_t count, int64_t 
         if (padded_len > len) std::memset(dst + len * R, 0, sizeof(float) * R * (padded_len - len));
     }
 }
+#elif FASTNN_SIMD_AVX2
+// The same on AVX2, 8 x 8 blocks. With the element-by-element packing it
+// replaces, the float32 Linear (A row-major, B = weight^T column-major) ran
+// at 0.69-0.71x torch in the bench where matmul ran at 0.89-0.92x (Zen 3);
+// alternated call by call, 512 x 2048 x 2048 and 2048 x 1024 x 1024 take
+// 9% less time with it.
+template <int R>
+void pack_lines_transposed(const float* src, int64_t ls, int64_t count, int64_t len, float* dst,
+                           int64_t padded_len = -1) {
+    if (padded_len < len) padded_len = len;
+    for (int64_t l0 = 0; l0 < count; l0 += R, dst += R * padded_len) {
+        const int lines = static_cast<int>(std::min<int64_t>(R, count - l0));
+        for (int g = 0; g < R; g += 8) {
+            const int group = std::clamp(lines - g, 0, 8), width = std::min(8, R - g);
+            for (int64_t k0 = 0; k0 < len; k0 += 8) {
+                const int kn = static_cast<int>(std::min<int64_t>(8, len - k0));
+                __m256 r[8];
+                for (int t = 0; t < 8; ++t) {
+                    const float* line = src + (l0 + g + t) * ls + k0;
+                    r[t] = t >= group ? _mm256_setzero_ps() : kn == 8 ? _mm256_loadu_ps(line)
+                                                                       : VecF32::load_partial(line, kn).v;
+                }
+                simd::transpose8x8(r);
+                for (int k = 0; k < kn; ++k) {
+                    float* to = dst + (k0 + k) * R + g;
+                    if (width == 8) _mm256_storeu_ps(to, r[k]);
+                    else VecF32{r[k]}.store_partial(to, width);
+                }
+            }
+        }
+        if (padded_len > len) std::memset(dst + len * R, 0, sizeof(float) * R * (padded_len - len));
+    }
+}
 #endif
 
 }  // namespace fastnn::FASTNN_ISA_NAMESPACE::gemm_detail

@@ -1,7 +1,8 @@
 // Transposes of 32-bit data through registers, shared by the layout changes
 // of GEMM packing, planar convolution and the attention backward's prepass:
-// one 16 x 16 block is 16 loads, 64 shuffles and 16 stores on AVX-512, where
-// the scalar form is 256 strided stores, one store-port cycle each.
+// one 16 x 16 block is 16 loads, 64 shuffles and 16 stores on AVX-512 (an
+// 8 x 8 block 8 loads, 24 shuffles and 8 stores on AVX2), where the scalar
+// form is one strided store per element, one store-port cycle each.
 //
 // Same namespace rule as simd.h: include only from per-ISA kernel files.
 #pragma once
@@ -36,6 +37,27 @@ inline void transpose16x16(__m512 r[16]) {
     for (int c = 0; c < 8; ++c) {
         r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);
         r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xDD);
+    }
+}
+#elif FASTNN_SIMD_AVX2
+// In-register transpose of 8 rows of 8 floats: r[j] becomes column j. Pairs
+// of rows interleave, then quarters (columns c and c + 4 of four rows in
+// the two 128-bit halves), then the halves of rows 0-3 and 4-7 join.
+inline void transpose8x8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; ++i) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; ++i) {
+        u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int c = 0; c < 4; ++c) {
+        r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
     }
 }
 #endif
