@@ -62,6 +62,23 @@ inline void transpose8x8(__m256 r[8]) {
 }
 #endif
 
+#if FASTNN_SIMD_AVX512 || FASTNN_SIMD_AVX2
+// r[j] becomes column j of the square block of VecF32::width rows.
+inline void transpose_square(VecF32 (&r)[VecF32::width]) {
+#if FASTNN_SIMD_AVX512
+    __m512 m[16];
+    for (int i = 0; i < 16; ++i) m[i] = r[i].v;
+    transpose16x16(m);
+    for (int i = 0; i < 16; ++i) r[i].v = m[i];
+#else
+    __m256 m[8];
+    for (int i = 0; i < 8; ++i) m[i] = r[i].v;
+    transpose8x8(m);
+    for (int i = 0; i < 8; ++i) r[i].v = m[i];
+#endif
+}
+#endif
+
 // dst[j * ld + i] = src[i * ls + j] for i < rows, j < cols (both <= 16);
 // through registers on AVX-512.
 inline void transpose_block(const float* src, int64_t ls, int rows, int cols, float* dst, int64_t ld) {
