@@ -217,17 +217,21 @@ struct VecF32 {
         const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
         return {_mm256_castsi256_ps(_mm256_slli_epi32(w, 16))};
     }
-    // The first n lanes of a float row, by vmaskmovps: lanes past n are
-    // neither read nor written, so a row's end may be the end of a page. A
-    // copy through a stack buffer (a memcpy call) made the compiler spill
-    // every vector register around the call in the loops that take it.
+    // The first n lanes of a row: lanes past n are neither read nor written,
+    // so a row's end may be the end of a page. Loads take vmaskmovps; a copy
+    // through a stack buffer (a memcpy call) made the compiler spill every
+    // vector register around the call in the loops that take it.
     static __m256i first_lanes(int n) {
         alignas(32) static constexpr int32_t kOnesThenZeros[2 * width] = {-1, -1, -1, -1, -1, -1, -1, -1,
                                                                           0,  0,  0,  0,  0,  0,  0,  0};
         return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kOnesThenZeros + width - n));
     }
-    static VecF32 load_partial(const float* p, int n) { return {_mm256_maskload_ps(p, first_lanes(n))}; }
+    static VecF32 load_partial(const float* p, int n) {
+        if (n == width) return load(p);
+        return {_mm256_maskload_ps(p, first_lanes(n))};
+    }
     static VecF32 load_partial(const bf16* p, int n) {
+        if (n == width) return load(p);
         bf16 buf[width] = {};
         std::memcpy(buf, p, sizeof(bf16) * n);
         return load(buf);
@@ -236,8 +240,27 @@ struct VecF32 {
     void store(bf16* p) const { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), to_bf16()); }
     void stream(float* p) const { _mm256_stream_ps(p, v); }
     void stream(bf16* p) const { _mm_stream_si128(reinterpret_cast<__m128i*>(p), to_bf16()); }
-    void store_partial(float* p, int n) const { _mm256_maskstore_ps(p, first_lanes(n), v); }
+    // A vmaskmovps store is microcoded on AMD Zen 2/3: ~20 cycles a vector
+    // against under one for vmovups (Zen 3, measured), and the 6-lane sliver
+    // stores of GEMM packing or a dropout block's vectors took one each. The
+    // lanes go out instead as at most one 4-, one 2- and one 1-lane store.
+    void store_partial(float* p, int n) const {
+        if (n == width) return store(p);
+        __m128 part = _mm256_castps256_ps128(v);
+        if (n & 4) {
+            _mm_storeu_ps(p, part);
+            part = _mm256_extractf128_ps(v, 1);
+            p += 4;
+        }
+        if (n & 2) {
+            _mm_storel_pi(reinterpret_cast<__m64*>(p), part);
+            part = _mm_movehl_ps(part, part);
+            p += 2;
+        }
+        if (n & 1) _mm_store_ss(p, part);
+    }
     void store_partial(bf16* p, int n) const {
+        if (n == width) return store(p);
         bf16 buf[width];
         store(buf);
         std::memcpy(p, buf, sizeof(bf16) * n);
