@@ -3,8 +3,8 @@
 // per fp32 element, no mask traffic at all (the backward regenerates it).
 // Arithmetic: 10 rounds of 2 32x32->64-bit multiplies per 4 elements, about
 // 12 vector integer operations per 16 elements per round, which keeps the
-// AVX-512 path near memory speed on 2 cores; narrower vectors are
-// compute-bound. Work is split into 64-element blocks, the RNG's unit, so
+// AVX-512 path near memory speed on 2 cores; AVX2 is compute-bound (~2.5
+// cycles per element on Zen 3). Work is split into 64-element blocks, the RNG's unit, so
 // that a thread's range never splits one.
 #include "fastnn/dropout.h"
 #include "fastnn/parallel.h"
@@ -21,32 +21,45 @@ constexpr int kBlock = 64;  // elements per block: 16 counters x 4 words
 constexpr int W = VecF32::width;
 static_assert(16 % W == 0, "a block's 16 counters must fill whole vectors");
 
-// mult[k] = scale or 0 for the 64 elements of block b.
+// mult[k] = scale or 0 for the 64 elements of block b. The block's counters
+// fill kChains vectors whose rounds are independent: with two (AVX2) their
+// multiply latencies overlap instead of running one 10-round chain after
+// the other.
 void block_multipliers(const DropoutStream& rng, uint64_t b, float* mult) {
+    constexpr int kChains = 16 / W;
     const VecU32 m0 = VecU32::broadcast(0xD2511F53u), m1 = VecU32::broadcast(0xCD9E8D57u);
     const VecU32 threshold = VecU32::broadcast(rng.threshold);
     const VecF32 keep = VecF32::broadcast(rng.scale), drop = VecF32::zero();
-    for (int h = 0; h < 16; h += W) {
-        const uint64_t c = 16 * b + static_cast<uint64_t>(h);
-        VecU32 x[4] = {VecU32::broadcast(static_cast<uint32_t>(c)) + VecU32::lane_index(),
-                       VecU32::broadcast(static_cast<uint32_t>(c >> 32)), VecU32::broadcast(rng.offset[0]),
-                       VecU32::broadcast(rng.offset[1])};
-        uint32_t k0 = rng.key[0], k1 = rng.key[1];
-        for (int round = 0; round < 10; ++round) {
-            const VecU32 hi0 = mul_hi(m0, x[0]), lo0 = mul_lo(m0, x[0]);
-            const VecU32 hi1 = mul_hi(m1, x[2]), lo1 = mul_lo(m1, x[2]);
-            x[0] = hi1 ^ x[1] ^ VecU32::broadcast(k0);
-            x[1] = lo1;
-            x[2] = hi0 ^ x[3] ^ VecU32::broadcast(k1);
-            x[3] = lo0;
-            k0 += 0x9E3779B9u;
-            k1 += 0xBB67AE85u;
-        }
-        for (int j = 0; j < 4; ++j) {
-            const MaskF32 kept = cmp_lt(x[j] >> 8, threshold);
-            simd::select(kept, keep, drop).store(mult + 16 * j + h);
-        }
+    const VecU32 c_hi = VecU32::broadcast(static_cast<uint32_t>((16 * b) >> 32));
+    const VecU32 off0 = VecU32::broadcast(rng.offset[0]), off1 = VecU32::broadcast(rng.offset[1]);
+    VecU32 x[kChains][4];
+    for (int h = 0; h < kChains; ++h) {
+        const uint64_t c = 16 * b + static_cast<uint64_t>(h * W);
+        x[h][0] = VecU32::broadcast(static_cast<uint32_t>(c)) + VecU32::lane_index();
+        x[h][1] = c_hi;
+        x[h][2] = off0;
+        x[h][3] = off1;
     }
+    uint32_t k0 = rng.key[0], k1 = rng.key[1];
+    for (int round = 0; round < 10; ++round) {
+        const VecU32 key0 = VecU32::broadcast(k0), key1 = VecU32::broadcast(k1);
+        for (int h = 0; h < kChains; ++h) {
+            VecU32* s = x[h];
+            const VecU32 hi0 = mul_hi(m0, s[0]), lo0 = mul_lo(m0, s[0]);
+            const VecU32 hi1 = mul_hi(m1, s[2]), lo1 = mul_lo(m1, s[2]);
+            s[0] = hi1 ^ s[1] ^ key0;
+            s[1] = lo1;
+            s[2] = hi0 ^ s[3] ^ key1;
+            s[3] = lo0;
+        }
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    for (int h = 0; h < kChains; ++h)
+        for (int j = 0; j < 4; ++j) {
+            const MaskF32 kept = cmp_lt(x[h][j] >> 8, threshold);
+            simd::select(kept, keep, drop).store(mult + 16 * j + h * W);
+        }
 }
 
 // True when t's elements lie at their row-major positions (size-1 dims aside).
