@@ -392,7 +392,7 @@ bool max_backward_pull(const PoolBackwardParams& p, const Geometry& g, int64_t n
                 // fifth of the AVX2 backward's time.
                 constexpr int kVecs = kNC / VecF32::width;
                 VecF32 acc[kVecs];
-                for (VecF32& a : acc) a = VecF32::zero();
+                for (VecF32& sum : acc) sum = VecF32::zero();
                 for (int a = 0; a < nh; ++a)
                     for (int b = 0; b < nw; ++b) {
                         const int64_t* index = idx + oh_list[a] * iv.strides[2] + ow_list[b] * iv.strides[3];
