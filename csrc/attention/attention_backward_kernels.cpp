@@ -182,7 +182,7 @@ void backward_typed(const AttentionBackwardParams& p) {
                         const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, Sq - i0));
                         const int npad = static_cast<int>(tile::round_up(rows, W));
                         tile::gemm(cols, npad, D, Kr + j0 * Dp, Dp, 1, Qt + i0, SqP, St, kBlockQ, false, p.scale,
-                                   kForwardChunk);
+                                   tile::kLongChunk);
                         epilogue.apply(St, kBlockQ, j0, cols, i0, rows, npad);
                         tile::gemm(cols, npad, D, Vr + j0 * Dp, Dp, 1, dOt + i0, SqP, dSt, kBlockQ, false);
                         const VecF32 heavy = VecF32::broadcast(kExactDpWeight);

@@ -29,13 +29,12 @@ inline constexpr int W = VecF32::width;
 // with the transposed query block (D x 64) they stay in L1/L2 for the block.
 inline constexpr int kBlockQ = 64;
 inline constexpr int kBlockK = 64;
-// Terms per register chunk in the scores S = Q K^T (forward, and the
-// backward's recomputation, which must give the forward's bits) and in the
-// forward's P V (K = one key block): a dot product over D or one key block
-// in one register chain (the forward's error stays within 0.5-1.1x
+// The scores S = Q K^T (forward, and the backward's recomputation, which
+// must give the forward's bits) and the forward's P V (K = one key block)
+// sum tile::kLongChunk terms per register chunk: a dot product over D or one
+// key block in one chain (the forward's error stays within 0.5-1.1x
 // PyTorch's: bench/notes/attention.md). The backward's dP, dV, dK and dQ
 // keep tile::kChunk: dP - delta cancels.
-inline constexpr int64_t kForwardChunk = 64;
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 inline constexpr float kInf = std::numeric_limits<float>::infinity();
 

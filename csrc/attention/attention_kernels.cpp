@@ -99,7 +99,7 @@ void forward_typed(const AttentionParams& p) {
             for (int64_t j0 = 0; j0 < kv_end; j0 += kBlockK) {
                 const int cols = static_cast<int>(std::min<int64_t>(kBlockK, kv_end - j0));
                 tile::gemm(cols, npad, D, K + j0 * kv.k_row, kv.k_row, 1, Qt, kBlockQ, St, kBlockQ, false, p.scale,
-                           kForwardChunk);
+                           tile::kLongChunk);
                 epilogue.apply(St, kBlockQ, j0, cols, i0, rows, npad);
                 for (int c = 0; c < npad; c += W) {
                     const VecF32 old_max = VecF32::load(row_max + c);
@@ -141,7 +141,7 @@ void forward_typed(const AttentionParams& p) {
                         for (int c = 0; c < npad; c += W)
                             (VecF32::load(Ot + d * kBlockQ + c) * VecF32::load(alpha + c)).store(Ot + d * kBlockQ + c);
                 tile::gemm(D, npad, cols, V + j0 * kv.v_row, 1, kv.v_row, St, kBlockQ, Ot, kBlockQ, j0 > 0, 1.0f,
-                           kForwardChunk);
+                           tile::kLongChunk);
             }
 
             if (kv_end > 0) transpose(Ot, kBlockQ, D, rows, rows_buf, D);

@@ -53,8 +53,8 @@ inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 // dot products feed cancellations (dP - delta in the backward pass), so this
 // matters there; the cost is one load, add and store per accumulator per
 // chunk: 64^3 on AVX2 (Zen 3, one thread) 80-81 GFLOP/s at 16 against 91-93
-// at 64.
-inline constexpr int64_t kChunk = 16;
+// at kLongChunk, which the products without such a cancellation take.
+inline constexpr int64_t kChunk = 16, kLongChunk = 64;
 
 // Rows of A that run along k (a_k = 1: the pixels of a channels-last
 // convolution, the keys of attention) are R streams, one line per chunk

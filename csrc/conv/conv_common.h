@@ -22,14 +22,13 @@ namespace fastnn::FASTNN_ISA_NAMESPACE::conv {
 
 using tile::round_up;
 
-// Channels per register chunk in the forward products (one filter tap's
-// channels, or a Winograd point's): a tap's sum in one chain, the taps joined
-// in memory. Against tile::kChunk (16): N8 C64 K64 56x56 3x3 forward 2
-// threads 12% faster (channels-last 7.48 -> 6.52 ms, NCHW 8.21 -> 7.36), 1x1
-// C256 K64 5%; max error against float64 still 0.1-0.41 of torch's
-// (oneDNN's). The backward keeps kChunk: its NCHW dx went to 1.2-1.4x
+// The forward products (one filter tap's channels, or a Winograd point's)
+// sum tile::kLongChunk channels per register chunk: a tap's sum in one chain,
+// the taps joined in memory. Against tile::kChunk (16): N8 C64 K64 56x56 3x3
+// forward 2 threads 12% faster (channels-last 7.48 -> 6.52 ms, NCHW 8.21 ->
+// 7.36), 1x1 C256 K64 5%; max error against float64 still 0.1-0.41 of
+// torch's (oneDNN's). The backward keeps kChunk: its NCHW dx went to 1.2-1.4x
 // torch's error at 64.
-inline constexpr int64_t kForwardChunk = 64;
 
 void conv_forward_kernel(const ConvParams& p);
 void conv_backward_kernel(const ConvBackwardParams& p);

@@ -72,7 +72,7 @@ void forward_stride1(const ConvParams& p, const Sizes& z, const float* Wp, const
                 for (int64_t s = 0; s < z.S; ++s) {
                     const float* a = x.data() + n * x.ns + ((oh0 + r * p.geo.dilation[0]) * x.Wp + s * p.geo.dilation[1]) * x.C;
                     tile::gemm(nrows * x.Wp, z.Kgp, z.Cg, a + g * z.Cg, x.C, 1, Wp + ((g * z.R + r) * z.S + s) * z.Cg * z.Kgp,
-                               z.Kgp, out, z.Kgp, r + s > 0, 1.0f, kForwardChunk);
+                               z.Kgp, out, z.Kgp, r + s > 0, 1.0f, tile::kLongChunk);
                 }
             for (int64_t i = 0; i < nrows; ++i)
                 write_outputs<T>(p, z, out + i * x.Wp * z.Kgp, n, g, (oh0 + i) * z.OW, z.OW, bias);
@@ -140,7 +140,7 @@ void forward_typed(const ConvParams& p) {
                 const int64_t n = u / (z.G * blocks), g = u / blocks % z.G, p0 = u % blocks * kPixelBlock;
                 const int64_t count = std::min(kPixelBlock, z.H * z.W - p0);
                 tile::gemm(count, z.Kgp, z.Cg, x.data + n * x.ns + p0 * x.ws + g * z.Cg, x.ws, 1,
-                           Wp + g * z.Cg * z.Kgp, z.Kgp, buf.get(), z.Kgp, false, 1.0f, kForwardChunk);
+                           Wp + g * z.Cg * z.Kgp, z.Kgp, buf.get(), z.Kgp, false, 1.0f, tile::kLongChunk);
                 write_outputs<T>(p, z, buf.get(), n, g, p0, count, bias);
             }
         });
@@ -165,7 +165,7 @@ void forward_typed(const ConvParams& p) {
                     if (run.hi == run.lo) continue;
                     tile::gemm(run.hi - run.lo, z.Kgp, z.Cg, x.data + n * x.ns + ih * x.hs + run.first_in * x.ws + g * z.Cg,
                                sw * x.ws, 1, Wp + ((g * z.R + r) * z.S + s) * z.Cg * z.Kgp, z.Kgp,
-                               row + run.lo * z.Kgp, z.Kgp, true, 1.0f, kForwardChunk);
+                               row + run.lo * z.Kgp, z.Kgp, true, 1.0f, tile::kLongChunk);
                 }
             }
             write_outputs<T>(p, z, row, n, g, oh * z.OW, z.OW, bias);

@@ -368,7 +368,7 @@ void winograd_typed(const WinogradConv& p) {
                 const int64_t kn = std::min(Kc, Kgp - k0);
                 for (int xi = 0; xi < kXi; ++xi)
                     tile::gemm(count, kn, Cg, V + xi * block * Cgp, Cgp, 1, U + (g * kXi + xi) * Cg * Kgp + k0, Kgp,
-                               M + xi * block * Kc, Kc, false, 1.0f, kForwardChunk);
+                               M + xi * block * Kc, Kc, false, 1.0f, tile::kLongChunk);
                 for (int64_t t = 0; t < count; ++t)
                     for (int64_t v = 0; v < kn; v += tile::kWidth)
                         transform_output(M + t * Kc + v, block * Kc, Y + t * 4 * Kgp + k0 + v, Kgp);
