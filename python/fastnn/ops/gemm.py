@@ -89,7 +89,7 @@ def linear(x, weight, bias=None):
     fastnn::linear, whose backward runs linear_backward.
     """
     if B.direct_cpu_call(x, weight, bias) and x.ndim == 2 and getattr(weight, "ndim", None) == 2:
-        y = x.new_empty((x.shape[0], weight.shape[0]))
+        y = x.new_empty(x.shape[0], weight.shape[0])  # sizes unpacked: see _backend.empty
         _C.linear(x, weight, bias, y)
         return y
     if B.needs_torch_op(x, weight, bias):
