@@ -79,6 +79,8 @@ def test_info_reports_build_and_threads():
     assert d["version"] == fastnn.__version__
     assert d["threads"] == fastnn.get_num_threads()
     assert isinstance(d["cuda_built"], bool)
+    caches = d["cpu_caches"]
+    assert caches == _C.cache_sizes() and 0 < caches["l1d"] < caches["l2"] <= caches["l3"]
     if not d["gpus"]:
         assert d["cuda_unavailable_reason"]
 

@@ -38,6 +38,16 @@ void bind_runtime(nb::module_& m) {
         d["avx_vnni"] = f.avx_vnni; d["amx_bf16"] = f.amx_bf16; d["amx_int8"] = f.amx_int8;
         return d;
     });
+    m.def(
+        "cache_sizes",
+        [] {
+            const CacheSizes& c = cache_sizes();
+            nb::dict d;
+            d["l1d"] = c.l1d; d["l2"] = c.l2; d["l3"] = c.l3;
+            return d;
+        },
+        "Data cache sizes in bytes (L1d and L2 per core, L3 per shared slice) that the kernels' blocking and "
+        "streaming-store choices are derived from.");
     m.def("num_threads", &num_threads);
     m.def("default_num_threads", &default_num_threads);
     m.def(

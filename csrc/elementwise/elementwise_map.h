@@ -13,12 +13,17 @@ namespace fastnn::FASTNN_ISA_NAMESPACE {
 
 // Below ~64 KiB per thread the wake-up of a worker costs more than it saves.
 inline constexpr int64_t kElementwiseGrain = 16384;
-// An output larger than the last-level cache cannot stay cached, so it is
-// written with non-temporal stores: that saves the read for ownership of
-// every destination line (a third of the traffic of a unary op). A smaller
-// output keeps ordinary stores: its lines are often still cached (a recycled
-// buffer) and the next op reads it from there.
-inline bool use_streaming_stores(int64_t output_bytes) { return output_bytes >= cache_sizes().l3; }
+// A pass that touches more bytes than the last-level cache holds (inputs and
+// output together) finds its output's lines gone from cache, so it writes
+// them with non-temporal stores: that saves the read for ownership of every
+// destination line (a third of a unary op's traffic, a quarter of a binary
+// one's). A smaller pass keeps ordinary stores: its output is often a
+// recycled buffer still in cache, and the next op reads it from there (a
+// unary op on 16 MiB with a 32 MiB L3 lost with streaming stores on a Zen 4:
+// bench/notes/activation.md). Binary ops on 16 MiB float32 outputs (48 MiB
+// touched), Zen 3 VM, 2 threads, inputs rotated: relu and sigmoid backward
+// 1.58-1.62 -> 1.27-1.31 ms.
+inline bool use_streaming_stores(int64_t bytes_touched) { return bytes_touched > cache_sizes().l3; }
 
 template <class T, int NIn, class Fn>
 void map_elementwise(const TensorView* const* operands, Fn fn) {
@@ -26,7 +31,7 @@ void map_elementwise(const TensorView* const* operands, Fn fn) {
     constexpr int W = VecF32::width;
     const StridedLayout layout = make_strided_layout(operands, NIn + 1);
     const bool dense = layout.inner_dense();
-    const bool streaming = dense && use_streaming_stores(layout.numel * int64_t(sizeof(T)));
+    const bool streaming = dense && use_streaming_stores((NIn + 1) * layout.numel * int64_t(sizeof(T)));
 
     parallel_for(layout.numel, kElementwiseGrain, [&](int64_t begin, int64_t end) {
         for_each_row(layout, begin, end, [&](char* const* ptrs, int64_t n) {

@@ -28,6 +28,7 @@ def info() -> dict:
         "isa_active": _C.isa_active(),
         "isa_requested": _C.isa_requested(),
         "cpu_features": [k for k, v in _C.cpu_features().items() if v],
+        "cpu_caches": _C.cache_sizes(),
         "threads": _C.num_threads(),
         "thread_runtime": _C.thread_runtime(),
         "cuda_built": B._cuda is not None,
@@ -35,6 +36,10 @@ def info() -> dict:
         "cuda_unavailable_reason": B._cuda_import_error if B._cuda is None else gpu_error,
         "gpus": gpus,
     }
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 and nbytes % (1 << 20) == 0 else f"{nbytes >> 10} KiB"
 
 
 def format_info(d: dict) -> str:
@@ -48,6 +53,7 @@ def format_info(d: dict) -> str:
         f"CPU ISA detected : {d['isa_detected']}",
         f"CPU ISA in use   : {isa}",
         f"CPU features     : {', '.join(d['cpu_features']) or 'none beyond the baseline'}",
+        f"CPU caches       : " + ", ".join(f"{k.upper()} {_size(v)}" for k, v in d["cpu_caches"].items()),
         f"threads          : {d['threads']} ({d['thread_runtime']})",
     ]
     if d["cuda_built"]:
