@@ -190,7 +190,7 @@ void backward_typed(const AttentionBackwardParams& p) {
                             for (int c = 0; c < npad; c += W) {
                                 float* s = St + j * kBlockQ + c;
                                 float* ds = dSt + j * kBlockQ + c;
-                                const VecF32 prob = simd::exp(VecF32::load(s) - VecF32::load(lse_pad + i0 + c));
+                                const VecF32 prob = simd::softmax_exp(VecF32::load(s) - VecF32::load(lse_pad + i0 + c));
                                 prob.store(s);
                                 VecF32 diff = VecF32::load(ds) - VecF32::load(delta + i0 + c);
                                 // Padded query lanes have probability 0.

@@ -115,7 +115,7 @@ void forward_typed(const AttentionParams& p) {
                     // subtracts 0 instead, so exp(-inf - 0) = 0, not NaN.
                     const VecF32 neg_inf = VecF32::broadcast(kNegInf);
                     const VecF32 shift = simd::select(simd::cmp_le(new_max, neg_inf), VecF32::zero(), new_max);
-                    const VecF32 a = simd::exp(old_max - shift);
+                    const VecF32 a = simd::softmax_exp(old_max - shift);
                     // Four interleaved partial sums: the row sum scales every
                     // output of the row, so its rounding error matters more
                     // than any single product's.
@@ -124,7 +124,7 @@ void forward_typed(const AttentionParams& p) {
                     // add a store-to-load round trip).
                     VecF32 sum[4] = {VecF32::zero(), VecF32::zero(), VecF32::zero(), VecF32::zero()};
                     auto exp_into = [&](int j, VecF32& partial) {
-                        const VecF32 e = simd::exp(VecF32::load(St + j * kBlockQ + c) - shift);
+                        const VecF32 e = simd::softmax_exp(VecF32::load(St + j * kBlockQ + c) - shift);
                         e.store(St + j * kBlockQ + c);
                         partial = partial + e;
                     };
