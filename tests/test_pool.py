@@ -138,6 +138,24 @@ def test_average_kernels_write_every_element(case, views, rng):
     assert_close(grad_in, *refs, "grad")
 
 
+@pytest.mark.parametrize("layout,dtype", LAYOUT_DTYPES)
+@pytest.mark.parametrize("kw", POOL_CASES + [dict(kernel_size=3, stride=2, padding=1, dilation=2)])
+@pytest.mark.parametrize("channels", [64, 67])
+def test_max_pool_inference_with_and_without_indices(kw, channels, layout, dtype, isa, rng):
+    """Without autograd, indices are computed only when asked for: both
+    kernels give torch's maxima (NaN included) and the asked-for indices are
+    torch's."""
+    x = randn((2, channels, 13, 17), dtype, rng)
+    x[0, 3, 2, 2] = x[1, -1, 5, 7] = float("nan")
+    if layout == "nhwc":
+        x = x.to(memory_format=torch.channels_last)
+    ref, ref_idx = F.max_pool2d(x, return_indices=True, **kw)
+    out = fastnn.max_pool2d(x, **kw)
+    out_i, idx = fastnn.max_pool2d(x, return_indices=True, **kw)
+    torch.testing.assert_close(out, ref, equal_nan=True, rtol=0, atol=0)
+    assert torch.equal(out.nan_to_num(), out_i.nan_to_num()) and torch.equal(idx, ref_idx)
+
+
 def test_max_pool_nan_inf_and_indices():
     x = torch.tensor([[[[1.0, float("nan"), -float("inf"), -float("inf")],
                         [2.0, 0.5, -float("inf"), -float("inf")]]]])

@@ -5,7 +5,8 @@
 // Windows follow PyTorch exactly. max: rows oh*stride - pad + i*dilation
 // (i < kernel) inside the input; the result is the largest value, NaN if any
 // is NaN, and indices (int64, h * W + w, the first maximum) record where it
-// was. avg: rows [oh*stride - pad, +kernel) clipped to [0, H + pad) give the
+// was (when asked for: a max without indices, for inference, skips their
+// bookkeeping and their 8 bytes per output). avg: rows [oh*stride - pad, +kernel) clipped to [0, H + pad) give the
 // padded count, then clipped to [0, H); the divisor is divisor_override if
 // > 0, else the padded count (count_include_pad) or the clipped count.
 // adaptive_avg: rows [floor(oh H / OH), ceil((oh + 1) H / OH)), divided by
@@ -31,7 +32,7 @@ struct PoolParams {
     PoolWindow window;
     TensorView x;
     TensorView out;      // written
-    TensorView indices;  // max only: written, int64, out's shape
+    TensorView indices;  // max only: written, int64, out's shape; data null: not computed
 };
 
 // grad_in is written completely (zeros where no window reads).
