@@ -201,14 +201,21 @@ RowMoments row_moments(const T* x, int64_t n, float eps) {
 }
 
 // y = (x - mean) * rstd * weight + bias, with (x - mean) * rstd formed as
-// (x - mean_hi) * rstd - mean_low * rstd in one rounding.
+// (x - mean_hi) * rstd - mean_low * rstd in one rounding. next (or nullptr):
+// the row the task takes next, requested a line at a time meanwhile. This
+// sweep and the variance's read the row from L1, and without those requests
+// memory idled through them: 8192 x 1024 float32 out=, 2 threads, Zen 3 VM,
+// RMSNorm 2.04 -> 1.76 ms, LayerNorm 1.91 -> 1.82 (best of 20, alternating).
 template <bool kCentered, bool kStream, bool kWeight, bool kBias, class T>
-void normalize_row(const T* x, T* y, int64_t n, const RowMoments& st, const float* w, const float* b) {
+void normalize_row(const T* x, T* y, int64_t n, const RowMoments& st, const float* w, const float* b,
+                   const T* next) {
+    constexpr int64_t kLineElements = 64 / sizeof(T);
     const VecF32 mean = VecF32::broadcast(st.mean), rstd = VecF32::broadcast(st.rstd);
     const VecF32 low_term = VecF32::broadcast(-st.mean_low * st.rstd);
     // Captures by value: the vector stores may alias any memory (__m512 is
     // may_alias), so captured references would be reloaded every iteration.
     write_row<kStream>(y, n, [=](int64_t i, int lanes) {
+        if (next && i % kLineElements < W) __builtin_prefetch(next + i, 0, 3);
         const VecF32 v = simd::load_lanes(x + i, lanes);
         VecF32 r = kCentered ? simd::fmadd(v - mean, rstd, low_term) : v * rstd;
         if constexpr (kWeight && kBias) r = simd::fmadd(r, simd::load_lanes(w + i, lanes), simd::load_lanes(b + i, lanes));
@@ -256,7 +263,8 @@ void forward_typed(const NormForwardParams& p) {
                 const T* x = gather_row(rows.row(0, r), x_step, n, x_buf.data());
                 T* y = staged ? y_buf.data() : reinterpret_cast<T*>(rows.row(1, r));
                 const RowMoments st = row_moments<kCentered>(x, n, p.eps);
-                normalize_row<kCentered, kStream, kWeight, kBias>(x, y, n, st, w, b);
+                const T* next = !staged && r + 1 < end ? reinterpret_cast<const T*>(rows.row(0, r + 1)) : nullptr;
+                normalize_row<kCentered, kStream, kWeight, kBias>(x, y, n, st, w, b, next);
                 if (staged) scatter_row(y_buf.data(), rows.row(1, r), y_step, n);
                 *reinterpret_cast<float*>(rows.row(2, r)) = st.rstd;
                 if constexpr (kCentered) *reinterpret_cast<float*>(rows.row(3, r)) = st.mean;
