@@ -550,8 +550,13 @@ inline VecF32 scale_pow2(VecF32 p, VecF32 n) {
 }
 // scale_pow2, and 0 in the lanes of `zero`, which are scaled by 2^0 so that
 // none underflows (an underflowing result costs a microcode assist on Intel
-// cores).
+// cores). A vector with no zero lane and every n in [-126, 127] (2^n a normal
+// float: every exp argument from -87.3 to 88, which is nearly all of them)
+// takes one multiply by 2^n instead, the same bits (each way rounds once)
+// for 5 vector operations and a branch instead of 13.
 inline VecF32 scale_pow2_or_zero(VecF32 p, VecF32 n, MaskF32 zero) {
+    const MaskF32 outside = cmp_lt(n, VecF32::broadcast(-126.0f)) | cmp_lt(VecF32::broadcast(127.0f), n);
+    if (!any(zero | outside)) return p * pow2i(n);
     return select(zero, VecF32::zero(), scale_pow2(p, select(zero, VecF32::zero(), n)));
 }
 #endif
