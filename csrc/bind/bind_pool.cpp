@@ -124,7 +124,8 @@ void bind_pool(nb::module_& m) {
     m.def("pool_forward", &pool_forward_py, nb::arg("kind"), nb::arg("x"), nb::arg("out"), nb::arg("indices").none(),
           nb::arg("kernel"), nb::arg("stride"), nb::arg("padding"), nb::arg("dilation"), nb::arg("ceil_mode"),
           nb::arg("count_include_pad"), nb::arg("divisor_override"),
-          "2-D max / avg / adaptive-avg pooling of (N, C, H, W) x into out (and int64 indices for max, unless indices is None).");
+          "2-D max / avg / adaptive-avg pooling of (N, C, H, W) x into out (and int64 indices for max, unless "
+          "indices is None).");
     m.def("pool_backward", &pool_backward_py, nb::arg("kind"), nb::arg("grad_out"), nb::arg("indices").none(),
           nb::arg("grad_in"), nb::arg("kernel"), nb::arg("stride"), nb::arg("padding"), nb::arg("dilation"),
           nb::arg("ceil_mode"), nb::arg("count_include_pad"), nb::arg("divisor_override"),

@@ -5,10 +5,11 @@
 // Windows follow PyTorch exactly. max: rows oh*stride - pad + i*dilation
 // (i < kernel) inside the input; the result is the largest value, NaN if any
 // is NaN, and indices (int64, h * W + w, the first maximum) record where it
-// was (when asked for: a max without indices, for inference, skips their
-// bookkeeping and their 8 bytes per output). avg: rows [oh*stride - pad, +kernel) clipped to [0, H + pad) give the
-// padded count, then clipped to [0, H); the divisor is divisor_override if
-// > 0, else the padded count (count_include_pad) or the clipped count.
+// was, when asked for (a max without indices, for inference, skips their
+// bookkeeping and their 8 bytes per output). avg: rows [oh*stride - pad,
+// +kernel) clipped to [0, H + pad) give the padded count, then clipped to
+// [0, H); the divisor is divisor_override if > 0, else the padded count
+// (count_include_pad) or the clipped count.
 // adaptive_avg: rows [floor(oh H / OH), ceil((oh + 1) H / OH)), divided by
 // the window size. Output sizes come from the out view (the caller computes
 // them, ceil_mode included).
