@@ -31,6 +31,7 @@ void map_elementwise(const TensorView* const* operands, Fn fn) {
     constexpr int W = VecF32::width;
     const StridedLayout layout = make_strided_layout(operands, NIn + 1);
     const bool dense = layout.inner_dense();
+    // Every input counted as large as the output (a broadcast one is less).
     const bool streaming = dense && use_streaming_stores((NIn + 1) * layout.numel * int64_t(sizeof(T)));
 
     parallel_for(layout.numel, kElementwiseGrain, [&](int64_t begin, int64_t end) {

@@ -53,7 +53,8 @@ def format_info(d: dict) -> str:
         f"CPU ISA detected : {d['isa_detected']}",
         f"CPU ISA in use   : {isa}",
         f"CPU features     : {', '.join(d['cpu_features']) or 'none beyond the baseline'}",
-        f"CPU caches       : " + ", ".join(f"{k.upper()} {_size(v)}" for k, v in d["cpu_caches"].items()),
+        f"CPU caches       : " + ", ".join(f"{k.upper().replace('D', 'd')} {_size(v)}"
+                                            for k, v in d["cpu_caches"].items()),
         f"threads          : {d['threads']} ({d['thread_runtime']})",
     ]
     if d["cuda_built"]:
